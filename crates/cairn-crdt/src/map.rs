@@ -249,7 +249,8 @@ pub struct MapOp {
 pub struct Map {
     fields: DotMap<FieldKey, Field>,
     ctx: CausalContext,
-    deferred: BTreeMap<Vec<PathStep>, CausalContext>,
+    /// Separate pairs, for the reason given on [`crate::Set`]'s field.
+    deferred: BTreeSet<(Vec<PathStep>, CausalContext)>,
 }
 
 /// The address of one field inside a map: keys from the top.
@@ -280,7 +281,7 @@ impl Map {
     pub fn from_parts(
         fields: BTreeMap<FieldKey, Field>,
         ctx: CausalContext,
-        deferred: BTreeMap<Vec<PathStep>, CausalContext>,
+        deferred: Vec<(Vec<PathStep>, CausalContext)>,
     ) -> Result<Self, InvalidState> {
         check_fields(&fields, &ctx, 1)?;
         if deferred
@@ -291,6 +292,10 @@ impl Map {
                 "deferred remove that is empty or already applicable",
             ));
         }
+        if !deferred.windows(2).all(|w| w[0] < w[1]) {
+            return Err(InvalidState("deferred removes not sorted and unique"));
+        }
+        let deferred = deferred.into_iter().collect();
         let map = Map {
             fields: DotMap(fields),
             ctx,
@@ -453,7 +458,7 @@ impl Map {
         }
         if let Some(c) = observed {
             if !self.ctx.descends(c) {
-                delta.deferred.insert(steps, c.clone());
+                delta.deferred.insert((steps, c.clone()));
             }
         }
     }
@@ -505,7 +510,7 @@ impl Map {
             ctx,
             deferred,
         } = self;
-        deferred.retain(|path, observed| {
+        deferred.retain(|(path, observed)| {
             remove_at(fields, path, observed);
             !ctx.descends(observed)
         });
@@ -518,12 +523,7 @@ impl Crdt for Map {
     fn merge(&mut self, other: &Self) {
         self.fields.join(&self.ctx, &other.fields, &other.ctx);
         self.ctx.join(&other.ctx);
-        for (path, observed) in &other.deferred {
-            self.deferred
-                .entry(path.clone())
-                .or_default()
-                .join(observed);
-        }
+        self.deferred.extend(other.deferred.iter().cloned());
         self.settle_deferred();
     }
 

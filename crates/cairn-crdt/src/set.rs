@@ -1,6 +1,6 @@
 //! Add-wins observed-remove set of byte strings (an ORSWOT: no tombstones).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::causal::{CausalContext, InvalidState};
 use crate::dotstore::{DotMap, DotSet, DotStore};
@@ -45,8 +45,10 @@ pub enum SetOp {
 pub struct Set {
     entries: DotMap<Box<[u8]>, DotSet>,
     ctx: CausalContext,
-    /// Removes waiting for this replica to see all that their context saw.
-    deferred: BTreeMap<Box<[u8]>, CausalContext>,
+    /// Removes waiting for this replica to see all that their context saw. Kept as
+    /// separate pairs, never joined per member: a joined context would mix a part already
+    /// applied with a part still waiting, and equal sets of removes would differ in shape.
+    deferred: BTreeSet<(Box<[u8]>, CausalContext)>,
 }
 
 impl Set {
@@ -94,7 +96,7 @@ impl Set {
         if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
             return Err(InvalidState("set members not sorted and unique"));
         }
-        if !deferred.windows(2).all(|w| w[0].0 < w[1].0) {
+        if !deferred.windows(2).all(|w| w[0] < w[1]) {
             return Err(InvalidState("deferred removes not sorted and unique"));
         }
         if entries
@@ -143,9 +145,8 @@ impl Set {
             // The new dot supersedes the member's old ones; the delta says so as a remove,
             // keeping its context made only of its own dots (see `is_small_delta`).
             if let Some(old) = self.entries.0.insert(key.clone(), DotSet::single(dot)) {
-                delta
-                    .deferred
-                    .insert(key, CausalContext::from_dots(old.iter()));
+                let superseded = CausalContext::from_dots(old.iter());
+                delta.deferred.insert((key, superseded));
             }
         }
         Ok(delta)
@@ -167,12 +168,14 @@ impl Set {
                     None => continue,
                 },
             };
-            delta.deferred.insert(m.into(), observed);
+            delta.deferred.insert((m.into(), observed));
         }
+        // An empty context removes nothing; settling drops it so the delta is canonical.
+        delta.settle_deferred();
         let waiting = delta
             .deferred
-            .values()
-            .filter(|c| !self.ctx.descends(c))
+            .iter()
+            .filter(|(_, c)| !self.ctx.descends(c))
             .count();
         Bound::DeferredRemoves.check(self.deferred.len() + waiting)?;
         self.merge(&delta);
@@ -219,7 +222,7 @@ impl Set {
             ctx,
             deferred,
         } = self;
-        deferred.retain(|m, observed| {
+        deferred.retain(|(m, observed)| {
             if let Some(dots) = entries.0.get_mut(m) {
                 dots.remove_covered(observed);
                 if dots.is_empty() {
@@ -239,14 +242,7 @@ impl Set {
 
     fn finish_merge(&mut self, other: &Set) {
         self.ctx.join(&other.ctx);
-        for (m, observed) in &other.deferred {
-            match self.deferred.get_mut(m) {
-                Some(mine) => mine.join(observed),
-                None => {
-                    self.deferred.insert(m.clone(), observed.clone());
-                }
-            }
-        }
+        self.deferred.extend(other.deferred.iter().cloned());
         self.settle_deferred();
     }
 }
