@@ -87,7 +87,6 @@ fn field_name() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn counter_laws(history in steps(-1000i64..1000)) {
