@@ -1,0 +1,32 @@
+//! The `cairn` binary as a user runs it.
+
+use std::process::Command;
+
+fn cairn(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().expect("cairn runs")
+}
+
+#[test]
+fn version_and_status() {
+    let out = cairn(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cairn "));
+    let out = cairn(&[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("types:"));
+}
+
+#[test]
+fn selftest_merges_through_the_wire_format() {
+    let out = cairn(&["selftest"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#"["left", "right"]"#), "{stdout}");
+}
+
+#[test]
+fn unknown_argument_is_a_usage_error() {
+    let out = cairn(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+}
