@@ -1,0 +1,263 @@
+//! The compact set layout.
+//!
+//! A large set is mostly member bytes and one dot per member, so both are squeezed:
+//!
+//! - **members** are front-coded: each is written as the length of the prefix it shares
+//!   with the member before it (at most [`SHARED_PREFIX_MAX`] bytes) and the rest;
+//! - **dots** become one varint code each. The set's actors are listed once, sorted, and a
+//!   dot is written as the index of its actor plus the zigzagged difference between its
+//!   counter and the counter of the previous dot of the same actor (0 at first), with a
+//!   low bit saying whether another dot of the same member follows:
+//!
+//!   `code = ((zigzag(counter - prev[actor]) * actors + index) << 1) | more`
+//!
+//!   Members added one after another by the same few actors have counters that step by
+//!   small amounts in member order, so most codes fit one byte.
+//!
+//! Every choice is fixed (maximal shared prefix, listed actors exactly those used), so a
+//! set has one encoding, and the decoder refuses any other.
+
+use cairn_crdt::{Actor, CausalContext, Dot, DotSet, Set};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{invalid, DecodeError};
+use crate::wire::{strictly_increasing, Bytes, ContextWire};
+
+/// The longest prefix a member may share with the previous one, in bytes.
+///
+/// It bounds what a decoder builds from each member record (at most this many bytes more
+/// than the record holds), so a hostile body cannot grow a member by its whole length at
+/// every step. 127 keeps the length in one varint byte.
+pub const SHARED_PREFIX_MAX: u32 = 127;
+
+/// A set: context, actors, front-coded members, one code per dot, deferred removes.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SetWire<'a> {
+    ctx: ContextWire,
+    actors: Vec<u64>,
+    #[serde(borrow)]
+    members: Vec<(u32, Bytes<'a>)>,
+    dots: Vec<u128>,
+    #[serde(borrow)]
+    deferred: Vec<(Bytes<'a>, ContextWire)>,
+}
+
+impl<'a> From<&'a Set> for SetWire<'a> {
+    fn from(set: &'a Set) -> Self {
+        let mut actors: Vec<u64> = set
+            .entries()
+            .flat_map(|(_, dots)| dots.iter().map(|d| d.actor.0))
+            .collect();
+        actors.sort_unstable();
+        actors.dedup();
+        let deferred = set.deferred().map(|(m, c)| (Bytes(m), c.into()));
+        SetWire {
+            ctx: set.context().into(),
+            members: front_code(set.entries().map(|(m, _)| m)),
+            dots: dot_codes(set.entries().map(|(_, d)| d), &actors),
+            actors,
+            deferred: deferred.collect(),
+        }
+    }
+}
+
+impl TryFrom<SetWire<'_>> for Set {
+    type Error = DecodeError;
+
+    fn try_from(wire: SetWire<'_>) -> Result<Self, DecodeError> {
+        let members = front_decode(&wire.members)?;
+        let dots = decode_dots(&wire.dots, &wire.actors, members.len())?;
+        let entries = members.into_iter().zip(dots).collect();
+        let deferred = wire
+            .deferred
+            .iter()
+            .map(|(m, c)| Ok((m.boxed(), CausalContext::try_from(c)?)))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        Ok(Set::from_parts(entries, (&wire.ctx).try_into()?, deferred)?)
+    }
+}
+
+/// Members, sorted, as `(shared prefix length, rest)` records.
+fn front_code<'a>(members: impl Iterator<Item = &'a [u8]>) -> Vec<(u32, Bytes<'a>)> {
+    let mut prev: &[u8] = &[];
+    members
+        .map(|m| {
+            let shared = common_prefix(prev, m);
+            prev = m;
+            (shared, Bytes(&m[shared as usize..]))
+        })
+        .collect()
+}
+
+/// The length of the common prefix of `a` and `b`, capped at [`SHARED_PREFIX_MAX`].
+fn common_prefix(a: &[u8], b: &[u8]) -> u32 {
+    let same = a.iter().zip(b).take(SHARED_PREFIX_MAX as usize);
+    let n = same.take_while(|(x, y)| x == y).count();
+    u32::try_from(n).expect("capped at SHARED_PREFIX_MAX, a u32")
+}
+
+/// Rebuilds front-coded members, refusing anything but the canonical, increasing form.
+fn front_decode(records: &[(u32, Bytes<'_>)]) -> Result<Vec<Box<[u8]>>, DecodeError> {
+    let mut members: Vec<Box<[u8]>> = Vec::with_capacity(records.len());
+    for &(shared, Bytes(rest)) in records {
+        let prev: &[u8] = members.last().map_or(&[], |m| &**m);
+        let n = usize::try_from(shared).unwrap_or(usize::MAX);
+        if shared > SHARED_PREFIX_MAX || n > prev.len() {
+            return Err(invalid(
+                "set member shares more than the previous member holds",
+            ));
+        }
+        // The shared prefix is maximal: a shorter one followed by the same byte is another
+        // spelling of the same member.
+        if shared < SHARED_PREFIX_MAX && rest.first().is_some_and(|b| prev.get(n) == Some(b)) {
+            return Err(invalid("set member front coding not canonical"));
+        }
+        let mut member = Vec::with_capacity(n + rest.len());
+        member.extend_from_slice(&prev[..n]);
+        member.extend_from_slice(rest);
+        if !members.is_empty() && *member <= *prev {
+            return Err(invalid("set members not sorted and unique"));
+        }
+        members.push(member.into_boxed_slice());
+    }
+    Ok(members)
+}
+
+/// One code per dot, members in order, dots of a member in order.
+fn dot_codes<'a>(members: impl Iterator<Item = &'a DotSet>, actors: &[u64]) -> Vec<u128> {
+    let mut prev = vec![0u64; actors.len()];
+    // Fewer actors than dots, and fewer dots than fit in memory, so no product overflows:
+    // zigzag < 2^64, actors < 2^60, shifted left by one < 2^125.
+    let n = actors.len() as u128;
+    let mut codes = Vec::new();
+    for dots in members {
+        let mut it = dots.iter().peekable();
+        while let Some(dot) = it.next() {
+            let index = actors
+                .binary_search(&dot.actor.0)
+                .expect("every actor of the set's dots is listed");
+            let delta = dot.counter.wrapping_sub(prev[index]);
+            prev[index] = dot.counter;
+            let body = u128::from(zigzag(delta)) * n + index as u128;
+            codes.push((body << 1) | u128::from(it.peek().is_some()));
+        }
+    }
+    codes
+}
+
+/// Rebuilds every member's dots, checking counts, indices and ranges.
+fn decode_dots(codes: &[u128], actors: &[u64], members: usize) -> Result<Vec<DotSet>, DecodeError> {
+    if !strictly_increasing(actors) {
+        return Err(invalid("set actors not sorted and unique"));
+    }
+    // Every listed actor is used by some dot, so there are at least as many codes.
+    if actors.len() > codes.len() || (actors.is_empty() && members > 0) {
+        return Err(invalid("set actor list does not match its dots"));
+    }
+    let n = actors.len() as u128;
+    let mut prev = vec![0u64; actors.len()];
+    let mut used = vec![false; actors.len()];
+    let mut codes = codes.iter();
+    let mut out = Vec::with_capacity(members);
+    for _ in 0..members {
+        let mut dots: Vec<Dot> = Vec::new();
+        loop {
+            let code = codes
+                .next()
+                .ok_or(invalid("set has fewer dot codes than its members need"))?;
+            let (index, zz) = ((code >> 1) % n, (code >> 1) / n);
+            let index = usize::try_from(index).map_err(|_| invalid("set dot code out of range"))?;
+            let zz = u64::try_from(zz).map_err(|_| invalid("set dot code overflows"))?;
+            let counter = prev[index].wrapping_add(unzigzag(zz));
+            prev[index] = counter;
+            used[index] = true;
+            dots.push(Dot::new(Actor(actors[index]), counter));
+            if code & 1 == 0 {
+                break;
+            }
+        }
+        out.push(match dots[..] {
+            [dot] => DotSet::single(dot),
+            _ => DotSet::from_sorted(dots)?,
+        });
+    }
+    if codes.next().is_some() {
+        return Err(invalid("set has more dot codes than its members hold"));
+    }
+    if used.contains(&false) {
+        return Err(invalid("set lists an actor that no dot uses"));
+    }
+    Ok(out)
+}
+
+/// A wrapping difference, read as signed and folded so small magnitudes are small codes.
+fn zigzag(delta: u64) -> u64 {
+    let v = delta as i64;
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The inverse of [`zigzag`]: a wrapping difference to add to the previous counter.
+fn unzigzag(z: u64) -> u64 {
+    (z >> 1) ^ (z & 1).wrapping_neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zigzag_round_trips_and_keeps_small_steps_small() {
+        for d in [0u64, 1, 2, u64::MAX, u64::MAX - 1, 1 << 63, 12345] {
+            assert_eq!(unzigzag(zigzag(d)), d);
+        }
+        assert_eq!(zigzag(1), 2);
+        assert_eq!(zigzag(u64::MAX), 1); // -1
+    }
+
+    #[test]
+    fn front_coding_is_canonical() {
+        let members: Vec<&[u8]> = vec![b"apple", b"apply", b"b"];
+        let coded = front_code(members.iter().copied());
+        assert_eq!(coded[1], (4, Bytes(b"y")));
+        let decoded = front_decode(&coded).unwrap();
+        assert_eq!(decoded.iter().map(|m| &**m).collect::<Vec<_>>(), members);
+        // "apply" spelled with a shorter shared prefix decodes to the same member: refused.
+        let other = [(0, Bytes(b"apple")), (3, Bytes(b"ly"))];
+        assert!(front_decode(&other).is_err());
+        // Sharing more than the previous member holds, or going backwards: refused.
+        assert!(front_decode(&[(0, Bytes(b"a")), (2, Bytes(b"b"))]).is_err());
+        assert!(front_decode(&[(0, Bytes(b"b")), (0, Bytes(b"a"))]).is_err());
+        assert!(front_decode(&[(0, Bytes(b"a")), (1, Bytes(b""))]).is_err());
+    }
+
+    #[test]
+    fn long_shared_prefixes_are_capped() {
+        let a = vec![7u8; 300];
+        let mut b = a.clone();
+        b.push(1);
+        let coded = front_code([&a[..], &b[..]].into_iter());
+        assert_eq!(coded[1].0, SHARED_PREFIX_MAX);
+        let decoded = front_decode(&coded).unwrap();
+        assert_eq!(&*decoded[1], &b[..]);
+    }
+
+    #[test]
+    fn dot_codes_check_counts_and_ranges() {
+        let actors = [1u64, 9];
+        let sets = [
+            DotSet::from_sorted(vec![Dot::new(Actor(1), 5), Dot::new(Actor(9), 2)]).unwrap(),
+            DotSet::single(Dot::new(Actor(1), 3)),
+        ];
+        let codes = dot_codes(sets.iter(), &actors);
+        assert_eq!(decode_dots(&codes, &actors, 2).unwrap(), sets);
+        assert!(decode_dots(&codes, &actors, 1).is_err(), "too many codes");
+        assert!(decode_dots(&codes, &actors, 3).is_err(), "too few codes");
+        assert!(decode_dots(&codes, &[1, 9, 10], 2).is_err(), "unused actor");
+        assert!(decode_dots(&codes, &[9, 1], 2).is_err(), "unsorted actors");
+        assert!(
+            decode_dots(&[u128::MAX], &[1], 1).is_err(),
+            "overflowing code"
+        );
+        assert!(decode_dots(&[0], &[], 1).is_err(), "no actors");
+    }
+}
