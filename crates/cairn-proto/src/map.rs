@@ -129,15 +129,9 @@ impl TryFrom<MapWire<'_>> for Map {
         for (steps, ctx) in &wire.deferred {
             deferred.push((path(steps)?, CausalContext::try_from(ctx)?));
         }
-        if !deferred.windows(2).all(|w| w[0].0 < w[1].0) {
-            return Err(invalid("map deferred removes not sorted and unique"));
-        }
+        // `from_parts` checks that the (path, context) pairs are sorted and unique.
         let ctx = CausalContext::try_from(&wire.ctx)?;
-        Ok(Map::from_parts(
-            fields,
-            ctx,
-            deferred.into_iter().collect(),
-        )?)
+        Ok(Map::from_parts(fields, ctx, deferred)?)
     }
 }
 
