@@ -8,25 +8,28 @@
 use cairn_crdt::{Actor, Crdt, Replica, Set, SetOp, Timestamp};
 use crdts::CmRDT;
 
-pub const ACTORS: u64 = 16;
-pub const SHARED: usize = 90_000;
-pub const OWN: usize = 10_000;
-pub const REMOVED: usize = 1_000;
+pub(crate) const ACTORS: u64 = 16;
+pub(crate) const SHARED: usize = 90_000;
+pub(crate) const OWN: usize = 10_000;
+pub(crate) const REMOVED: usize = 1_000;
 
-pub type Orswot = crdts::Orswot<Vec<u8>, u64>;
+pub(crate) type Orswot = crdts::Orswot<Vec<u8>, u64>;
 
-pub fn at(actor: u64) -> Replica {
-    Replica { actor: Actor(actor), now: Timestamp::ZERO }
+pub(crate) fn at(actor: u64) -> Replica {
+    Replica {
+        actor: Actor(actor),
+        now: Timestamp::ZERO,
+    }
 }
 
-pub fn member(prefix: &str, i: usize) -> Vec<u8> {
+pub(crate) fn member(prefix: &str, i: usize) -> Vec<u8> {
     format!("{prefix}:{i:06}").into_bytes()
 }
 
 /// Two replicas' states, Cairn's and `crdts`'s.
-pub struct Workload {
-    pub ours: (Set, Set),
-    pub theirs: (Orswot, Orswot),
+pub(crate) struct Workload {
+    pub(crate) ours: (Set, Set),
+    pub(crate) theirs: (Orswot, Orswot),
 }
 
 fn add_both(ours: &mut Set, theirs: &mut Orswot, actor: u64, m: Vec<u8>) {
@@ -38,14 +41,21 @@ fn add_both(ours: &mut Set, theirs: &mut Orswot, actor: u64, m: Vec<u8>) {
 
 fn remove_both(ours: &mut Set, theirs: &mut Orswot, actor: u64, m: Vec<u8>) {
     let context = Some(ours.context().clone());
-    ours.apply(&SetOp::Remove { members: vec![m.clone()], context }, at(actor)).unwrap();
+    ours.apply(
+        &SetOp::Remove {
+            members: vec![m.clone()],
+            context,
+        },
+        at(actor),
+    )
+    .unwrap();
     let ctx = theirs.read_ctx().derive_rm_ctx();
     let op = theirs.rm(m, ctx);
     theirs.apply(op);
 }
 
 impl Workload {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (mut ours, mut theirs) = (Set::default(), Orswot::new());
         for i in 0..SHARED {
             add_both(&mut ours, &mut theirs, i as u64 % ACTORS, member("item", i));
@@ -61,7 +71,9 @@ impl Workload {
             remove_both(&mut a.0, &mut a.1, 0, member("item", i * 7));
             remove_both(&mut b.0, &mut b.1, ACTORS / 2, member("item", i * 11));
         }
-        Workload { ours: (a.0, b.0), theirs: (a.1, b.1) }
+        Workload {
+            ours: (a.0, b.0),
+            theirs: (a.1, b.1),
+        }
     }
 }
-

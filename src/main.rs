@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use cairn_crdt::{Actor, Crdt, Replica, Set, SetOp, Timestamp, ValueType};
+use cairn_crdt::{Actor, Crdt, Replica, Set, SetOp, Timestamp, Value, ValueType};
 
 const USAGE: &str = "usage: cairn [--version | selftest]";
 
@@ -27,7 +27,10 @@ fn main() -> ExitCode {
 }
 
 fn print_status() {
-    println!("cairn {}: a CRDT-first, Dynamo-style replicated key-value store", env!("CARGO_PKG_VERSION"));
+    println!(
+        "cairn {}: a CRDT-first, Dynamo-style replicated key-value store",
+        env!("CARGO_PKG_VERSION")
+    );
     println!();
     println!("This build holds the foundation: the convergent types and their wire format.");
     let types: Vec<&str> = ValueType::ALL.iter().map(|t| t.name()).collect();
@@ -40,26 +43,38 @@ fn print_status() {
 
 /// Two replicas update a set concurrently, ship their states as bytes, and converge.
 fn selftest() -> ExitCode {
-    let at = |a| Replica { actor: Actor(a), now: Timestamp::ZERO };
+    let at = |a| Replica {
+        actor: Actor(a),
+        now: Timestamp::ZERO,
+    };
     let (mut left, mut right) = (Set::default(), Set::default());
     let added = [(&mut left, 1, "left"), (&mut right, 2, "right")]
         .into_iter()
-        .all(|(set, actor, member)| set.apply(&SetOp::Add(vec![member.into()]), at(actor)).is_ok());
-    let shipped = cairn_proto::encode_set(&right).and_then(|bytes| cairn_proto::decode_set(&bytes));
-    match (added, shipped) {
-        (true, Ok(theirs)) => {
+        .all(|(set, actor, member)| {
+            set.apply(&SetOp::Add(vec![member.into()]), at(actor))
+                .is_ok()
+        });
+    if !added {
+        eprintln!("selftest failed: an add was refused");
+        return ExitCode::FAILURE;
+    }
+    let bytes = cairn_proto::encode_value(&Value::Set(right));
+    match cairn_proto::decode_value(&bytes) {
+        Ok(Value::Set(theirs)) => {
             left.merge(&theirs);
-            let members: Vec<String> =
-                left.members().map(|m| String::from_utf8_lossy(m).into_owned()).collect();
+            let members: Vec<String> = left
+                .members()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .collect();
             println!("selftest: merged set = {members:?}");
             ExitCode::SUCCESS
         }
-        (_, Err(e)) => {
-            eprintln!("selftest failed: {e}");
+        Ok(other) => {
+            eprintln!("selftest failed: decoded a {}", other.value_type());
             ExitCode::FAILURE
         }
-        (false, _) => {
-            eprintln!("selftest failed: an add was refused");
+        Err(e) => {
+            eprintln!("selftest failed: {e}");
             ExitCode::FAILURE
         }
     }
