@@ -9,18 +9,29 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Crates that must stay free of I/O, time and randomness (DESIGN.md §2).
-const PURE: &[&str] = &["cairn-crdt", "cairn-proto"];
+const PURE: &[&str] = &["cairn-crdt", "cairn-proto", "cairn-ring"];
 
 /// Crates no pure crate may pull in, directly or transitively.
 const FORBIDDEN: &[&str] = &[
-    "tokio", "async-std", "mio", "socket2", "quinn", "quinn-proto", "rustls", "redb", "rand",
-    "getrandom", "axum", "hyper",
+    "tokio",
+    "async-std",
+    "mio",
+    "socket2",
+    "quinn",
+    "quinn-proto",
+    "rustls",
+    "redb",
+    "rand",
+    "getrandom",
+    "axum",
+    "hyper",
 ];
 
 /// Which workspace crates each crate may depend on (nothing points up).
 const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
     ("cairn-crdt", &[]),
     ("cairn-proto", &["cairn-crdt"]),
+    ("cairn-ring", &[]),
 ];
 
 /// Normal (non-dev, non-build) dependency graph of the workspace, by package name.
@@ -31,21 +42,36 @@ fn normal_deps() -> BTreeMap<String, BTreeSet<String>> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
     let names: BTreeMap<&str, &str> = meta["packages"]
         .as_array()
         .expect("packages")
         .iter()
-        .map(|p| (p["id"].as_str().expect("id"), p["name"].as_str().expect("name")))
+        .map(|p| {
+            (
+                p["id"].as_str().expect("id"),
+                p["name"].as_str().expect("name"),
+            )
+        })
         .collect();
     let mut graph = BTreeMap::new();
     for node in meta["resolve"]["nodes"].as_array().expect("resolve graph") {
         let from = names[node["id"].as_str().expect("id")].to_string();
         let deps = node["deps"].as_array().expect("deps").iter().filter(|d| {
-            d["dep_kinds"].as_array().expect("kinds").iter().any(|k| k["kind"].is_null())
+            d["dep_kinds"]
+                .as_array()
+                .expect("kinds")
+                .iter()
+                .any(|k| k["kind"].is_null())
         });
-        let to = deps.map(|d| names[d["pkg"].as_str().expect("pkg")].to_string()).collect();
+        let to = deps
+            .map(|d| names[d["pkg"].as_str().expect("pkg")].to_string())
+            .collect();
         graph.insert(from, to);
     }
     graph
@@ -78,9 +104,14 @@ fn pure_crates_pull_in_no_io_time_or_randomness() {
 fn workspace_dependencies_point_down() {
     let graph = normal_deps();
     for (krate, allowed) in ALLOWED_WORKSPACE_DEPS {
-        let direct = graph.get(*krate).unwrap_or_else(|| panic!("{krate} is in the workspace"));
+        let direct = graph
+            .get(*krate)
+            .unwrap_or_else(|| panic!("{krate} is in the workspace"));
         for dep in direct.iter().filter(|d| d.starts_with("cairn")) {
-            assert!(allowed.contains(&dep.as_str()), "{krate} must not depend on {dep}");
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{krate} must not depend on {dep}"
+            );
         }
     }
 }
@@ -91,7 +122,13 @@ fn pure_crates_never_read_the_clock_or_entropy() {
     for krate in PURE {
         for file in rust_files(&root.join("crates").join(krate).join("src")) {
             let text = std::fs::read_to_string(&file).expect("source is readable");
-            for needle in ["SystemTime", "Instant::now", "thread_rng", "std::net", "std::fs"] {
+            for needle in [
+                "SystemTime",
+                "Instant::now",
+                "thread_rng",
+                "std::net",
+                "std::fs",
+            ] {
                 assert!(!text.contains(needle), "{} uses {needle}", file.display());
             }
         }
