@@ -456,3 +456,33 @@ proptest! {
         decode_any(&[tail, head].concat());
     }
 }
+
+/// Writes the sample encodings as seed inputs for the decoders' fuzz targets, into
+/// `$CAIRN_FUZZ_SEEDS/<target>/` (`scripts/fuzz.sh` runs it).
+#[test]
+#[ignore = "writes files; run by scripts/fuzz.sh"]
+fn fuzz_seeds() {
+    let Some(root) = std::env::var_os("CAIRN_FUZZ_SEEDS") else {
+        return;
+    };
+    let root = std::path::PathBuf::from(root);
+    let contexts = vec![
+        encode_context(&context_with_cloud()),
+        encode_context(&CausalContext::new()),
+    ];
+    let sets = [
+        (
+            "decode_value",
+            sample_values().iter().map(encode_value).collect::<Vec<_>>(),
+        ),
+        ("decode_op", sample_ops().iter().map(encode_op).collect()),
+        ("decode_context", contexts),
+    ];
+    for (target, seeds) in sets {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, bytes) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), bytes).unwrap();
+        }
+    }
+}
