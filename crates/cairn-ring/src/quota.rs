@@ -18,8 +18,9 @@
 //! capacity with one common divisor (each within a slot of `capacity / divisor`); capped
 //! nodes and zones hold their cap, floored zones their floor, split proportionally inside.
 //!
-//! Ties go to the node that held more slots in the previous assignment (so rounding does
-//! not move data for nothing), then to the lower [`NodeId`](crate::NodeId). Comparisons
+//! Ties go to a node that held more slots than it has so far in the previous assignment
+//! (so rounding does not move data for nothing: recomputing an unchanged roster gives the
+//! same quotas), then to the lower [`NodeId`](crate::NodeId). Comparisons
 //! are exact integer cross-products: no floating point, identical on every machine.
 //!
 //! Any quotas that respect the bounds above can be placed (see `assign`), so this step
@@ -87,6 +88,11 @@ impl Seats<'_> {
         Some(())
     }
 
+    /// Whether the next slot for `i` is one it held in the previous assignment.
+    fn refills(&self, i: usize) -> bool {
+        self.seats[i] < self.members[i].previous
+    }
+
     /// Whether member `a` has a strictly better claim to the next slot than `b` (`a > b`
     /// by index, so equal claims keep the lower node id).
     fn ahead(&self, a: usize, b: usize) -> bool {
@@ -98,7 +104,8 @@ impl Seats<'_> {
         match (ca * db).cmp(&(cb * da)) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
-            std::cmp::Ordering::Equal => self.members[a].previous > self.members[b].previous,
+            // The member that held this slot before keeps it.
+            std::cmp::Ordering::Equal => self.refills(a) && !self.refills(b),
         }
     }
 }
