@@ -57,21 +57,34 @@ pub enum CounterOp {
     Increment(i64),
 }
 
-/// A PN-counter with an `i64` value.
+/// A PN-counter with an `i64` value, that can be reset.
 ///
-/// Laws: merge is the pointwise maximum of per-actor totals, hence commutative,
-/// associative and idempotent. Only the coordinating actor's entry changes on an update,
-/// so the delta is that one entry.
+/// Laws: merge is the pointwise maximum of per-actor totals and of per-actor *floors*,
+/// hence commutative, associative and idempotent. Only the coordinating actor's entry
+/// changes on an update, so the delta is that one entry.
+///
+/// **Reset** (a delete) raises each actor's floor to the totals the replica has observed;
+/// the value counts only what lies above the floors, so increments concurrent with the
+/// reset survive it. Floors never exceed entries: a reset's delta carries both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Counter {
     /// Sorted by actor; never holds an all-zero entry.
     entries: Vec<(Actor, PnEntry)>,
+    /// Sorted by actor; never holds an all-zero floor; pointwise at most `entries`.
+    floors: Vec<(Actor, PnEntry)>,
 }
 
 impl Counter {
     /// The counter's value, or an error when concurrent increments took it past `i64`.
     pub fn value(&self) -> Result<i64, CounterOverflow> {
-        total(self.entries.iter().map(|&(_, e)| e))
+        let above = total(self.entries.iter().map(|&(_, e)| e))?;
+        let floor = total(self.floors.iter().map(|&(_, e)| e))?;
+        i64::try_from(i128::from(above) - i128::from(floor)).map_err(|_| CounterOverflow)
+    }
+
+    /// Per-actor floors left by resets, in actor order.
+    pub fn floors(&self) -> impl Iterator<Item = (Actor, PnEntry)> + '_ {
+        self.floors.iter().copied()
     }
 
     /// Per-actor totals, in actor order.
@@ -79,30 +92,65 @@ impl Counter {
         self.entries.iter().copied()
     }
 
-    /// Rebuilds a counter from sorted, unique, non-zero entries.
+    /// Rebuilds a counter from sorted, unique, non-zero entries (and no floors).
     pub fn from_entries(entries: Vec<(Actor, PnEntry)>) -> Result<Self, crate::InvalidState> {
-        let sorted = entries.windows(2).all(|w| w[0].0 < w[1].0);
-        if !sorted || entries.iter().any(|(_, e)| *e == PnEntry::default()) {
-            return Err(crate::InvalidState(
-                "counter entries not sorted, unique and non-zero",
-            ));
+        Self::from_parts(entries, Vec::new())
+    }
+
+    /// Rebuilds a counter from sorted, unique, non-zero entries and floors, each floor at
+    /// most its actor's entry.
+    pub fn from_parts(
+        entries: Vec<(Actor, PnEntry)>,
+        floors: Vec<(Actor, PnEntry)>,
+    ) -> Result<Self, crate::InvalidState> {
+        for list in [&entries, &floors] {
+            let sorted = list.windows(2).all(|w| w[0].0 < w[1].0);
+            if !sorted || list.iter().any(|(_, e)| *e == PnEntry::default()) {
+                return Err(crate::InvalidState("counter entries not sorted, unique and non-zero"));
+            }
         }
-        Ok(Counter { entries })
+        let c = Counter { entries, floors };
+        let under = c.floors.iter().all(|&(a, f)| {
+            let e = get(&c.entries, a);
+            f.inc <= e.inc && f.dec <= e.dec
+        });
+        if !under {
+            return Err(crate::InvalidState("counter floor above its entry"));
+        }
+        Ok(c)
     }
 
     fn entry(&self, actor: Actor) -> PnEntry {
-        match self.entries.binary_search_by_key(&actor, |&(a, _)| a) {
-            Ok(i) => self.entries[i].1,
-            Err(_) => PnEntry::default(),
-        }
+        get(&self.entries, actor)
     }
 
     fn set_entry(&mut self, actor: Actor, entry: PnEntry) {
-        match self.entries.binary_search_by_key(&actor, |&(a, _)| a) {
-            Ok(i) => self.entries[i].1 = entry,
-            Err(i) => self.entries.insert(i, (actor, entry)),
+        set(&mut self.entries, actor, entry);
+    }
+
+    fn join_floors(&mut self, other: &[(Actor, PnEntry)]) {
+        for &(actor, theirs) in other {
+            let joined = get(&self.floors, actor).join(theirs);
+            set(&mut self.floors, actor, joined);
         }
     }
+}
+
+fn get(list: &[(Actor, PnEntry)], actor: Actor) -> PnEntry {
+    match list.binary_search_by_key(&actor, |&(a, _)| a) {
+        Ok(i) => list[i].1,
+        Err(_) => PnEntry::default(),
+    }
+}
+
+fn set(list: &mut Vec<(Actor, PnEntry)>, actor: Actor, entry: PnEntry) {
+    match list.binary_search_by_key(&actor, |&(a, _)| a) {
+        Ok(i) => list[i].1 = entry,
+        Err(i) => list.insert(i, (actor, entry)),
+    }
+}
+
+impl Counter {
 }
 
 impl Crdt for Counter {
@@ -113,6 +161,17 @@ impl Crdt for Counter {
             let joined = self.entry(actor).join(theirs);
             self.set_entry(actor, joined);
         }
+        self.join_floors(&other.floors);
+    }
+
+    fn reset(&mut self, _replica: Replica) -> Self {
+        let delta = Counter { entries: self.entries.clone(), floors: self.entries.clone() };
+        self.join_floors(&delta.floors);
+        delta
+    }
+
+    fn is_bottom(&self) -> bool {
+        self.entries.iter().all(|&(a, e)| get(&self.floors, a) == e)
     }
 
     fn apply(&mut self, op: &CounterOp, replica: Replica) -> Result<Self, ApplyError> {
@@ -127,9 +186,7 @@ impl Crdt for Counter {
             return Ok(Counter::default());
         }
         self.set_entry(replica.actor, updated);
-        Ok(Counter {
-            entries: vec![(replica.actor, updated)],
-        })
+        Ok(Counter { entries: vec![(replica.actor, updated)], floors: Vec::new() })
     }
 }
 
@@ -174,6 +231,20 @@ mod tests {
         b.apply(&CounterOp::Increment(i64::MAX), at(2)).unwrap();
         a.merge(&b);
         assert_eq!(a.value(), Err(CounterOverflow));
+    }
+
+    #[test]
+    fn reset_keeps_concurrent_increments_only() {
+        let mut a = Counter::default();
+        a.apply(&CounterOp::Increment(10), at(1)).unwrap();
+        let mut b = a.clone();
+        a.reset(at(1));
+        assert!(a.is_bottom());
+        assert_eq!(a.value(), Ok(0));
+        b.apply(&CounterOp::Increment(3), at(2)).unwrap();
+        a.merge(&b);
+        assert_eq!(a.value(), Ok(3));
+        assert!(!a.is_bottom());
     }
 
     #[test]

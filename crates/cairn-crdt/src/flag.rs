@@ -52,6 +52,16 @@ impl Flag {
 impl Crdt for Flag {
     type Op = FlagOp;
 
+    fn reset(&mut self, _replica: Replica) -> Self {
+        let delta = Flag { dots: DotSet::default(), ctx: CausalContext::from_dots(self.dots.iter()) };
+        self.merge(&delta);
+        delta
+    }
+
+    fn is_bottom(&self) -> bool {
+        !self.value()
+    }
+
     fn merge(&mut self, other: &Self) {
         self.dots.join(&self.ctx, &other.dots, &other.ctx);
         self.ctx.join(&other.ctx);

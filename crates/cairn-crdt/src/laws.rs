@@ -72,6 +72,11 @@ pub enum Step<O> {
         /// Which replica.
         to: usize,
     },
+    /// Replica `at` resets (deletes) what it has observed.
+    Reset {
+        /// Which replica (taken modulo the replica count).
+        at: usize,
+    },
     /// Replica `to` merges the full state of replica `from`.
     Sync {
         /// The sender.
@@ -128,6 +133,18 @@ pub fn run<T: Crdt, O>(
                     }
                     Err(_) => {}
                 }
+            }
+            Step::Reset { at } => {
+                let at = at % replicas;
+                let before = states[at].clone();
+                let delta = states[at].reset(replica_for(at, i));
+                if joined(&before, &delta) != states[at] {
+                    return Err(violation("delta of reset", &[&before, &delta, &states[at]]));
+                }
+                if !states[at].is_bottom() {
+                    return Err(violation("reset leaves bottom", &[&before, &states[at]]));
+                }
+                deltas.push(delta);
             }
             Step::Deliver { delta, to } if !deltas.is_empty() => {
                 let delta = &deltas[delta % deltas.len()];

@@ -81,7 +81,8 @@ pub struct Replica {
 /// - **commutative:** `a ⊔ b == b ⊔ a`;
 /// - **associative:** `(a ⊔ b) ⊔ c == a ⊔ (b ⊔ c)`;
 /// - **idempotent:** `a ⊔ a == a`;
-/// - **delta:** if `apply(op)` turns `a` into `a'` and returns `δ`, then `a ⊔ δ == a'`.
+/// - **delta:** if `apply(op)` (or `reset`) turns `a` into `a'` and returns `δ`, then
+///   `a ⊔ δ == a'`.
 ///
 /// Together they make replicas that have received the same deltas and states, in any
 /// order, any number of times, equal. [`laws`] checks all of them.
@@ -94,4 +95,12 @@ pub trait Crdt: Clone + PartialEq + std::fmt::Debug + Default {
 
     /// Applies `op` at `replica` and returns its delta. On error `self` is unchanged.
     fn apply(&mut self, op: &Self::Op, replica: Replica) -> Result<Self, ApplyError>;
+
+    /// Removes everything this replica has observed (a delete) and returns the delta.
+    /// Updates concurrent with the reset survive it, as with every observed remove.
+    fn reset(&mut self, replica: Replica) -> Self;
+
+    /// True when the value shows nothing: never written, or reset since its last update.
+    /// A key whose value is bottom reads as not found.
+    fn is_bottom(&self) -> bool;
 }

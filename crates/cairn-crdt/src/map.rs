@@ -520,6 +520,18 @@ impl Map {
 impl Crdt for Map {
     type Op = MapOp;
 
+    fn reset(&mut self, _replica: Replica) -> Self {
+        let mut observed = CausalContext::new();
+        self.fields.for_each_dot(&mut |d| observed.insert(d));
+        let delta = Map { ctx: observed, ..Map::default() };
+        self.merge(&delta);
+        delta
+    }
+
+    fn is_bottom(&self) -> bool {
+        self.fields.is_empty()
+    }
+
     fn merge(&mut self, other: &Self) {
         self.fields.join(&self.ctx, &other.fields, &other.ctx);
         self.ctx.join(&other.ctx);

@@ -64,6 +64,17 @@ impl MvReg {
 impl Crdt for MvReg {
     type Op = MvRegOp;
 
+    fn reset(&mut self, _replica: Replica) -> Self {
+        let observed = CausalContext::from_dots(self.siblings.iter().map(|(d, _)| d));
+        let delta = MvReg { siblings: DotFun::default(), ctx: observed };
+        self.merge(&delta);
+        delta
+    }
+
+    fn is_bottom(&self) -> bool {
+        self.siblings.is_empty()
+    }
+
     fn merge(&mut self, other: &Self) {
         self.siblings.join(&self.ctx, &other.siblings, &other.ctx);
         self.ctx.join(&other.ctx);

@@ -144,27 +144,55 @@ pub enum RegisterOp {
 
 /// A last-writer-wins register of bytes.
 ///
-/// Laws: merge keeps the greater entry of a total order, hence commutative, associative
-/// and idempotent. The delta of an assignment is the new entry.
+/// Laws: merge keeps the greater entry of a total order, and the greater reset mark,
+/// hence commutative, associative and idempotent. The delta of an assignment is the new
+/// entry; the delta of a reset (a delete) is its mark, a write of "nothing" that takes
+/// part in last-writer-wins like any other write.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Register {
     entry: Option<LwwEntry>,
+    /// The newest reset, `(ts, actor)`: the entry shows only if it is newer.
+    cleared: Option<(Timestamp, Actor)>,
 }
 
 impl Register {
-    /// The current value, if any write has happened.
+    /// The current value: the newest write, unless a newer reset hides it.
     pub fn value(&self) -> Option<&[u8]> {
-        self.entry.as_ref().map(|e| &*e.value)
+        self.visible().map(|e| &*e.value)
     }
 
-    /// The winning write.
+    /// The newest write (shown or not).
     pub fn entry(&self) -> Option<&LwwEntry> {
         self.entry.as_ref()
     }
 
-    /// A register holding `entry`.
+    /// The newest reset mark.
+    pub fn cleared(&self) -> Option<(Timestamp, Actor)> {
+        self.cleared
+    }
+
+    /// A register holding `entry` and no reset.
     pub fn from_entry(entry: Option<LwwEntry>) -> Self {
-        Register { entry }
+        Register { entry, cleared: None }
+    }
+
+    /// A register holding `entry` and reset mark `cleared`.
+    pub fn from_parts(entry: Option<LwwEntry>, cleared: Option<(Timestamp, Actor)>) -> Self {
+        Register { entry, cleared }
+    }
+
+    fn visible(&self) -> Option<&LwwEntry> {
+        let entry = self.entry.as_ref()?;
+        match self.cleared {
+            Some(mark) if mark >= (entry.ts, entry.actor) => None,
+            _ => Some(entry),
+        }
+    }
+
+    /// The newest timestamp seen, write or reset.
+    fn newest(&self) -> Option<Timestamp> {
+        let written = self.entry.as_ref().map(|e| e.ts);
+        written.max(self.cleared.map(|(ts, _)| ts))
     }
 }
 
@@ -175,14 +203,29 @@ impl Crdt for Register {
         if other.entry > self.entry {
             self.entry.clone_from(&other.entry);
         }
+        self.cleared = self.cleared.max(other.cleared);
+    }
+
+    fn reset(&mut self, replica: Replica) -> Self {
+        let ts = match self.newest() {
+            Some(seen) => replica.now.max(seen.successor()),
+            None => replica.now,
+        };
+        let delta = Register { entry: None, cleared: Some((ts, replica.actor)) };
+        self.merge(&delta);
+        delta
+    }
+
+    fn is_bottom(&self) -> bool {
+        self.visible().is_none()
     }
 
     fn apply(&mut self, op: &RegisterOp, replica: Replica) -> Result<Self, ApplyError> {
         let RegisterOp::Assign(value) = op;
         Bound::RegisterBytes.check(value.len())?;
-        let entry = LwwEntry::after(self.entry.as_ref().map(|e| e.ts), value, replica);
+        let entry = LwwEntry::after(self.newest(), value, replica);
         self.entry = Some(entry.clone());
-        Ok(Register { entry: Some(entry) })
+        Ok(Register { entry: Some(entry), cleared: None })
     }
 }
 

@@ -250,6 +250,18 @@ impl Set {
 impl Crdt for Set {
     type Op = SetOp;
 
+    fn reset(&mut self, _replica: Replica) -> Self {
+        let mut observed = CausalContext::new();
+        self.entries.for_each_dot(&mut |d| observed.insert(d));
+        let delta = Set { ctx: observed, ..Set::default() };
+        self.merge(&delta);
+        delta
+    }
+
+    fn is_bottom(&self) -> bool {
+        self.is_empty()
+    }
+
     fn merge(&mut self, other: &Self) {
         if other.is_small_delta() {
             self.merge_small(other);

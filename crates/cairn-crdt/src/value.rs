@@ -150,6 +150,30 @@ impl Value {
         Ok(())
     }
 
+    /// Removes everything this replica observed (a delete) and returns the delta.
+    pub fn reset(&mut self, replica: Replica) -> Value {
+        match self {
+            Value::Counter(v) => Value::Counter(v.reset(replica)),
+            Value::Set(v) => Value::Set(v.reset(replica)),
+            Value::Map(v) => Value::Map(v.reset(replica)),
+            Value::Register(v) => Value::Register(v.reset(replica)),
+            Value::Flag(v) => Value::Flag(v.reset(replica)),
+            Value::MvReg(v) => Value::MvReg(v.reset(replica)),
+        }
+    }
+
+    /// True when the value shows nothing (never written, or reset): reads as not found.
+    pub fn is_bottom(&self) -> bool {
+        match self {
+            Value::Counter(v) => v.is_bottom(),
+            Value::Set(v) => v.is_bottom(),
+            Value::Map(v) => v.is_bottom(),
+            Value::Register(v) => v.is_bottom(),
+            Value::Flag(v) => v.is_bottom(),
+            Value::MvReg(v) => v.is_bottom(),
+        }
+    }
+
     /// Applies an operation at `replica` and returns its delta. On error nothing changed.
     pub fn apply(&mut self, op: &Op, replica: Replica) -> Result<Value, ApplyError> {
         Ok(match (self, op) {

@@ -16,6 +16,7 @@ fn steps<O: std::fmt::Debug>(op: impl Strategy<Value = O>) -> impl Strategy<Valu
         4 => (0..REPLICAS, op).prop_map(|(at, op)| Step::Apply { at, op }),
         3 => (any::<usize>(), 0..REPLICAS).prop_map(|(delta, to)| Step::Deliver { delta, to }),
         1 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+        1 => (0..REPLICAS).prop_map(|at| Step::Reset { at }),
     ];
     prop::collection::vec(step, 1..60)
 }

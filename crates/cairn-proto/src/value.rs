@@ -55,10 +55,11 @@ pub(crate) fn decode(ty: ValueType, body: &[u8]) -> Result<Value, DecodeError> {
     })
 }
 
-/// A counter: per-actor totals in actor order.
+/// A counter: per-actor totals in actor order, then per-actor reset floors.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct CounterWire {
     entries: Vec<PnWire>,
+    floors: Vec<PnWire>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,13 +71,14 @@ struct PnWire {
 
 impl From<&Counter> for CounterWire {
     fn from(c: &Counter) -> Self {
-        let entries = c.entries().map(|(a, e)| PnWire {
+        let wire = |(a, e): (Actor, PnEntry)| PnWire {
             actor: a.0,
             inc: e.inc,
             dec: e.dec,
-        });
+        };
         CounterWire {
-            entries: entries.collect(),
+            entries: c.entries().map(wire).collect(),
+            floors: c.floors().map(wire).collect(),
         }
     }
 }
@@ -85,22 +87,34 @@ impl TryFrom<CounterWire> for Counter {
     type Error = DecodeError;
 
     fn try_from(wire: CounterWire) -> Result<Self, DecodeError> {
-        let entries = wire.entries.into_iter().map(|e| {
-            let totals = PnEntry {
-                inc: e.inc,
-                dec: e.dec,
-            };
-            (Actor(e.actor), totals)
-        });
-        Ok(Counter::from_entries(entries.collect())?)
+        let parse = |list: Vec<PnWire>| -> Vec<(Actor, PnEntry)> {
+            let pairs = list.into_iter().map(|e| {
+                let totals = PnEntry {
+                    inc: e.inc,
+                    dec: e.dec,
+                };
+                (Actor(e.actor), totals)
+            });
+            pairs.collect()
+        };
+        Ok(Counter::from_parts(parse(wire.entries), parse(wire.floors))?)
     }
 }
 
-/// A last-writer-wins register: the winning write, if any.
+/// A last-writer-wins register: the winning write, if any, then the newest reset mark.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct RegisterWire<'a> {
     #[serde(borrow)]
     entry: Option<LwwWire<'a>>,
+    cleared: Option<MarkWire>,
+}
+
+/// A register reset: its timestamp and actor.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MarkWire {
+    wall_ms: u64,
+    logical: u32,
+    actor: u64,
 }
 
 /// One write of a register: `(wall_ms, logical)` is its timestamp.
@@ -142,13 +156,25 @@ impl<'a> From<&'a Register> for RegisterWire<'a> {
     fn from(r: &'a Register) -> Self {
         RegisterWire {
             entry: r.entry().map(LwwWire::from),
+            cleared: r.cleared().map(|(ts, actor)| MarkWire {
+                wall_ms: ts.wall_ms,
+                logical: ts.logical,
+                actor: actor.0,
+            }),
         }
     }
 }
 
 impl From<RegisterWire<'_>> for Register {
     fn from(wire: RegisterWire<'_>) -> Self {
-        Register::from_entry(wire.entry.map(LwwEntry::from))
+        let cleared = wire.cleared.map(|m| {
+            let ts = Timestamp {
+                wall_ms: m.wall_ms,
+                logical: m.logical,
+            };
+            (ts, Actor(m.actor))
+        });
+        Register::from_parts(wire.entry.map(LwwEntry::from), cleared)
     }
 }
 

@@ -56,8 +56,8 @@ fn small_context() -> CausalContext {
     CausalContext::from_dots([d(1, 1), d(1, 2), d(2, 1), d(2, 4)])
 }
 
-/// Counter: entries (1, inc 5, dec 0) and (2, inc 0, dec 2).
-const COUNTER: &str = "0101 02 010500 020002";
+/// Counter: entries (1, inc 5, dec 0) and (2, inc 0, dec 2); no reset floors.
+const COUNTER: &str = "0101 02 010500 020002 00";
 /// Set: context {1: 2, 2: 2}; actors [1, 2]; members "apple", "ap|ricot", "banana";
 /// dot codes 0x12 (2,2), 0x10 (1,2), 0x06 (2,1); no deferred removes.
 const SET: &str =

@@ -323,8 +323,8 @@ fn trailing_bytes() {
 
 #[test]
 fn overlong_varint() {
-    // A counter with no entries, its length (0) written in two bytes.
-    let bytes = [FORMAT_VERSION, 1, 0x80, 0x00];
+    // A counter with no entries, its length (0) written in two bytes, and no floors.
+    let bytes = [FORMAT_VERSION, 1, 0x80, 0x00, 0x00];
     assert_eq!(
         decode_value(&bytes),
         Err(DecodeError::Malformed(
@@ -332,7 +332,7 @@ fn overlong_varint() {
         ))
     );
     assert_eq!(
-        decode_value(&[FORMAT_VERSION, 1, 0x00]),
+        decode_value(&[FORMAT_VERSION, 1, 0x00, 0x00]),
         Ok(Value::Counter(Counter::default()))
     );
 }
