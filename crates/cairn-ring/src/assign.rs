@@ -282,3 +282,43 @@ fn partition_id(p: usize) -> PartitionId {
 fn small(x: usize) -> u32 {
     u32::try_from(x).expect("placement counts are at most Q x n_max <= 4096 x 8")
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{Capacity, Zone};
+
+    fn roster(nodes: &[(u8, u64)]) -> BTreeMap<NodeId, NodeRole> {
+        let role = |zone: u8, capacity| {
+            let zone = Zone::new(format!("z{zone}")).expect("short");
+            NodeRole::new("addr", zone, Capacity(capacity))
+        };
+        let nodes = nodes.iter().enumerate();
+        nodes
+            .map(|(i, &(zone, cap))| (NodeId(i as u64), role(zone, cap)))
+            .collect()
+    }
+
+    proptest! {
+        /// Placement's own networks, after a roster change: the flow is maximum and no
+        /// negative residual cycle remains, so no assignment with these quotas keeps more.
+        #[test]
+        fn placement_flows_are_certified_optimal(
+            n in 1u8..=3,
+            before in prop::collection::vec((0u8..3, 1u64..4), 3..7),
+            after in prop::collection::vec((0u8..3, 1u64..4), 3..7),
+        ) {
+            let config = LayoutConfig::new(16, n).expect("valid");
+            let previous = assign(config, &roster(&before), &[]).expect("placeable");
+            let after = roster(&after);
+            let problem = Problem::new(config, &after, &previous).expect("enough nodes");
+            let quotas = problem.quotas().expect("placeable");
+            let (mut network, _) = problem.network(&quotas);
+            let placed = network.min_cost_max_flow(SOURCE, SINK);
+            prop_assert_eq!(placed, 16 * u64::from(n));
+            prop_assert!(!network.has_negative_cycle());
+        }
+    }
+}

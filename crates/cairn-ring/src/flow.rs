@@ -245,7 +245,79 @@ fn edge_id(e: usize) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    impl Network {
+        /// Whether the residual network has a cycle of negative cost (Bellman-Ford from a
+        /// virtual source joined to every vertex): a flow without one is of minimum cost.
+        pub(crate) fn has_negative_cycle(&self) -> bool {
+            let mut dist = vec![0i64; self.adjacency.len()];
+            for _ in 0..=self.adjacency.len() {
+                let mut changed = false;
+                for (u, out) in self.adjacency.iter().enumerate() {
+                    for &e in out {
+                        let edge = self.edges[e as usize];
+                        let through = dist[u] + i64::from(edge.cost);
+                        if edge.cap > 0 && through < dist[edge.to as usize] {
+                            dist[edge.to as usize] = through;
+                            changed = true;
+                        }
+                    }
+                }
+                if !changed {
+                    return false;
+                }
+            }
+            true
+        }
+
+        fn reaches(&self, from: usize, to: usize) -> bool {
+            let mut seen = vec![false; self.adjacency.len()];
+            let mut stack = vec![from];
+            seen[from] = true;
+            while let Some(u) = stack.pop() {
+                for &e in &self.adjacency[u] {
+                    let edge = self.edges[e as usize];
+                    if edge.cap > 0 && !seen[edge.to as usize] {
+                        seen[edge.to as usize] = true;
+                        stack.push(edge.to as usize);
+                    }
+                }
+            }
+            seen[to]
+        }
+    }
+
+    proptest! {
+        /// Random layered networks shaped like placement's (source, two layers, sink) with
+        /// costs -1 or 0: the result is a maximum flow (the sink is cut off) of minimum
+        /// cost (no negative residual cycle).
+        #[test]
+        fn flows_are_maximum_and_cheapest(
+            left in 1usize..6,
+            right in 1usize..6,
+            edges in prop::collection::vec((0usize..6, 0usize..6, 1u32..3, -1i32..=0), 0..30),
+            supply in prop::collection::vec(1u32..4, 6),
+            demand in prop::collection::vec(1u32..4, 6),
+        ) {
+            let (source, sink) = (0, 1);
+            let mut net = Network::with_vertices(2 + left + right);
+            for (l, &cap) in supply.iter().take(left).enumerate() {
+                net.add_edge(source, 2 + l, cap, 0);
+            }
+            for (l, r, cap, cost) in edges {
+                net.add_edge(2 + l % left, 2 + left + r % right, cap, cost);
+            }
+            for (r, &cap) in demand.iter().take(right).enumerate() {
+                net.add_edge(2 + left + r, sink, cap, 0);
+            }
+            net.min_cost_max_flow(source, sink);
+            prop_assert!(!net.reaches(source, sink));
+            prop_assert!(!net.has_negative_cycle());
+        }
+    }
 
     #[test]
     fn finds_the_cheaper_of_two_routes() {

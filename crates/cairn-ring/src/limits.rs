@@ -14,7 +14,9 @@ pub const REPLICATION_MAX: u8 = 8;
 pub const REPLICATION_DEFAULT: u8 = 3;
 
 /// The most nodes a layout may hold. Placement solves a flow problem with one edge per
-/// (partition, node) pair, so this bounds its memory: `4096 x 256` edges, tens of MiB.
+/// (partition, node) pair, so this bounds its time and memory: at `Q = 4096` with 255
+/// nodes in 255 zones a placement takes about 2 s and 180 MB (release build; see
+/// `examples/scale.rs`), at `Q = 256` with 32 nodes about 2 ms.
 pub const NODES_MAX: usize = 256;
 
 /// The longest zone name, in bytes.
