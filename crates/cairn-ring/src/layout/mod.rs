@@ -45,8 +45,10 @@ use repr::LayoutRepr;
 /// has every acknowledged write). [`Layout::mark_synced`] ends the transition once the
 /// current replicas hold the data; marks are grow-only within a version, so they merge
 /// by union. A commit made while a partition is still moving stacks one more older set,
-/// up to [`TRANSITION_DEPTH_MAX`]; nodes removed while their data still moves keep
-/// their role in [`Layout::node`] until the move ends.
+/// up to [`TRANSITION_DEPTH_MAX`]. Synced marks belong to one version: a commit before a
+/// partition is marked keeps its older sets in the next version too. Nodes removed while
+/// their data still moves keep their role in [`Layout::node`] (so they stay reachable)
+/// until the first commit after their moves end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "LayoutRepr", into = "LayoutRepr")]
 pub struct Layout {
@@ -149,6 +151,11 @@ impl Layout {
             *counts.entry(*id).or_default() += 1;
         }
         counts
+    }
+
+    /// Every partition, `0..Q`.
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> {
+        self.config.partitioning().partitions()
     }
 
     /// The partitions still in transition.

@@ -46,7 +46,7 @@ fn bad_shapes_and_zones_are_refused() {
 /// Whatever decodes keeps the invariants the getters index by.
 fn check_decoded(layout: &Layout) -> Result<(), TestCaseError> {
     let n = usize::from(layout.config().replication());
-    for p in layout.config().partitioning().partitions() {
+    for p in layout.partitions() {
         let set = layout.replicas(p);
         prop_assert!(set.is_empty() || set.len() == n);
         for id in layout.write_sets(p).nodes() {

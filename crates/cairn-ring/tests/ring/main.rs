@@ -43,7 +43,7 @@ pub(crate) fn check_placement(layout: &Layout) -> Result<(), String> {
         .filter(|(_, role)| role.stores_data())
         .collect();
     let zones: BTreeSet<&Zone> = storage.values().map(|role| &role.zone).collect();
-    for p in layout.config().partitioning().partitions() {
+    for p in layout.partitions() {
         let set = layout.replicas(p);
         let distinct: BTreeSet<_> = set.iter().collect();
         if set.len() != n || distinct.len() != n {

@@ -130,7 +130,7 @@ fn slot_counts_and_zone_spread() {
         check_placement(&layout).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let slots: Vec<u32> = layout.slot_counts().values().copied().collect();
         assert_eq!(slots, case.slots, "{}", case.name);
-        for p in layout.config().partitioning().partitions() {
+        for p in layout.partitions() {
             let zones: std::collections::BTreeSet<_> = layout
                 .replicas(p)
                 .iter()
@@ -142,7 +142,7 @@ fn slot_counts_and_zone_spread() {
 }
 
 fn sets(layout: &cairn_ring::Layout) -> Vec<Vec<u64>> {
-    let partitions = layout.config().partitioning().partitions();
+    let partitions = layout.partitions();
     partitions
         .map(|p| layout.replicas(p).iter().map(|id| id.0).collect())
         .collect()

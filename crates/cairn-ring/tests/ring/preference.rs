@@ -21,7 +21,7 @@ fn six_nodes() -> cairn_ring::Layout {
 #[test]
 fn primaries_then_healthy_fallbacks() {
     let layout = six_nodes();
-    for p in layout.config().partitioning().partitions() {
+    for p in layout.partitions() {
         let replicas = layout.replicas(p);
         let down = replicas[1];
         let list = layout.preference_list(p, 3, |id| id != down);
@@ -73,7 +73,7 @@ fn fallback_order_differs_per_partition_and_spreads_load() {
     let layout = six_nodes();
     let down = NodeId(1);
     let mut first_stand_ins = BTreeSet::new();
-    for p in layout.config().partitioning().partitions() {
+    for p in layout.partitions() {
         let list = layout.preference_list(p, 3, |id| id != down);
         if let Some(target) = list
             .sloppy_targets()

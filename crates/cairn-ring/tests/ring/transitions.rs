@@ -39,7 +39,7 @@ fn moved_partitions_write_to_old_and_new_sets_until_synced() {
         assert_eq!(layout.write_sets(p).sets().count(), 1);
         assert_eq!(layout.read_set(p), layout.replicas(p));
     }
-    for p in layout.config().partitioning().partitions() {
+    for p in layout.partitions() {
         assert!(!layout.in_transition(p));
         assert!(!layout.mark_synced(p), "{p} never moved or is synced");
     }
