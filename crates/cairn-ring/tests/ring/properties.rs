@@ -153,11 +153,13 @@ fn every_partition_spans_its_zones() {
 /// "Within 10%": `|slots_i - ideal_i| <= 0.10 x ideal_i` for every node, where `ideal_i`
 /// is the water-filled share above (`n x Q x capacity_i / total capacity` when no bound
 /// binds; exactly `Q`, the cap, for a node whose share would exceed one replica per
-/// partition). Nodes of 1..4 capacity units and `Q >= 16 x nodes` keep every ideal share
-/// at 12 slots or more, so one slot of rounding stays under 10%.
+/// partition). Nodes of 1..4 capacity units and `Q >= 16 x nodes` keep every unbounded
+/// share at 12 slots or more, where one slot of rounding is under 10%. A zone cap can
+/// squeeze a crowded zone's nodes below that (7 slots at the least here); for ideal
+/// shares under 10 slots the test asserts less than one slot of rounding instead.
 #[test]
 fn shares_follow_capacity_within_ten_percent() {
-    let worst = RefCell::new((0.0f64, 0.0f64));
+    let worst = RefCell::new((0.0f64, 0.0f64, f64::MAX));
     run(cluster(1..=4), |c| {
         let order: Vec<usize> = (0..c.nodes.len()).collect();
         let layout = build(&c, &order);
@@ -167,8 +169,10 @@ fn shares_follow_capacity_within_ten_percent() {
             let mut w = worst.borrow_mut();
             w.0 = w.0.max(deviation);
             w.1 = w.1.max((f64::from(got) - want).abs());
+            w.2 = w.2.min(*want);
+            let off = (f64::from(got) - want).abs();
             prop_assert!(
-                deviation <= 0.10,
+                deviation <= 0.10 || (*want < 10.0 && off < 1.0),
                 "node {}: {} slots, ideal {:.2}: {:?}",
                 i + 1,
                 got,
@@ -178,9 +182,10 @@ fn shares_follow_capacity_within_ten_percent() {
         }
         Ok(())
     });
-    let (rel, abs) = worst.into_inner();
+    let (rel, abs, least) = worst.into_inner();
     eprintln!(
-        "shares: max deviation from the ideal share {:.2}% ({abs:.2} slots at most)",
+        "shares: max deviation from the ideal share {:.2}% ({abs:.2} slots at most; \
+         smallest ideal share {least:.2} slots)",
         rel * 100.0
     );
 }
