@@ -10,8 +10,8 @@
 use std::hint::black_box;
 
 use cairn_crdt::{Crdt, Set, SetOp, Value};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use crdts::CvRDT;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 #[path = "workload.rs"]
 mod workload;
@@ -27,9 +27,14 @@ fn report_sizes(w: &Workload) {
         ours as f64 / theirs as f64
     );
     let mut source = w.ours.0.clone();
-    let delta = source.apply(&SetOp::Add(vec![b"new-member".to_vec()]), at(3)).unwrap();
+    let delta = source
+        .apply(&SetOp::Add(vec![b"new-member".to_vec()]), at(3))
+        .unwrap();
     let bytes = cairn_proto::encode_value(&Value::Set(delta)).len();
-    println!("encoded add delta on a {}-member set: {bytes} B", w.ours.0.len());
+    println!(
+        "encoded add delta on a {}-member set: {bytes} B",
+        w.ours.0.len()
+    );
 }
 
 fn merge(c: &mut Criterion) {
@@ -70,7 +75,9 @@ fn delta(c: &mut Criterion) {
         b.iter_batched(
             || {
                 next += 1;
-                source.apply(&SetOp::Add(vec![member("new", next)]), at(5)).unwrap()
+                source
+                    .apply(&SetOp::Add(vec![member("new", next)]), at(5))
+                    .unwrap()
             },
             |delta| target.merge(black_box(&delta)),
             BatchSize::SmallInput,
@@ -78,7 +85,9 @@ fn delta(c: &mut Criterion) {
     });
     let mut small = Set::default();
     for i in 0..10 {
-        small.apply(&SetOp::Add(vec![member("item", i)]), at(i as u64 % ACTORS)).unwrap();
+        small
+            .apply(&SetOp::Add(vec![member("item", i)]), at(i as u64 % ACTORS))
+            .unwrap();
     }
     let mut n = 0usize;
     g.bench_function("add_to_10", |b| {

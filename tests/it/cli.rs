@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn cairn(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().expect("cairn runs")
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .output()
+        .expect("cairn runs")
 }
 
 #[test]
@@ -19,7 +22,11 @@ fn version_and_status() {
 #[test]
 fn selftest_merges_through_the_wire_format() {
     let out = cairn(&["selftest"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(r#"["left", "right"]"#), "{stdout}");
 }

@@ -23,7 +23,9 @@ fn a_100k_set_encodes_in_at_most_a_third_of_crdts_postcard() {
 fn an_add_delta_does_not_grow_with_the_set() {
     let mut small = Set::default();
     for i in 0..10 {
-        small.apply(&SetOp::Add(vec![member("item", i)]), at(i as u64 % 16)).unwrap();
+        small
+            .apply(&SetOp::Add(vec![member("item", i)]), at(i as u64 % 16))
+            .unwrap();
     }
     let mut big = Workload::new().ours.0;
     let op = SetOp::Add(vec![b"new-member".to_vec()]);

@@ -1,0 +1,192 @@
+//! The node's vocabulary: what clients ask, what peers tell each other, what comes back.
+//!
+//! These are plain values. The simulator passes them as they are; the transport (a later
+//! issue) encodes them with `cairn-proto`'s codecs. Every collection in them is bounded by
+//! the frame it arrives in and by the limits in `cairn_crdt::limits`.
+
+use cairn_crdt::{ApplyError, Op, TypeMismatch, Value};
+use cairn_ring::NodeId;
+
+use crate::options::{InvalidOptions, RequestOptions};
+use crate::store::{ObjectKey, StoreError};
+
+/// Tags a client request so its reply can find its way back; chosen by the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientTag(pub u64);
+
+/// Names one request a node coordinates or forwarded; unique within that node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Largest bucket name, in bytes.
+pub const BUCKET_BYTES_MAX: usize = 256;
+/// Largest key, in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+
+/// What a client asks of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientOp {
+    /// Apply an operation; the reply carries the value after it.
+    Update(Op),
+    /// Read the value.
+    Read,
+    /// Delete what the replicas read by the delete have observed (a causal tombstone).
+    Delete,
+}
+
+/// A client's request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The bucket.
+    pub bucket: Box<[u8]>,
+    /// The key.
+    pub key: Box<[u8]>,
+    /// What to do.
+    pub op: ClientOp,
+    /// Per-request overrides of the bucket's options.
+    pub options: RequestOptions,
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientReply {
+    /// The value (after the update, for updates); `None` when not found or deleted.
+    Value(Option<Value>),
+    /// A delete was acknowledged.
+    Deleted,
+}
+
+/// Why a request failed. `QuorumNotReached` after a write means *indeterminate*: the
+/// update may still be applied by the replicas that did receive it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Too few replicas answered in time.
+    #[error("quorum not reached: {answered} answered ({primaries} primaries), {required} required ({primaries_required} primaries)")]
+    QuorumNotReached {
+        /// Replicas that answered successfully.
+        answered: u8,
+        /// How many were needed.
+        required: u8,
+        /// Primaries among those that answered.
+        primaries: u8,
+        /// Primaries needed.
+        primaries_required: u8,
+    },
+    /// The operation does not fit the key's type.
+    #[error(transparent)]
+    TypeMismatch(#[from] TypeMismatch),
+    /// The operation was refused (a bound, an overflow).
+    #[error("operation refused: {0}")]
+    Refused(ApplyError),
+    /// The options cannot be satisfied.
+    #[error(transparent)]
+    InvalidOptions(#[from] InvalidOptions),
+    /// The bucket or key is empty or too long.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+    /// No node that could serve the request is reachable.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
+    /// The coordinator's storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ApplyError> for ClientError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::TypeMismatch(t) => ClientError::TypeMismatch(t),
+            other => ClientError::Refused(other),
+        }
+    }
+}
+
+/// A replica's failure to serve a peer request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicaError {
+    /// The stored value has another type.
+    #[error(transparent)]
+    TypeMismatch(#[from] TypeMismatch),
+    /// The replica's storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What nodes send each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// A client request handed to a node that can coordinate it.
+    Forward {
+        /// The sender's id for the forward.
+        id: RequestId,
+        /// The request.
+        request: ClientRequest,
+    },
+    /// The coordinator's answer to a forward.
+    ForwardReply {
+        /// The forward's id at its sender.
+        id: RequestId,
+        /// The answer.
+        result: Result<ClientReply, ClientError>,
+    },
+    /// Merge `value` (a delta or a full state) into the replica of `key`; with `hint_for`,
+    /// keep it as a hint for that node instead. `id` is `None` for repairs nobody waits on.
+    Replicate {
+        /// The coordinator's request, when it waits for an acknowledgement.
+        id: Option<RequestId>,
+        /// The object.
+        key: ObjectKey,
+        /// The delta or state.
+        value: Value,
+        /// The intended owner, when the receiver stands in for it.
+        hint_for: Option<NodeId>,
+    },
+    /// The value of a `Replicate` is durable at the sender (or failed).
+    ReplicateAck {
+        /// The coordinator's request.
+        id: RequestId,
+        /// Durable, or why not.
+        result: Result<(), ReplicaError>,
+    },
+    /// Send back your replica of `key` (or your hint for `hint_for`).
+    Read {
+        /// The coordinator's request.
+        id: RequestId,
+        /// The object.
+        key: ObjectKey,
+        /// The owner whose hint to read, when the receiver stands in for it.
+        hint_for: Option<NodeId>,
+    },
+    /// Are you there? (Sent to nodes believed down.)
+    Ping,
+    /// Yes.
+    Pong,
+    /// A replica's answer to `Read`; `None` is not-found (it counts toward `r`).
+    ReadReply {
+        /// The coordinator's request.
+        id: RequestId,
+        /// The replica, or why it could not be read.
+        result: Result<Option<Value>, ReplicaError>,
+    },
+}
+
+/// What a node asks its driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send a message to a peer.
+    Send {
+        /// The receiver.
+        to: NodeId,
+        /// The message.
+        msg: PeerMessage,
+    },
+    /// Answer a client.
+    Reply {
+        /// The tag the driver gave the request.
+        tag: ClientTag,
+        /// The answer.
+        result: Result<ClientReply, ClientError>,
+    },
+}

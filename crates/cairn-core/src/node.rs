@@ -1,0 +1,969 @@
+//! `Node`: one Cairn node as a deterministic state machine.
+//!
+//! Methods come in four kinds, in the manner of quinn-proto's `Connection`:
+//! - getters (`id`, `store`, `layout`, `pending_len`…);
+//! - `handle_*`: the inputs — a client request, a peer message, a timer, a durable write —
+//!   each with the node's `now_ms`;
+//! - mutators (`set_layout`);
+//! - `poll_*`: the outputs — messages and replies to send, and when to call
+//!   `handle_timeout` next.
+//!
+//! Nothing in here reads a clock, opens a socket or draws a random number.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use cairn_crdt::{Actor, Hlc, Replica, Value};
+use cairn_ring::{Layout, NodeId, PartitionId};
+
+use crate::msg::{
+    ClientError, ClientOp, ClientReply, ClientRequest, ClientTag, Output, PeerMessage,
+    ReplicaError, RequestId, BUCKET_BYTES_MAX, KEY_BYTES_MAX,
+};
+use crate::options::{BucketProps, Resolved};
+use crate::placement::{targets, Target};
+use crate::store::{NodeMeta, ObjectKey, Store, StoreError, WriteToken};
+use crate::values::{join_values, visible};
+
+/// A node's fixed settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Options for buckets that set none.
+    pub bucket_props: BucketProps,
+    /// Remote HLC readings further ahead than this are not folded into ours.
+    pub max_clock_drift_ms: u64,
+    /// A number never used before by this node id (the driver draws it at random). It
+    /// becomes the storage generation of a store that has none (DESIGN.md §4.2).
+    pub incarnation_nonce: u64,
+    /// Most requests in flight at once; more are refused as `Unavailable`.
+    pub pending_max: usize,
+    /// How often to probe nodes believed down, and to try delivering hints.
+    pub probe_interval_ms: u64,
+    /// Most hints in flight to one owner at once.
+    pub hint_batch_max: usize,
+    /// How long a hint delivery may wait for the owner's acknowledgement.
+    pub handoff_timeout_ms: u64,
+}
+
+impl Config {
+    /// Defaults for node `id`.
+    pub fn new(id: NodeId, incarnation_nonce: u64) -> Self {
+        Config {
+            id,
+            bucket_props: BucketProps::default(),
+            max_clock_drift_ms: 60_000,
+            incarnation_nonce,
+            pending_max: 100_000,
+            probe_interval_ms: 500,
+            hint_batch_max: 64,
+            handoff_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Where a request came from, so its answer can go back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Client(ClientTag),
+    Peer { from: NodeId, id: RequestId },
+}
+
+/// A write this node coordinates, from its own durable apply to the last acknowledgement.
+#[derive(Debug)]
+struct WriteState {
+    origin: Origin,
+    key: ObjectKey,
+    targets: Vec<Target>,
+    opts: Resolved,
+    delta: Value,
+    /// What to answer on success.
+    reply: ClientReply,
+    acked: Vec<NodeId>,
+    failed: usize,
+    replied: bool,
+}
+
+/// A read (or the read phase of a delete) this node coordinates.
+#[derive(Debug)]
+struct ReadState {
+    origin: Origin,
+    key: ObjectKey,
+    targets: Vec<Target>,
+    opts: Resolved,
+    replies: Vec<(Target, Option<Value>)>,
+    failed: usize,
+    replied: bool,
+    /// What the read is for.
+    then: Then,
+}
+
+/// What a coordinated read leads to.
+#[derive(Debug)]
+enum Then {
+    /// Answer the client with the merged value.
+    Reply,
+    /// Reset what the read saw: a delete.
+    Delete,
+    /// Apply an operation over what the read saw. Register assignments go this way: the
+    /// new timestamp then orders after every write a read quorum has acknowledged, so a
+    /// write that starts after another was acknowledged wins over it even when the
+    /// coordinator's clock lags or it missed that write.
+    Apply(cairn_crdt::Op),
+}
+
+#[derive(Debug)]
+enum Pending {
+    Forward {
+        origin: Origin,
+    },
+    Write(WriteState),
+    Read(ReadState),
+    /// A hint sent to its owner; removed once the owner acknowledges.
+    Handoff {
+        owner: NodeId,
+        key: ObjectKey,
+        sent: Value,
+    },
+}
+
+/// What a durable write unblocks.
+#[derive(Clone, Copy, Debug)]
+enum Waiter {
+    /// The coordinator's own apply of a write: now replicate it.
+    LocalWrite(RequestId),
+    /// A replica's merge: now acknowledge it.
+    Ack { to: NodeId, id: RequestId },
+}
+
+/// A Cairn node. See the module docs for how to drive it.
+#[derive(Debug)]
+pub struct Node<S> {
+    cfg: Config,
+    layout: Layout,
+    store: S,
+    generation: u64,
+    hlc: Hlc,
+    down: BTreeSet<NodeId>,
+    next_id: u64,
+    pending: BTreeMap<RequestId, Pending>,
+    deadlines: BTreeSet<(u64, RequestId)>,
+    waiters: BTreeMap<WriteToken, Waiter>,
+    handoffs_in_flight: BTreeMap<NodeId, usize>,
+    /// Forwards already taken, so a duplicated forward is not applied twice; each is kept
+    /// until its sender has surely given up on it, and there are at most `pending_max`.
+    forwards_seen: BTreeMap<(NodeId, RequestId), u64>,
+    next_probe_ms: u64,
+    outputs: VecDeque<Output>,
+}
+
+impl<S: Store> Node<S> {
+    /// Starts a node over `store`. A store without metadata (new, or lost) gets a new
+    /// storage generation from `cfg.incarnation_nonce`, so no actor of an earlier
+    /// incarnation is ever reused. The metadata write is staged: the driver reports it
+    /// persisted like any other.
+    pub fn new(cfg: Config, layout: Layout, mut store: S, now_ms: u64) -> Result<Self, StoreError> {
+        let generation = match store.meta()? {
+            Some(meta) => meta.generation,
+            None => {
+                let generation = cfg.incarnation_nonce;
+                store.stage_meta(NodeMeta { generation })?;
+                generation
+            }
+        };
+        let hlc = Hlc::new(cfg.max_clock_drift_ms);
+        // Ids must not repeat across restarts (peers deduplicate forwards by them).
+        let first_id = mix(cfg.incarnation_nonce) >> 1;
+        Ok(Node {
+            next_probe_ms: now_ms,
+            cfg,
+            layout,
+            store,
+            generation,
+            hlc,
+            down: BTreeSet::new(),
+            next_id: first_id,
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            waiters: BTreeMap::new(),
+            handoffs_in_flight: BTreeMap::new(),
+            forwards_seen: BTreeMap::new(),
+            outputs: VecDeque::new(),
+        })
+    }
+
+    // ---- getters ----
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The storage, for the driver's commits.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Gives the storage back (a simulated crash keeps only what it made durable).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The layout in use.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The storage generation (part of every actor id).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The actor this node uses for `partition` in this storage generation.
+    pub fn actor(&self, partition: PartitionId) -> Actor {
+        Actor(mix(
+            mix(self.cfg.id.0 ^ mix(self.generation)) ^ u64::from(partition.0)
+        ))
+    }
+
+    /// Nodes this node believes down.
+    pub fn down(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.down.iter().copied()
+    }
+
+    /// Requests in flight.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    // ---- mutators ----
+
+    /// Switches to a new layout.
+    pub fn set_layout(&mut self, layout: Layout) {
+        self.layout = layout;
+    }
+
+    // ---- inputs ----
+
+    /// A client's request, answered later through `poll_output` with the same `tag`.
+    pub fn handle_client(&mut self, now_ms: u64, tag: ClientTag, request: ClientRequest) {
+        let origin = Origin::Client(tag);
+        if let Err(e) = check_key(&request) {
+            return self.answer(origin, Err(e));
+        }
+        self.route(now_ms, origin, request, false);
+    }
+
+    /// A message from a peer.
+    pub fn handle_peer(&mut self, now_ms: u64, from: NodeId, msg: PeerMessage) {
+        self.down.remove(&from);
+        match msg {
+            PeerMessage::Forward { id, request } => {
+                if !self.first_forward(now_ms, from, id) {
+                    return;
+                }
+                let origin = Origin::Peer { from, id };
+                match check_key(&request) {
+                    Ok(()) => self.route(now_ms, origin, request, true),
+                    Err(e) => self.answer(origin, Err(e)),
+                }
+            }
+            PeerMessage::ForwardReply { id, result } => {
+                if let Some(Pending::Forward { origin }) = self.pending.remove(&id) {
+                    self.answer(origin, result);
+                }
+            }
+            PeerMessage::Replicate {
+                id,
+                key,
+                value,
+                hint_for,
+            } => self.replicate(from, id, key, value, hint_for),
+            PeerMessage::ReplicateAck { id, result } => self.on_ack(now_ms, from, id, result),
+            PeerMessage::Read { id, key, hint_for } => {
+                let result = self.load(&key, hint_for).map_err(ReplicaError::from);
+                self.send(from, PeerMessage::ReadReply { id, result });
+            }
+            PeerMessage::ReadReply { id, result } => self.on_read_reply(now_ms, from, id, result),
+            PeerMessage::Ping => self.send(from, PeerMessage::Pong),
+            PeerMessage::Pong => {}
+        }
+    }
+
+    /// Writes the store has made durable.
+    pub fn handle_persisted(&mut self, now_ms: u64, tokens: &[WriteToken]) {
+        for token in tokens {
+            match self.waiters.remove(token) {
+                Some(Waiter::LocalWrite(id)) => self.replicate_write(now_ms, id),
+                Some(Waiter::Ack { to, id }) => {
+                    self.send(to, PeerMessage::ReplicateAck { id, result: Ok(()) })
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Time has passed: expire requests, probe nodes believed down, deliver hints.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now_ms {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.expire(id);
+        }
+        if now_ms >= self.next_probe_ms {
+            self.next_probe_ms = now_ms + self.cfg.probe_interval_ms;
+            let down: Vec<NodeId> = self.down.iter().copied().collect();
+            for node in down {
+                self.send(node, PeerMessage::Ping);
+            }
+            self.deliver_hints(now_ms);
+        }
+    }
+
+    /// Records a forward; false if it was seen before (a duplicate, or a replay).
+    fn first_forward(&mut self, now_ms: u64, from: NodeId, id: RequestId) -> bool {
+        // A forward's sender gives up after at most TIMEOUT_MS_MAX.
+        let keep_until = now_ms.saturating_add(2 * crate::options::TIMEOUT_MS_MAX);
+        self.forwards_seen.retain(|_, until| *until > now_ms);
+        if self.forwards_seen.len() >= self.cfg.pending_max {
+            return false;
+        }
+        self.forwards_seen.insert((from, id), keep_until).is_none()
+    }
+
+    // ---- outputs ----
+
+    /// The next message or reply to send.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let deadline = self.deadlines.first().map(|&(at, _)| at);
+        Some(deadline.map_or(self.next_probe_ms, |d| d.min(self.next_probe_ms)))
+    }
+
+    // ---- routing ----
+
+    fn route(&mut self, now_ms: u64, origin: Origin, request: ClientRequest, forwarded: bool) {
+        if self.pending.len() >= self.cfg.pending_max {
+            return self.answer(
+                origin,
+                Err(ClientError::Unavailable("too many requests in flight")),
+            );
+        }
+        let storage_nodes = self
+            .layout
+            .nodes()
+            .filter(|(_, role)| role.stores_data())
+            .count();
+        let opts = match Resolved::new(&self.cfg.bucket_props, &request.options, storage_nodes) {
+            Ok(opts) => opts,
+            Err(e) => return self.answer(origin, Err(e.into())),
+        };
+        let partition = self.layout.partition_of(&request.bucket, &request.key);
+        let me = self.cfg.id;
+        let targets = targets(&self.layout, partition, opts.n, |n| {
+            n == me || !self.down.contains(&n)
+        });
+        if targets.iter().any(|t| t.node == me) {
+            let key = ObjectKey {
+                partition,
+                bucket: request.bucket,
+                key: request.key,
+            };
+            return self.coordinate(now_ms, origin, key, request.op, targets, opts);
+        }
+        let first = targets.iter().find(|t| t.primary).or(targets.first());
+        match (first, forwarded) {
+            (Some(t), false) => {
+                let id = self.register(now_ms, opts.timeout_ms, Pending::Forward { origin });
+                let to = t.node;
+                self.send(to, PeerMessage::Forward { id, request });
+            }
+            (_, true) => self.answer(
+                origin,
+                Err(ClientError::Unavailable(
+                    "forwarded to a node that holds no replica",
+                )),
+            ),
+            (None, false) => self.answer(
+                origin,
+                Err(ClientError::Unavailable("no replica is reachable")),
+            ),
+        }
+    }
+
+    fn coordinate(
+        &mut self,
+        now_ms: u64,
+        origin: Origin,
+        key: ObjectKey,
+        op: ClientOp,
+        targets: Vec<Target>,
+        opts: Resolved,
+    ) {
+        match op {
+            ClientOp::Update(op @ cairn_crdt::Op::Register(_)) => {
+                self.start_read(now_ms, origin, key, targets, opts, Then::Apply(op))
+            }
+            ClientOp::Update(op) => self.start_write(now_ms, origin, key, targets, opts, op),
+            ClientOp::Read => self.start_read(now_ms, origin, key, targets, opts, Then::Reply),
+            ClientOp::Delete => self.start_read(now_ms, origin, key, targets, opts, Then::Delete),
+        }
+    }
+
+    // ---- writes ----
+
+    fn start_write(
+        &mut self,
+        now_ms: u64,
+        origin: Origin,
+        key: ObjectKey,
+        targets: Vec<Target>,
+        opts: Resolved,
+        op: cairn_crdt::Op,
+    ) {
+        let hint_for = self.my_hint_for(&targets);
+        let current = match self.load(&key, hint_for) {
+            Ok(v) => v,
+            Err(e) => return self.answer(origin, Err(e.into())),
+        };
+        let mut value = current.unwrap_or_else(|| Value::empty(op.value_type()));
+        let replica = Replica {
+            actor: self.actor(key.partition),
+            now: self.tick(now_ms),
+        };
+        let delta = match value.apply(&op, replica) {
+            Ok(delta) => delta,
+            Err(e) => return self.answer(origin, Err(e.into())),
+        };
+        let reply = ClientReply::Value(visible(&value));
+        self.stage_write(now_ms, origin, key, targets, opts, value, delta, reply);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage_write(
+        &mut self,
+        now_ms: u64,
+        origin: Origin,
+        key: ObjectKey,
+        targets: Vec<Target>,
+        opts: Resolved,
+        value: Value,
+        delta: Value,
+        reply: ClientReply,
+    ) {
+        let hint_for = self.my_hint_for(&targets);
+        let token = match self.save(key.clone(), hint_for, value) {
+            Ok(t) => t,
+            Err(e) => return self.answer(origin, Err(e.into())),
+        };
+        let state = WriteState {
+            origin,
+            key,
+            targets,
+            opts,
+            delta,
+            reply,
+            acked: Vec::new(),
+            failed: 0,
+            replied: false,
+        };
+        let id = self.register(now_ms, opts.timeout_ms, Pending::Write(state));
+        self.waiters.insert(token, Waiter::LocalWrite(id));
+    }
+
+    /// The coordinator's own apply is durable: count it and send the delta on.
+    fn replicate_write(&mut self, now_ms: u64, id: RequestId) {
+        let me = self.cfg.id;
+        let Some(Pending::Write(w)) = self.pending.get_mut(&id) else {
+            return;
+        };
+        w.acked.push(me);
+        let sends: Vec<(NodeId, PeerMessage)> = w
+            .targets
+            .iter()
+            .filter(|t| t.node != me)
+            .map(|t| {
+                let msg = PeerMessage::Replicate {
+                    id: Some(id),
+                    key: w.key.clone(),
+                    value: w.delta.clone(),
+                    hint_for: t.hint_for,
+                };
+                (t.node, msg)
+            })
+            .collect();
+        for (to, msg) in sends {
+            self.send(to, msg);
+        }
+        self.check_write(now_ms, id);
+    }
+
+    fn on_ack(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        id: RequestId,
+        result: Result<(), ReplicaError>,
+    ) {
+        match self.pending.get_mut(&id) {
+            Some(Pending::Write(w)) => {
+                match result {
+                    Ok(())
+                        if w.targets.iter().any(|t| t.node == from) && !w.acked.contains(&from) =>
+                    {
+                        w.acked.push(from)
+                    }
+                    Ok(()) => {}
+                    Err(_) => w.failed += 1,
+                }
+                self.check_write(now_ms, id);
+            }
+            Some(Pending::Handoff { .. }) => self.on_handoff_ack(id, from, result.is_ok()),
+            _ => {}
+        }
+    }
+
+    fn check_write(&mut self, _now_ms: u64, id: RequestId) {
+        let Some(Pending::Write(w)) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let acks = w.acked.len();
+        let primaries = w
+            .acked
+            .iter()
+            .filter(|n| w.targets.iter().any(|t| t.node == **n && t.primary))
+            .count();
+        let answered = acks + w.failed;
+        let done = answered >= w.targets.len();
+        let mut answer = None;
+        if !w.replied {
+            if acks >= usize::from(w.opts.w) && primaries >= usize::from(w.opts.pw) {
+                answer = Some(Ok(w.reply.clone()));
+            } else if done {
+                answer = Some(Err(quorum_error(acks, primaries, w.opts.w, w.opts.pw)));
+            }
+        }
+        if let Some(result) = answer {
+            w.replied = true;
+            let origin = w.origin;
+            self.answer(origin, result);
+        }
+        if done {
+            self.pending.remove(&id);
+        }
+    }
+
+    // ---- reads ----
+
+    fn start_read(
+        &mut self,
+        now_ms: u64,
+        origin: Origin,
+        key: ObjectKey,
+        targets: Vec<Target>,
+        opts: Resolved,
+        then: Then,
+    ) {
+        let me = self.cfg.id;
+        let state = ReadState {
+            origin,
+            key: key.clone(),
+            targets: targets.clone(),
+            opts,
+            replies: Vec::new(),
+            failed: 0,
+            replied: false,
+            then,
+        };
+        let id = self.register(now_ms, opts.timeout_ms, Pending::Read(state));
+        for t in targets.iter().filter(|t| t.node != me) {
+            self.send(
+                t.node,
+                PeerMessage::Read {
+                    id,
+                    key: key.clone(),
+                    hint_for: t.hint_for,
+                },
+            );
+        }
+        let local = self
+            .load(&key, self.my_hint_for(&targets))
+            .map_err(ReplicaError::from);
+        self.on_read_reply(now_ms, me, id, local);
+    }
+
+    fn on_read_reply(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        id: RequestId,
+        result: Result<Option<Value>, ReplicaError>,
+    ) {
+        let Some(Pending::Read(r)) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let Some(target) = r.targets.iter().find(|t| t.node == from).copied() else {
+            return;
+        };
+        if r.replies.iter().any(|(t, _)| t.node == from) {
+            return;
+        }
+        match result {
+            Ok(value) => r.replies.push((target, value)),
+            Err(_) => r.failed += 1,
+        }
+        self.check_read(now_ms, id);
+    }
+
+    fn check_read(&mut self, now_ms: u64, id: RequestId) {
+        let Some(Pending::Read(r)) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let oks = r.replies.len();
+        let primaries = r.replies.iter().filter(|(t, _)| t.primary).count();
+        let done = oks + r.failed >= r.targets.len();
+        if !r.replied && oks >= usize::from(r.opts.r) && primaries >= usize::from(r.opts.pr) {
+            r.replied = true;
+            let merged = join_values(r.replies.iter().filter_map(|(_, v)| v.as_ref()));
+            if !matches!(r.then, Then::Reply) {
+                return self.write_after_read(now_ms, id, merged);
+            }
+            let origin = r.origin;
+            let reply = ClientReply::Value(merged.as_ref().and_then(visible));
+            self.answer(origin, Ok(reply));
+        } else if !r.replied && done {
+            r.replied = true;
+            let (origin, err) = (r.origin, quorum_error(oks, primaries, r.opts.r, r.opts.pr));
+            self.answer(origin, Err(err));
+        }
+        if done {
+            self.finish_read(id);
+        }
+    }
+
+    /// Every target answered (or time ran out): repair the ones that are behind.
+    fn finish_read(&mut self, id: RequestId) {
+        let Some(Pending::Read(r)) = self.pending.remove(&id) else {
+            return;
+        };
+        let Some(merged) = join_values(r.replies.iter().filter_map(|(_, v)| v.as_ref())) else {
+            return;
+        };
+        let me = self.cfg.id;
+        for (target, value) in &r.replies {
+            if value.as_ref() == Some(&merged) {
+                continue;
+            }
+            if target.node == me {
+                // Best effort: a failed local repair is retried by the next read.
+                let _ = self.merge_local(&r.key, target.hint_for, &merged);
+            } else {
+                let msg = PeerMessage::Replicate {
+                    id: None,
+                    key: r.key.clone(),
+                    value: merged.clone(),
+                    hint_for: target.hint_for,
+                };
+                self.send(target.node, msg);
+            }
+        }
+    }
+
+    /// A read phase reached its quorum: apply the delete or the operation over what it
+    /// saw (joined with the local copy), then write as any update.
+    fn write_after_read(&mut self, now_ms: u64, read_id: RequestId, seen: Option<Value>) {
+        let Some(Pending::Read(r)) = self.pending.remove(&read_id) else {
+            return;
+        };
+        self.deadlines.retain(|(_, i)| *i != read_id);
+        let local = match self.load(&r.key, self.my_hint_for(&r.targets)) {
+            Ok(v) => v,
+            Err(e) => return self.answer(r.origin, Err(e.into())),
+        };
+        let value = join_values(local.iter().chain(seen.iter()));
+        let replica = Replica {
+            actor: self.actor(r.key.partition),
+            now: self.tick(now_ms),
+        };
+        let (value, delta, reply) = match (r.then, value) {
+            (Then::Delete, None) => return self.answer(r.origin, Ok(ClientReply::Deleted)),
+            (Then::Delete, Some(mut value)) => {
+                let delta = value.reset(replica);
+                (value, delta, ClientReply::Deleted)
+            }
+            (Then::Apply(op), value) => {
+                let mut value = value.unwrap_or_else(|| Value::empty(op.value_type()));
+                match value.apply(&op, replica) {
+                    Ok(delta) => {
+                        let reply = ClientReply::Value(visible(&value));
+                        (value, delta, reply)
+                    }
+                    Err(e) => return self.answer(r.origin, Err(e.into())),
+                }
+            }
+            (Then::Reply, _) => return,
+        };
+        self.stage_write(
+            now_ms, r.origin, r.key, r.targets, r.opts, value, delta, reply,
+        );
+    }
+
+    // ---- replica side ----
+
+    fn replicate(
+        &mut self,
+        from: NodeId,
+        id: Option<RequestId>,
+        key: ObjectKey,
+        value: Value,
+        hint_for: Option<NodeId>,
+    ) {
+        match self.merge_local(&key, hint_for, &value) {
+            Ok(token) => {
+                if let Some(id) = id {
+                    self.waiters.insert(token, Waiter::Ack { to: from, id });
+                }
+            }
+            Err(e) => {
+                if let Some(id) = id {
+                    self.send(from, PeerMessage::ReplicateAck { id, result: Err(e) });
+                }
+            }
+        }
+    }
+
+    /// Merges `value` into the local copy (or hint) and stages the result.
+    fn merge_local(
+        &mut self,
+        key: &ObjectKey,
+        hint_for: Option<NodeId>,
+        value: &Value,
+    ) -> Result<WriteToken, ReplicaError> {
+        let merged = match self.load(key, hint_for)? {
+            Some(mine) => join_values([&mine, value]).unwrap_or(mine),
+            None => value.clone(),
+        };
+        Ok(self.save(key.clone(), hint_for, merged)?)
+    }
+
+    // ---- hinted handoff ----
+
+    /// Sends hints to owners that are reachable, a bounded batch per owner.
+    fn deliver_hints(&mut self, now_ms: u64) {
+        let Ok(counts) = self.store.hint_counts() else {
+            return;
+        };
+        for (owner, _) in counts {
+            if self.down.contains(&owner) || owner == self.cfg.id {
+                continue;
+            }
+            let in_flight = self.handoffs_in_flight.get(&owner).copied().unwrap_or(0);
+            let room = self.cfg.hint_batch_max.saturating_sub(in_flight);
+            if room == 0 {
+                continue;
+            }
+            let Ok(batch) = self.store.hints(owner, None, room) else {
+                continue;
+            };
+            for (key, value) in batch {
+                let already = self.pending.values().any(|p| matches!(p, Pending::Handoff { owner: o, key: k, .. } if *o == owner && *k == key));
+                if already {
+                    continue;
+                }
+                let timeout = self.cfg.handoff_timeout_ms;
+                let id = self.register(
+                    now_ms,
+                    timeout,
+                    Pending::Handoff {
+                        owner,
+                        key: key.clone(),
+                        sent: value.clone(),
+                    },
+                );
+                *self.handoffs_in_flight.entry(owner).or_default() += 1;
+                self.send(
+                    owner,
+                    PeerMessage::Replicate {
+                        id: Some(id),
+                        key,
+                        value,
+                        hint_for: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_handoff_ack(&mut self, id: RequestId, from: NodeId, ok: bool) {
+        let Some(Pending::Handoff { owner, key, sent }) = self.pending.remove(&id) else {
+            return;
+        };
+        self.handoff_done(owner);
+        if !ok || from != owner {
+            return;
+        }
+        // Remove the hint only if nothing merged into it since it was sent.
+        if matches!(self.store.hint(owner, &key), Ok(Some(now)) if now == sent) {
+            let _ = self.store.stage_hint_removal(owner, &key);
+        }
+    }
+
+    fn handoff_done(&mut self, owner: NodeId) {
+        if let Some(n) = self.handoffs_in_flight.get_mut(&owner) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    // ---- plumbing ----
+
+    fn expire(&mut self, id: RequestId) {
+        match self.pending.get(&id) {
+            Some(Pending::Write(w)) => {
+                let silent: Vec<NodeId> = w
+                    .targets
+                    .iter()
+                    .map(|t| t.node)
+                    .filter(|n| !w.acked.contains(n))
+                    .collect();
+                self.suspect(silent);
+                if let Some(Pending::Write(w)) = self.pending.get_mut(&id) {
+                    w.failed = w.targets.len().saturating_sub(w.acked.len());
+                }
+                self.check_write(0, id);
+                self.pending.remove(&id);
+            }
+            Some(Pending::Read(r)) => {
+                let silent: Vec<NodeId> = r
+                    .targets
+                    .iter()
+                    .map(|t| t.node)
+                    .filter(|n| !r.replies.iter().any(|(t, _)| t.node == *n))
+                    .collect();
+                self.suspect(silent);
+                if let Some(Pending::Read(r)) = self.pending.get_mut(&id) {
+                    r.failed = r.targets.len().saturating_sub(r.replies.len());
+                }
+                self.check_read(0, id);
+                self.pending.remove(&id);
+            }
+            Some(Pending::Forward { origin }) => {
+                let origin = *origin;
+                self.pending.remove(&id);
+                self.answer(
+                    origin,
+                    Err(ClientError::Unavailable(
+                        "the coordinator did not answer in time",
+                    )),
+                );
+            }
+            Some(Pending::Handoff { owner, .. }) => {
+                // The owner is still away: probe it, and deliver again once it answers.
+                let owner = *owner;
+                self.pending.remove(&id);
+                self.handoff_done(owner);
+                self.suspect(vec![owner]);
+            }
+            None => {}
+        }
+    }
+
+    /// Request timeouts feed failure detection: a node that let one pass is probed until
+    /// it answers, and routed around meanwhile.
+    fn suspect(&mut self, nodes: Vec<NodeId>) {
+        let me = self.cfg.id;
+        self.down.extend(nodes.into_iter().filter(|n| *n != me));
+    }
+
+    fn register(&mut self, now_ms: u64, timeout_ms: u64, pending: Pending) -> RequestId {
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        self.pending.insert(id, pending);
+        self.deadlines
+            .insert((now_ms.saturating_add(timeout_ms), id));
+        id
+    }
+
+    fn answer(&mut self, origin: Origin, result: Result<ClientReply, ClientError>) {
+        match origin {
+            Origin::Client(tag) => self.outputs.push_back(Output::Reply { tag, result }),
+            Origin::Peer { from, id } => self.send(from, PeerMessage::ForwardReply { id, result }),
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: PeerMessage) {
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    fn tick(&mut self, now_ms: u64) -> cairn_crdt::Timestamp {
+        self.hlc.tick(now_ms)
+    }
+
+    fn my_hint_for(&self, targets: &[Target]) -> Option<NodeId> {
+        targets
+            .iter()
+            .find(|t| t.node == self.cfg.id)
+            .and_then(|t| t.hint_for)
+    }
+
+    fn load(&self, key: &ObjectKey, hint_for: Option<NodeId>) -> Result<Option<Value>, StoreError> {
+        match hint_for {
+            Some(owner) => self.store.hint(owner, key),
+            None => self.store.object(key),
+        }
+    }
+
+    fn save(
+        &mut self,
+        key: ObjectKey,
+        hint_for: Option<NodeId>,
+        value: Value,
+    ) -> Result<WriteToken, StoreError> {
+        match hint_for {
+            Some(owner) => self.store.stage_hint(owner, key, value),
+            None => self.store.stage_object(key, value),
+        }
+    }
+}
+
+fn quorum_error(
+    answered: usize,
+    primaries: usize,
+    required: u8,
+    primaries_required: u8,
+) -> ClientError {
+    ClientError::QuorumNotReached {
+        answered: u8::try_from(answered).unwrap_or(u8::MAX),
+        required,
+        primaries: u8::try_from(primaries).unwrap_or(u8::MAX),
+        primaries_required,
+    }
+}
+
+fn check_key(request: &ClientRequest) -> Result<(), ClientError> {
+    if request.bucket.is_empty() || request.bucket.len() > BUCKET_BYTES_MAX {
+        return Err(ClientError::InvalidKey("bucket must be 1..=256 bytes"));
+    }
+    if request.key.is_empty() || request.key.len() > KEY_BYTES_MAX {
+        return Err(ClientError::InvalidKey("key must be 1..=1024 bytes"));
+    }
+    Ok(())
+}
+
+/// SplitMix64's finaliser: spreads node ids, generations and partitions into actor ids.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
