@@ -106,7 +106,9 @@ impl Counter {
         for list in [&entries, &floors] {
             let sorted = list.windows(2).all(|w| w[0].0 < w[1].0);
             if !sorted || list.iter().any(|(_, e)| *e == PnEntry::default()) {
-                return Err(crate::InvalidState("counter entries not sorted, unique and non-zero"));
+                return Err(crate::InvalidState(
+                    "counter entries not sorted, unique and non-zero",
+                ));
             }
         }
         let c = Counter { entries, floors };
@@ -150,8 +152,7 @@ fn set(list: &mut Vec<(Actor, PnEntry)>, actor: Actor, entry: PnEntry) {
     }
 }
 
-impl Counter {
-}
+impl Counter {}
 
 impl Crdt for Counter {
     type Op = CounterOp;
@@ -165,7 +166,10 @@ impl Crdt for Counter {
     }
 
     fn reset(&mut self, _replica: Replica) -> Self {
-        let delta = Counter { entries: self.entries.clone(), floors: self.entries.clone() };
+        let delta = Counter {
+            entries: self.entries.clone(),
+            floors: self.entries.clone(),
+        };
         self.join_floors(&delta.floors);
         delta
     }
@@ -186,7 +190,10 @@ impl Crdt for Counter {
             return Ok(Counter::default());
         }
         self.set_entry(replica.actor, updated);
-        Ok(Counter { entries: vec![(replica.actor, updated)], floors: Vec::new() })
+        Ok(Counter {
+            entries: vec![(replica.actor, updated)],
+            floors: Vec::new(),
+        })
     }
 }
 

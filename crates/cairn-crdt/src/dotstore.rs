@@ -53,6 +53,11 @@ impl DotSet {
         self.0.len()
     }
 
+    /// True when no dot is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether `dot` is held.
     pub fn contains(&self, dot: Dot) -> bool {
         self.0.binary_search(&dot).is_ok()
@@ -113,6 +118,11 @@ impl<V: Clone + PartialEq> DotFun<V> {
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// True when there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

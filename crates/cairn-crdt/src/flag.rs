@@ -53,7 +53,10 @@ impl Crdt for Flag {
     type Op = FlagOp;
 
     fn reset(&mut self, _replica: Replica) -> Self {
-        let delta = Flag { dots: DotSet::default(), ctx: CausalContext::from_dots(self.dots.iter()) };
+        let delta = Flag {
+            dots: DotSet::default(),
+            ctx: CausalContext::from_dots(self.dots.iter()),
+        };
         self.merge(&delta);
         delta
     }

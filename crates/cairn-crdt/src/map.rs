@@ -523,7 +523,10 @@ impl Crdt for Map {
     fn reset(&mut self, _replica: Replica) -> Self {
         let mut observed = CausalContext::new();
         self.fields.for_each_dot(&mut |d| observed.insert(d));
-        let delta = Map { ctx: observed, ..Map::default() };
+        let delta = Map {
+            ctx: observed,
+            ..Map::default()
+        };
         self.merge(&delta);
         delta
     }

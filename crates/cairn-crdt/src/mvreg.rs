@@ -66,7 +66,10 @@ impl Crdt for MvReg {
 
     fn reset(&mut self, _replica: Replica) -> Self {
         let observed = CausalContext::from_dots(self.siblings.iter().map(|(d, _)| d));
-        let delta = MvReg { siblings: DotFun::default(), ctx: observed };
+        let delta = MvReg {
+            siblings: DotFun::default(),
+            ctx: observed,
+        };
         self.merge(&delta);
         delta
     }

@@ -173,7 +173,10 @@ impl Register {
 
     /// A register holding `entry` and no reset.
     pub fn from_entry(entry: Option<LwwEntry>) -> Self {
-        Register { entry, cleared: None }
+        Register {
+            entry,
+            cleared: None,
+        }
     }
 
     /// A register holding `entry` and reset mark `cleared`.
@@ -211,7 +214,10 @@ impl Crdt for Register {
             Some(seen) => replica.now.max(seen.successor()),
             None => replica.now,
         };
-        let delta = Register { entry: None, cleared: Some((ts, replica.actor)) };
+        let delta = Register {
+            entry: None,
+            cleared: Some((ts, replica.actor)),
+        };
         self.merge(&delta);
         delta
     }
@@ -225,7 +231,10 @@ impl Crdt for Register {
         Bound::RegisterBytes.check(value.len())?;
         let entry = LwwEntry::after(self.newest(), value, replica);
         self.entry = Some(entry.clone());
-        Ok(Register { entry: Some(entry), cleared: None })
+        Ok(Register {
+            entry: Some(entry),
+            cleared: None,
+        })
     }
 }
 

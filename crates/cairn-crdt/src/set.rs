@@ -253,7 +253,10 @@ impl Crdt for Set {
     fn reset(&mut self, _replica: Replica) -> Self {
         let mut observed = CausalContext::new();
         self.entries.for_each_dot(&mut |d| observed.insert(d));
-        let delta = Set { ctx: observed, ..Set::default() };
+        let delta = Set {
+            ctx: observed,
+            ..Set::default()
+        };
         self.merge(&delta);
         delta
     }

@@ -4,8 +4,8 @@
 
 use cairn_crdt::laws::{self, Step};
 use cairn_crdt::{
-    CausalContext, Counter, CounterOp, Crdt, FieldOp, FieldType, Flag, FlagOp, Map, MapOp,
-    MvReg, MvRegOp, Register, RegisterOp, Set, SetOp,
+    CausalContext, Counter, CounterOp, Crdt, FieldOp, FieldType, Flag, FlagOp, Map, MapOp, MvReg,
+    MvRegOp, Register, RegisterOp, Set, SetOp,
 };
 use proptest::prelude::*;
 
@@ -22,7 +22,12 @@ fn steps<O: std::fmt::Debug>(op: impl Strategy<Value = O>) -> impl Strategy<Valu
 }
 
 fn member() -> impl Strategy<Value = Vec<u8>> {
-    prop::sample::select(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec()])
+    prop::sample::select(vec![
+        b"a".to_vec(),
+        b"b".to_vec(),
+        b"c".to_vec(),
+        b"d".to_vec(),
+    ])
 }
 
 /// Which replica's read a remove's context comes from: none, or replica `j` (which may be
@@ -31,12 +36,18 @@ fn read_from() -> impl Strategy<Value = Option<usize>> {
     prop_oneof![1 => Just(None), 3 => (0..REPLICAS).prop_map(Some)]
 }
 
-fn context_of<T>(states: &[T], from: Option<usize>, ctx: impl Fn(&T) -> &CausalContext) -> Option<CausalContext> {
+fn context_of<T>(
+    states: &[T],
+    from: Option<usize>,
+    ctx: impl Fn(&T) -> &CausalContext,
+) -> Option<CausalContext> {
     from.map(|j| ctx(&states[j]).clone())
 }
 
 fn check<T: Crdt>(result: Result<laws::Outcome<T>, laws::Violation>) -> Result<(), TestCaseError> {
-    result.map(|_| ()).map_err(|v| TestCaseError::fail(v.to_string()))
+    result
+        .map(|_| ())
+        .map_err(|v| TestCaseError::fail(v.to_string()))
 }
 
 #[derive(Clone, Debug)]

@@ -6,9 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use cairn_crdt::{
-    Actor, Counter, CounterOp, Crdt, MvReg, MvRegOp, Replica, Set, SetOp, Timestamp,
-};
+use cairn_crdt::{Actor, Counter, CounterOp, Crdt, MvReg, MvRegOp, Replica, Set, SetOp, Timestamp};
 use crdts::{CmRDT, CvRDT};
 use proptest::prelude::*;
 
@@ -29,7 +27,10 @@ fn steps<O: std::fmt::Debug>(op: impl Strategy<Value = O>) -> impl Strategy<Valu
 }
 
 fn at(i: usize) -> Replica {
-    Replica { actor: Actor(i as u64), now: Timestamp::ZERO }
+    Replica {
+        actor: Actor(i as u64),
+        now: Timestamp::ZERO,
+    }
 }
 
 fn member() -> impl Strategy<Value = u8> {

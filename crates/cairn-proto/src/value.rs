@@ -97,7 +97,10 @@ impl TryFrom<CounterWire> for Counter {
             });
             pairs.collect()
         };
-        Ok(Counter::from_parts(parse(wire.entries), parse(wire.floors))?)
+        Ok(Counter::from_parts(
+            parse(wire.entries),
+            parse(wire.floors),
+        )?)
     }
 }
 
