@@ -147,10 +147,11 @@ enum Kind {
 
 #[derive(Debug)]
 enum Event {
+    /// Boxed: events sit in a B-tree that shifts them around, and messages are large.
     Deliver {
         from: usize,
         to: usize,
-        msg: PeerMessage,
+        msg: Box<PeerMessage>,
     },
     Commit {
         node: usize,
@@ -337,7 +338,7 @@ impl Sim {
 
     fn dispatch(&mut self, event: Event) {
         match event {
-            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Deliver { from, to, msg } => self.deliver(from, to, *msg),
             Event::Commit { node } => self.commit(node),
             Event::Timer { node } => self.timer(node),
             Event::ClientStep { client } => self.client_step(client),
@@ -392,22 +393,16 @@ impl Sim {
 
     /// Drains a node's outputs and schedules its commit and timer.
     fn after_input(&mut self, i: usize) {
-        let mut outputs = Vec::new();
-        let (staged, timeout) = {
-            let Some(node) = self.nodes[i].node.as_mut() else {
-                return;
-            };
-            while let Some(out) = node.poll_output() {
-                outputs.push(out);
-            }
-            (node.store().staged_len() > 0, node.poll_timeout())
-        };
-        for out in outputs {
+        while let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) {
             match out {
                 Output::Send { to, msg } => self.send(i, to, msg),
                 Output::Reply { tag, result } => self.client_reply(tag.0, result),
             }
         }
+        let Some(node) = self.nodes[i].node.as_ref() else {
+            return;
+        };
+        let (staged, timeout) = (node.store().staged_len() > 0, node.poll_timeout());
         if staged && self.nodes[i].commit_at.is_none() {
             // Group commit: whatever is staged within the next millisecond shares a flush.
             let at = self.now + 1;
@@ -473,7 +468,7 @@ impl Sim {
                 Event::Deliver {
                     from,
                     to,
-                    msg: msg.clone(),
+                    msg: Box::new(msg.clone()),
                 },
             );
         }
