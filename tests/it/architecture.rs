@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Crates that must stay free of I/O, time and randomness (DESIGN.md §2).
-const PURE: &[&str] = &["cairn-crdt", "cairn-proto", "cairn-ring"];
+const PURE: &[&str] = &["cairn-crdt", "cairn-proto", "cairn-ring", "cairn-core"];
 
 /// Crates no pure crate may pull in, directly or transitively.
 const FORBIDDEN: &[&str] = &[
@@ -32,6 +32,8 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
     ("cairn-crdt", &[]),
     ("cairn-proto", &["cairn-crdt"]),
     ("cairn-ring", &[]),
+    ("cairn-core", &["cairn-crdt", "cairn-ring"]),
+    ("cairn-sim", &["cairn-core", "cairn-crdt", "cairn-ring"]),
 ];
 
 /// Normal (non-dev, non-build) dependency graph of the workspace, by package name.
