@@ -1,9 +1,10 @@
-//! The CRDT laws on fuzzed histories: `cairn_crdt::laws::run` applies operations at three
-//! replicas, delivers deltas (dropped, duplicated, reordered) and full states, and checks
-//! commutativity, associativity, idempotence, the delta law and convergence. Removes,
-//! disables and multi-value writes carry the context another replica read, which may be
-//! ahead of the replica applying them, so deferred removes are exercised. A violated law
-//! panics with the states that show it. The converged state must also survive the wire.
+//! The CRDT laws on fuzzed histories: `cairn_crdt::laws::run` applies operations and resets
+//! (deletes) at three replicas, delivers deltas (dropped, duplicated, reordered) and full
+//! states, and checks commutativity, associativity, idempotence, the delta law and
+//! convergence. Removes, disables and multi-value writes carry the context another replica
+//! read, which may be ahead of the replica applying them, so deferred removes are exercised.
+//! A violated law panics with the states that show it. The converged state must also
+//! survive the wire.
 
 #![no_main]
 
@@ -33,6 +34,7 @@ enum History {
 enum FuzzStep<O> {
     Apply { at: u8, op: O },
     Deliver { delta: u8, to: u8 },
+    Reset { at: u8 },
     Sync { from: u8, to: u8 },
 }
 
@@ -105,6 +107,7 @@ fn steps<O>(fuzzed: Vec<FuzzStep<O>>) -> Vec<Step<O>> {
             delta: usize::from(delta),
             to: at(to),
         },
+        FuzzStep::Reset { at: a } => Step::Reset { at: at(a) },
         FuzzStep::Sync { from, to } => Step::Sync {
             from: at(from),
             to: at(to),
