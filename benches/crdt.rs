@@ -5,9 +5,11 @@
 //! 16 actors: 90k shared members, then each replica adds 10k of its own and removes 1k of
 //! the shared ones, so each holds about 99k members and their merge holds 108k.
 
-#![allow(clippy::unwrap_used, missing_docs)]
+// Indices in a bench stay below `CHUNK`, so `as usize` never truncates.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, missing_docs)]
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use cairn_crdt::{Crdt, Set, SetOp, Value};
 use crdts::CvRDT;
@@ -65,57 +67,104 @@ fn merge(c: &mut Criterion) {
     g.finish();
 }
 
+/// Largest run of operations on one copy of a workload set before it is cloned afresh,
+/// so sets stay near 100k members (and under `SET_MEMBERS_MAX`) however many iterations
+/// criterion asks for.
+const CHUNK: u64 = 50_000;
+
+/// Times `iters` calls of `step`, on fresh state from `fresh` every `CHUNK` calls; the
+/// setup of each chunk (`prepare`) is not timed.
+fn chunked<S, P>(
+    iters: u64,
+    fresh: impl Fn() -> S,
+    prepare: impl Fn(&mut S, u64) -> P,
+    step: impl Fn(&mut S, &mut P),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let n = CHUNK.min(iters - done);
+        let mut state = fresh();
+        let mut inputs: Vec<P> = (0..n).map(|i| prepare(&mut state, i)).collect();
+        let started = Instant::now();
+        for input in &mut inputs {
+            step(&mut state, input);
+        }
+        total += started.elapsed();
+        done += n;
+    }
+    total
+}
+
 fn delta(c: &mut Criterion) {
     let w = Workload::new();
     let mut g = c.benchmark_group("set_add");
-    let mut next = 0usize;
-    let mut source = w.ours.0.clone();
-    let mut target = w.ours.1.clone();
-    g.bench_function("merge_add_delta_into_100k", |b| {
-        b.iter_batched(
-            || {
-                next += 1;
-                source
-                    .apply(&SetOp::Add(vec![member("new", next)]), at(5))
-                    .unwrap()
-            },
-            |delta| target.merge(black_box(&delta)),
-            BatchSize::SmallInput,
-        )
+    // A replica that missed other writes of the coordinating actor (new dots go to its
+    // cloud): the pessimistic case.
+    g.bench_function("merge_add_delta_into_100k_behind", |b| {
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                || (w.ours.0.clone(), w.ours.1.clone()),
+                |(source, _), i| {
+                    source
+                        .apply(&add(member("new", i as usize)), at(5))
+                        .unwrap()
+                },
+                |(_, target), delta| target.merge(black_box(delta)),
+            )
+        })
+    });
+    // The common case: a replica in step with the coordinator (new dots extend its vector).
+    g.bench_function("merge_add_delta_into_100k_in_step", |b| {
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                || (w.ours.0.clone(), w.ours.0.clone()),
+                |(source, _), i| {
+                    source
+                        .apply(&add(member("new", i as usize)), at(5))
+                        .unwrap()
+                },
+                |(_, target), delta| target.merge(black_box(delta)),
+            )
+        })
     });
     let mut small = Set::default();
     for i in 0..10 {
         small
-            .apply(&SetOp::Add(vec![member("item", i)]), at(i as u64 % ACTORS))
+            .apply(&add(member("item", i)), at(i as u64 % ACTORS))
             .unwrap();
     }
-    let mut n = 0usize;
     g.bench_function("add_to_10", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                (small.clone(), SetOp::Add(vec![member("new", n)]))
-            },
-            |(mut s, op)| {
-                let delta = s.apply(black_box(&op), at(7)).unwrap();
-                (s, delta)
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                || (),
+                |_, i| (small.clone(), add(member("new", i as usize))),
+                |_, (set, op)| {
+                    black_box(set.apply(black_box(op), at(7)).unwrap());
+                },
+            )
+        })
     });
-    let mut big = w.ours.0.clone();
-    let mut k = 0usize;
     g.bench_function("add_to_100k", |b| {
-        b.iter_batched(
-            || {
-                k += 1;
-                SetOp::Add(vec![member("new", k)])
-            },
-            |op| big.apply(black_box(&op), at(7)).unwrap(),
-            BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            chunked(
+                iters,
+                || w.ours.0.clone(),
+                |_, i| add(member("new", i as usize)),
+                |big, op| {
+                    black_box(big.apply(black_box(op), at(7)).unwrap());
+                },
+            )
+        })
     });
     g.finish();
+}
+
+fn add(m: Vec<u8>) -> SetOp {
+    SetOp::Add(vec![m])
 }
 
 criterion_group!(benches, merge, delta);

@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use smallvec::SmallVec;
+
 /// One replica incarnation that coordinates updates (DESIGN.md §4.2: never one per client).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Actor(pub u64);
@@ -232,9 +234,11 @@ impl CausalContext {
         self.vv.get(actor).max(in_cloud)
     }
 
-    /// The next dot `actor` may issue. Holds because an actor sees all of its own dots.
-    pub fn next_dot(&self, actor: Actor) -> Dot {
-        Dot::new(actor, self.max_counter(actor).saturating_add(1))
+    /// The next dot `actor` may issue (it sees all of its own dots), or `None` once the
+    /// actor has used every counter: a state only hostile input can reach.
+    pub fn next_dot(&self, actor: Actor) -> Option<Dot> {
+        let counter = self.max_counter(actor).checked_add(1)?;
+        Some(Dot::new(actor, counter))
     }
 
     /// Adds one dot.
@@ -251,18 +255,37 @@ impl CausalContext {
     }
 
     /// Set union.
+    ///
+    /// Costs O(size of `other`), not of `self`: a replica that missed some dots keeps a
+    /// large cloud, and merging a small delta into it must stay cheap. Only actors whose
+    /// vector entry grows or that bring cloud dots can change the cloud.
     pub fn join(&mut self, other: &CausalContext) {
-        self.vv.join(&other.vv);
-        if other.cloud.is_empty() && self.cloud.is_empty() {
+        let raised: SmallVec<[Actor; 8]> = other
+            .vv
+            .iter()
+            .filter(|&(a, n)| n > self.vv.get(a))
+            .map(|(a, _)| a)
+            .collect();
+        if !raised.is_empty() {
+            self.vv.join(&other.vv);
+        }
+        for d in &other.cloud {
+            if !self.vv.contains(*d) {
+                self.cloud.insert(*d);
+            }
+        }
+        if self.cloud.is_empty() {
             return;
         }
-        let mut cloud = std::mem::take(&mut self.cloud);
-        cloud.extend(other.cloud.iter().copied());
-        cloud.retain(|d| !self.vv.contains(*d));
-        self.cloud = cloud;
-        let actors: Vec<Actor> = self.cloud.iter().map(|d| d.actor).collect();
-        for actor in actors {
+        for actor in raised {
             self.fold_cloud(actor);
+        }
+        let mut last = None;
+        for d in &other.cloud {
+            if last != Some(d.actor) {
+                last = Some(d.actor);
+                self.fold_cloud(d.actor);
+            }
         }
     }
 
@@ -287,8 +310,8 @@ impl CausalContext {
 
     /// Moves cloud dots of `actor` that now follow the vector into it.
     fn fold_cloud(&mut self, actor: Actor) {
-        loop {
-            let next = Dot::new(actor, self.vv.get(actor) + 1);
+        while let Some(counter) = self.vv.get(actor).checked_add(1) {
+            let next = Dot::new(actor, counter);
             if !self.cloud.remove(&next) {
                 break;
             }
@@ -354,8 +377,24 @@ mod tests {
     #[test]
     fn next_dot_follows_cloud() {
         let ctx = CausalContext::from_dots([d(7, 1), d(7, 4)]);
-        assert_eq!(ctx.next_dot(Actor(7)), d(7, 5));
-        assert_eq!(ctx.next_dot(Actor(8)), d(8, 1));
+        assert_eq!(ctx.next_dot(Actor(7)), Some(d(7, 5)));
+        assert_eq!(ctx.next_dot(Actor(8)), Some(d(8, 1)));
+        assert_eq!(
+            CausalContext::from_dots([d(7, u64::MAX)]).next_dot(Actor(7)),
+            None
+        );
+    }
+
+    #[test]
+    fn join_near_the_top_of_the_counter_range_does_not_overflow() {
+        // Found by fuzzing: folding the cloud computed `vv + 1` at u64::MAX.
+        let vv = VersionVector::from_sorted(vec![(Actor(1), u64::MAX - 2)]).unwrap();
+        let mut a = CausalContext::from_parts(vv, [d(1, u64::MAX)].into()).unwrap();
+        let vv = VersionVector::from_sorted(vec![(Actor(1), u64::MAX - 1)]).unwrap();
+        let b = CausalContext::from_parts(vv, Default::default()).unwrap();
+        a.join(&b);
+        assert_eq!(a.vv().get(Actor(1)), u64::MAX);
+        assert!(a.cloud().is_empty());
     }
 
     #[test]

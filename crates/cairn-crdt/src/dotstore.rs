@@ -191,41 +191,33 @@ impl<K: Ord + Clone, S: DotStore> DotStore for DotMap<K, S> {
             self.remove_covered(other_ctx);
             return;
         }
-        // A sorted merge of both maps, then a bulk build: O(n + m), no per-key tree walk.
-        let mine = std::mem::take(&mut self.0);
-        let mut out: Vec<(K, S)> = Vec::with_capacity(mine.len().max(other.0.len()));
-        let mut a = mine.into_iter().peekable();
-        let mut b = other.0.iter().peekable();
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => break,
-            };
-            let (key, store) = match order {
-                std::cmp::Ordering::Equal => {
-                    let ((key, mut store), (_, theirs)) = (next(&mut a), next(&mut b));
-                    store.join(self_ctx, theirs, other_ctx);
-                    (key, store)
-                }
-                std::cmp::Ordering::Less => {
-                    let (key, mut store) = next(&mut a);
-                    store.remove_covered(other_ctx);
-                    (key, store)
-                }
-                std::cmp::Ordering::Greater => {
-                    let (key, theirs) = next(&mut b);
-                    let mut store = theirs.clone();
-                    store.remove_covered(self_ctx);
-                    (key.clone(), store)
-                }
-            };
+        // One in-order pass over our entries, walking theirs alongside: entries both hold
+        // join, entries only we hold lose what they removed, and entries only they hold
+        // are collected and inserted at the end. No entry of ours moves, so merging states
+        // that mostly agree costs little more than reading them.
+        let mut theirs = other.0.iter().peekable();
+        let mut fresh: Vec<(K, S)> = Vec::new();
+        let keep_fresh = |fresh: &mut Vec<(K, S)>, key: &K, store: &S| {
+            let mut store = store.clone();
+            store.remove_covered(self_ctx);
             if !store.is_empty() {
-                out.push((key, store));
+                fresh.push((key.clone(), store));
             }
+        };
+        self.0.retain(|key, store| {
+            while let Some((k, s)) = theirs.next_if(|(k, _)| *k < key) {
+                keep_fresh(&mut fresh, k, s);
+            }
+            match theirs.next_if(|(k, _)| *k == key) {
+                Some((_, s)) => store.join(self_ctx, s, other_ctx),
+                None => store.remove_covered(other_ctx),
+            }
+            !store.is_empty()
+        });
+        for (k, s) in theirs {
+            keep_fresh(&mut fresh, k, s);
         }
-        self.0 = out.into_iter().collect();
+        self.0.extend(fresh);
     }
 
     fn remove_covered(&mut self, ctx: &CausalContext) {
@@ -238,11 +230,6 @@ impl<K: Ord + Clone, S: DotStore> DotStore for DotMap<K, S> {
     fn for_each_dot(&self, f: &mut dyn FnMut(Dot)) {
         self.0.values().for_each(|s| s.for_each_dot(f));
     }
-}
-
-/// Takes the item a `peek` just showed.
-fn next<I: Iterator>(it: &mut std::iter::Peekable<I>) -> I::Item {
-    it.next().expect("peeked an item just before")
 }
 
 /// The dot-store join rule over two lists sorted by dot.

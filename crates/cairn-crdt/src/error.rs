@@ -20,6 +20,9 @@ pub enum ApplyError {
         /// The bound's value.
         max: usize,
     },
+    /// The coordinating actor has used every dot counter (only hostile state gets here).
+    #[error("the actor has no dot counters left")]
+    DotsExhausted,
     /// The operation is for another type than the value's.
     #[error(transparent)]
     TypeMismatch(#[from] TypeMismatch),

@@ -76,7 +76,10 @@ impl Crdt for Flag {
             ctx: CausalContext::from_dots(self.dots.iter()),
         };
         if *op == FlagOp::Enable {
-            let dot = self.ctx.next_dot(replica.actor);
+            let dot = self
+                .ctx
+                .next_dot(replica.actor)
+                .ok_or(ApplyError::DotsExhausted)?;
             delta.dots = DotSet::single(dot);
             delta.ctx.insert(dot);
         }

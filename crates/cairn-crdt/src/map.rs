@@ -284,6 +284,11 @@ impl Map {
         deferred: Vec<(Vec<PathStep>, CausalContext)>,
     ) -> Result<Self, InvalidState> {
         check_fields(&fields, &ctx, 1)?;
+        let tree = DotMap(fields);
+        if !dots_unique(&tree) {
+            return Err(InvalidState("one dot under two fields or members"));
+        }
+        let fields = tree.0;
         if deferred
             .iter()
             .any(|(p, c)| p.is_empty() || ctx.descends(c))
@@ -360,7 +365,10 @@ impl Map {
                 let value = counter::total(dots.iter().map(|(_, e)| *e))?;
                 i64::try_from(i128::from(value) + i128::from(*by))
                     .map_err(|_| ApplyError::CounterOverflow)?;
-                let dot = self.ctx.next_dot(replica.actor);
+                let dot = self
+                    .ctx
+                    .next_dot(replica.actor)
+                    .ok_or(ApplyError::DotsExhausted)?;
                 delta.ctx.insert(dot);
                 Field::Counter(DotFun::single(dot, updated))
             }
@@ -374,7 +382,10 @@ impl Map {
                 if let Some(f) = current {
                     f.for_each_dot(&mut |d| delta.ctx.insert(d));
                 }
-                let dot = self.ctx.next_dot(replica.actor);
+                let dot = self
+                    .ctx
+                    .next_dot(replica.actor)
+                    .ok_or(ApplyError::DotsExhausted)?;
                 delta.ctx.insert(dot);
                 Field::Register(DotFun::single(dot, LwwEntry::after(newest, value, replica)))
             }
@@ -382,7 +393,10 @@ impl Map {
                 if let Some(f) = current {
                     f.for_each_dot(&mut |d| delta.ctx.insert(d));
                 }
-                let dot = self.ctx.next_dot(replica.actor);
+                let dot = self
+                    .ctx
+                    .next_dot(replica.actor)
+                    .ok_or(ApplyError::DotsExhausted)?;
                 delta.ctx.insert(dot);
                 Field::Flag(DotSet::single(dot))
             }
@@ -428,16 +442,17 @@ impl Map {
             .filter(|m| existing.is_none_or(|s| !s.0.contains_key(**m)))
             .count();
         Bound::SetMembers.check(existing.map_or(0, |s| s.0.len()) + fresh)?;
-        let mut next = self.ctx.next_dot(replica.actor);
+        let first = self.ctx.max_counter(replica.actor);
         let mut added = DotMap::default();
-        for m in members {
+        for (i, m) in (1u64..).zip(members) {
             Bound::MemberBytes.check(m.len())?;
+            let counter = first.checked_add(i).ok_or(ApplyError::DotsExhausted)?;
+            let dot = Dot::new(replica.actor, counter);
             if let Some(old) = existing.and_then(|s| s.0.get(m)) {
                 old.for_each_dot(&mut |d| delta.ctx.insert(d));
             }
-            delta.ctx.insert(next);
-            added.0.insert(m.into(), DotSet::single(next));
-            next.counter += 1;
+            delta.ctx.insert(dot);
+            added.0.insert(m.into(), DotSet::single(dot));
         }
         Ok(Field::Set(added))
     }
@@ -648,6 +663,9 @@ fn check_fields(
         }
         match field {
             Field::Map(inner) => check_fields(&inner.0, ctx, depth + 1)?,
+            Field::Counter(entries) if !one_dot_per_actor(entries) => {
+                return Err(InvalidState("map counter with two dots of one actor"));
+            }
             Field::Set(members) if members.0.values().any(|d| d.is_empty()) => {
                 return Err(InvalidState("map set member without dots"));
             }
@@ -655,6 +673,19 @@ fn check_fields(
         }
     }
     Ok(())
+}
+
+/// A counter field holds one cumulative entry per actor; two would count twice.
+fn one_dot_per_actor(entries: &DotFun<PnEntry>) -> bool {
+    let actors: BTreeSet<_> = entries.iter().map(|(d, _)| d.actor).collect();
+    actors.len() == entries.len()
+}
+
+/// Whether every dot in the tree sits in one place only (a dot names one event).
+pub(crate) fn dots_unique<S: DotStore>(store: &S) -> bool {
+    let (mut seen, mut unique) = (BTreeSet::new(), true);
+    store.for_each_dot(&mut |d| unique &= seen.insert(d));
+    unique
 }
 
 #[cfg(test)]

@@ -93,7 +93,10 @@ impl Crdt for MvReg {
             .filter(|(d, _)| !superseded.contains(*d))
             .count();
         Bound::Siblings.check(kept + 1)?;
-        let dot = self.ctx.next_dot(replica.actor);
+        let dot = self
+            .ctx
+            .next_dot(replica.actor)
+            .ok_or(ApplyError::DotsExhausted)?;
         let mut ctx = superseded;
         ctx.insert(dot);
         let delta = MvReg {

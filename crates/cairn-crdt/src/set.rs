@@ -107,6 +107,14 @@ impl Set {
                 "set member without dots, or a dot outside the context",
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        if !entries
+            .iter()
+            .flat_map(|(_, d)| d.iter())
+            .all(|d| seen.insert(d))
+        {
+            return Err(InvalidState("one dot under two members"));
+        }
         let set = Set {
             entries: DotMap(entries.into_iter().collect()),
             ctx,
@@ -135,9 +143,21 @@ impl Set {
         }
         let fresh = members.iter().filter(|m| !self.contains(m)).count();
         Bound::SetMembers.check(self.len() + fresh)?;
+        let needed = u64::try_from(members.len()).unwrap_or(u64::MAX);
+        if self
+            .ctx
+            .max_counter(replica.actor)
+            .checked_add(needed)
+            .is_none()
+        {
+            return Err(ApplyError::DotsExhausted);
+        }
         let mut delta = Set::default();
         for m in members {
-            let dot = self.ctx.next_dot(replica.actor);
+            let dot = self
+                .ctx
+                .next_dot(replica.actor)
+                .expect("counters checked above");
             self.ctx.insert(dot);
             delta.ctx.insert(dot);
             let key: Box<[u8]> = m.into();
@@ -195,19 +215,21 @@ impl Set {
     }
 
     fn merge_small(&mut self, other: &Set) {
+        use std::collections::btree_map::Entry;
         for (m, theirs) in &other.entries.0 {
-            match self.entries.0.get_mut(m) {
-                Some(mine) => {
-                    mine.join(&self.ctx, theirs, &other.ctx);
-                    if mine.is_empty() {
-                        self.entries.0.remove(m);
+            // One walk down the tree: a delta's members are usually new here.
+            match self.entries.0.entry(m.clone()) {
+                Entry::Occupied(mut mine) => {
+                    mine.get_mut().join(&self.ctx, theirs, &other.ctx);
+                    if mine.get().is_empty() {
+                        mine.remove();
                     }
                 }
-                None => {
+                Entry::Vacant(slot) => {
                     let mut dots = theirs.clone();
                     dots.remove_covered(&self.ctx);
                     if !dots.is_empty() {
-                        self.entries.0.insert(m.clone(), dots);
+                        slot.insert(dots);
                     }
                 }
             }
@@ -389,6 +411,27 @@ mod tests {
             }
         ));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn from_parts_rejects_a_dot_under_two_members() {
+        let dot = Dot::new(Actor(1), 1);
+        let entries = vec![
+            (Box::from(&b"x"[..]), DotSet::single(dot)),
+            (Box::from(&b"y"[..]), DotSet::single(dot)),
+        ];
+        assert!(Set::from_parts(entries, CausalContext::from_dots([dot]), vec![]).is_err());
+    }
+
+    #[test]
+    fn add_at_the_last_counter_is_refused_whole() {
+        let ctx = CausalContext::from_dots([Dot::new(Actor(1), u64::MAX - 1)]);
+        let mut s = Set::from_parts(vec![], ctx, vec![]).unwrap();
+        let before = s.clone();
+        let op = SetOp::Add(vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(s.apply(&op, at(1)), Err(ApplyError::DotsExhausted));
+        assert_eq!(s, before);
+        assert!(s.apply(&SetOp::Add(vec![b"a".to_vec()]), at(1)).is_ok());
     }
 
     #[test]
