@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-30}"
-targets=(decode_value decode_op decode_context crdt_laws)
+targets=(decode_value decode_op decode_context crdt_laws merge_decoded)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: needs a nightly toolchain (rustup toolchain install nightly)" >&2
@@ -23,6 +23,19 @@ fi
 
 echo "==> seeding the decoders' corpora"
 CAIRN_FUZZ_SEEDS="$PWD/fuzz/corpus" cargo test -q -p cairn-proto --test proto fuzz_seeds -- --ignored
+
+# merge_decoded reads two values from one input: a length byte, then the first value.
+mkdir -p fuzz/corpus/merge_decoded
+values=(fuzz/corpus/decode_value/*)
+for left in "${values[@]:0:12}"; do
+    for right in "${values[@]:0:12}"; do
+        size=$(stat -c %s "$left")
+        if [ "$size" -le 255 ]; then
+            out="fuzz/corpus/merge_decoded/seed-$(basename "$left")-$(basename "$right")"
+            { printf "\\$(printf %03o "$size")"; cat "$left" "$right"; } > "$out"
+        fi
+    done
+done
 
 for target in "${targets[@]}"; do
     echo "==> $target for ${seconds}s"
