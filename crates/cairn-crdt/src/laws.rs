@@ -93,6 +93,8 @@ pub struct Outcome<T> {
     pub converged: T,
     /// Operations applied (errors excluded).
     pub applied: usize,
+    /// States seen along the way (replicas and deltas), for further checks.
+    pub snapshots: Vec<T>,
 }
 
 /// Runs a history on `replicas` replicas and checks every law on the way:
@@ -162,7 +164,9 @@ pub fn run<T: Crdt, O>(
     }
     snapshots.extend(deltas.iter().take(8).cloned());
     check_snapshots(&snapshots)?;
-    converge(states, &deltas, applied)
+    let mut outcome = converge(states, &deltas, applied)?;
+    outcome.snapshots = snapshots;
+    Ok(outcome)
 }
 
 /// A distinct actor per replica, and a clock that moves with the step number.
@@ -214,8 +218,5 @@ fn converge<T: Crdt>(
             &[&from_deltas, &all],
         ));
     }
-    Ok(Outcome {
-        converged: all,
-        applied,
-    })
+    Ok(Outcome { converged: all, applied, snapshots: Vec::new() })
 }

@@ -106,6 +106,18 @@ impl Op {
     }
 }
 
+macro_rules! value_from {
+    ($($variant:ident),*) => {$(
+        impl From<$variant> for Value {
+            fn from(v: $variant) -> Value {
+                Value::$variant(v)
+            }
+        }
+    )*};
+}
+
+value_from!(Counter, Set, Map, Register, Flag, MvReg);
+
 impl Value {
     /// The empty value of a type: what a key holds before its first write.
     pub fn empty(ty: ValueType) -> Value {
@@ -161,6 +173,8 @@ impl Value {
             Value::MvReg(v) => Value::MvReg(v.reset(replica)),
         }
     }
+
+    
 
     /// True when the value shows nothing (never written, or reset): reads as not found.
     pub fn is_bottom(&self) -> bool {

@@ -5,7 +5,7 @@
 use cairn_crdt::laws::{self, Step};
 use cairn_crdt::{
     CausalContext, Counter, CounterOp, Crdt, FieldOp, FieldType, Flag, FlagOp, Map, MapOp, MvReg,
-    MvRegOp, Register, RegisterOp, Set, SetOp,
+    MvRegOp, Register, RegisterOp, Set, SetOp, Value,
 };
 use proptest::prelude::*;
 
@@ -44,10 +44,17 @@ fn context_of<T>(
     from.map(|j| ctx(&states[j]).clone())
 }
 
-fn check<T: Crdt>(result: Result<laws::Outcome<T>, laws::Violation>) -> Result<(), TestCaseError> {
-    result
-        .map(|_| ())
-        .map_err(|v| TestCaseError::fail(v.to_string()))
+fn check<T: Crdt + Into<Value>>(
+    result: Result<laws::Outcome<T>, laws::Violation>,
+) -> Result<(), TestCaseError> {
+    let outcome = result.map_err(|v| TestCaseError::fail(v.to_string()))?;
+    // Every state a history reaches must survive the wire format unchanged.
+    let states = outcome.snapshots.into_iter().chain([outcome.converged]);
+    for state in states.map(Into::<Value>::into) {
+        let bytes = cairn_proto::encode_value(&state);
+        prop_assert_eq!(cairn_proto::decode_value(&bytes), Ok(state));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
