@@ -32,7 +32,7 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
     ("cairn-crdt", &[]),
     ("cairn-proto", &["cairn-crdt"]),
     ("cairn-ring", &[]),
-    ("cairn-core", &["cairn-crdt", "cairn-ring"]),
+    ("cairn-core", &["cairn-crdt", "cairn-proto", "cairn-ring"]),
     ("cairn-sim", &["cairn-core", "cairn-crdt", "cairn-ring"]),
 ];
 

@@ -45,6 +45,7 @@
 //! }
 //! ```
 
+pub mod aae;
 mod msg;
 mod node;
 mod options;
@@ -61,5 +62,5 @@ pub use options::{
     BucketProps, InvalidOptions, Quorum, RequestOptions, Resolved, N_MAX, TIMEOUT_MS_MAX,
 };
 pub use placement::{targets, Target};
-pub use store::{MemStore, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
+pub use store::{Backlog, MemStore, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 pub use values::{join_values, visible};

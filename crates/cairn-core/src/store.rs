@@ -13,10 +13,12 @@
 //! - Every method may fail with [`StoreError`]; the node then fails the request it was
 //!   serving, and never panics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
+
+use crate::aae::{segment_of, state_hash, SegmentId, Tree};
 
 /// Where an object lives: its partition, bucket and key.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,12 +55,35 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A node's storage: objects, hints and metadata.
+/// A hint backlog's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Hints kept.
+    pub count: u64,
+    /// Their encoded size.
+    pub bytes: u64,
+}
+
+/// A node's storage: objects with their anti-entropy trees, hints, and metadata.
 pub trait Store {
     /// The object at `key`, staged or durable.
     fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError>;
-    /// Stages `value` as the object at `key`.
+    /// Stages `value` as the object at `key`, and the matching update of its partition's
+    /// anti-entropy tree ([`crate::aae::Tree::update`] with [`crate::aae::state_hash`]),
+    /// in one write: a crash keeps both or neither.
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError>;
+    /// Stages the removal of the object at `key` (a reaped tombstone) and its tree update.
+    fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError>;
+    /// The anti-entropy tree of `partition`, staged writes included.
+    fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError>;
+    /// The keys of `partition` that fall in `segments`, with their state hashes, in key
+    /// order, at most `limit` of them.
+    fn aae_keys(
+        &self,
+        partition: PartitionId,
+        segments: &[SegmentId],
+        limit: usize,
+    ) -> Result<Vec<(ObjectKey, u64)>, StoreError>;
     /// The hinted copy this node keeps of `key` for `owner`.
     fn hint(&self, owner: NodeId, key: &ObjectKey) -> Result<Option<Value>, StoreError>;
     /// Stages `value` as the hinted copy of `key` for `owner`.
@@ -81,8 +106,10 @@ pub trait Store {
         owner: NodeId,
         key: &ObjectKey,
     ) -> Result<WriteToken, StoreError>;
-    /// Hint backlog: `(owner, count)` for every owner with hints.
+    /// Hint backlog by owner, for every owner with hints.
     fn hint_counts(&self) -> Result<Vec<(NodeId, u64)>, StoreError>;
+    /// The whole hint backlog: count and encoded bytes.
+    fn hint_backlog(&self) -> Result<Backlog, StoreError>;
     /// The node's metadata, `None` for a store that has never held any.
     fn meta(&self) -> Result<Option<NodeMeta>, StoreError>;
     /// Stages new metadata.
@@ -90,7 +117,7 @@ pub trait Store {
 }
 
 /// An in-memory store that keeps staged writes apart from committed ones, so a simulated
-/// crash loses exactly what a real one may lose.
+/// crash loses exactly what a real one may.
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
     durable: Tables,
@@ -99,12 +126,20 @@ pub struct MemStore {
     next_token: u64,
 }
 
+/// One layer of tables. In the staged layer, `None` marks a staged removal.
 #[derive(Clone, Debug, Default)]
 struct Tables {
-    objects: BTreeMap<ObjectKey, Value>,
-    /// `None` marks a staged removal.
-    hints: BTreeMap<(NodeId, ObjectKey), Option<Value>>,
+    objects: BTreeMap<ObjectKey, Option<Stored>>,
+    trees: BTreeMap<PartitionId, Tree>,
+    hints: BTreeMap<(NodeId, ObjectKey), Option<(Value, u64)>>,
     meta: Option<NodeMeta>,
+}
+
+/// An object with its state hash.
+#[derive(Clone, Debug)]
+struct Stored {
+    value: Value,
+    hash: u64,
 }
 
 impl MemStore {
@@ -116,7 +151,13 @@ impl MemStore {
     /// Makes every staged write durable and returns their tokens, in staging order.
     pub fn commit(&mut self) -> Vec<WriteToken> {
         let staged = std::mem::take(&mut self.staged);
-        self.durable.objects.extend(staged.objects);
+        for (k, v) in staged.objects {
+            match v {
+                Some(v) => self.durable.objects.insert(k, Some(v)),
+                None => self.durable.objects.remove(&k),
+            };
+        }
+        self.durable.trees.extend(staged.trees);
         for (k, v) in staged.hints {
             match v {
                 Some(v) => self.durable.hints.insert(k, Some(v)),
@@ -143,20 +184,56 @@ impl MemStore {
         };
     }
 
+    /// Simulates losing hints only (say, a fallback whose hint file was lost).
+    pub fn drop_hints(&mut self) {
+        self.durable.hints.clear();
+        self.staged.hints.clear();
+    }
+
     /// Number of staged, uncommitted writes.
     pub fn staged_len(&self) -> usize {
         self.staged_tokens.len()
     }
 
-    /// Every durable and staged object, staged winning.
+    /// Every object, staged winning over durable.
     pub fn objects(&self) -> impl Iterator<Item = (&ObjectKey, &Value)> + '_ {
-        let staged = self.staged.objects.iter();
+        let staged = self
+            .staged
+            .objects
+            .iter()
+            .filter_map(|(k, v)| Some((k, &v.as_ref()?.value)));
         let durable = self
             .durable
             .objects
             .iter()
             .filter(|(k, _)| !self.staged.objects.contains_key(*k));
-        staged.chain(durable)
+        staged.chain(durable.filter_map(|(k, v)| Some((k, &v.as_ref()?.value))))
+    }
+
+    fn stored(&self, key: &ObjectKey) -> Option<&Stored> {
+        match self.staged.objects.get(key) {
+            Some(staged) => staged.as_ref(),
+            None => self.durable.objects.get(key).and_then(Option::as_ref),
+        }
+    }
+
+    fn tree(&self, partition: PartitionId) -> Tree {
+        let tree = self
+            .staged
+            .trees
+            .get(&partition)
+            .or_else(|| self.durable.trees.get(&partition));
+        tree.cloned().unwrap_or_default()
+    }
+
+    /// Stages `new` for `key` (`None`: removal), updating the tree in the same layer.
+    fn stage(&mut self, key: ObjectKey, new: Option<Stored>) -> WriteToken {
+        let old = self.stored(&key).map(|s| s.hash);
+        let mut tree = self.tree(key.partition);
+        tree.update(&key, old, new.as_ref().map(|s| s.hash));
+        self.staged.trees.insert(key.partition, tree);
+        self.staged.objects.insert(key, new);
+        self.token()
     }
 
     fn token(&mut self) -> WriteToken {
@@ -165,29 +242,67 @@ impl MemStore {
         self.staged_tokens.push(token);
         token
     }
+
+    fn live_hints(&self) -> BTreeMap<&(NodeId, ObjectKey), &(Value, u64)> {
+        let mut merged = BTreeMap::new();
+        for (k, v) in self.durable.hints.iter().chain(&self.staged.hints) {
+            merged.insert(k, v.as_ref());
+        }
+        merged
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect()
+    }
 }
 
 impl Store for MemStore {
     fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
-        let found = self
-            .staged
-            .objects
-            .get(key)
-            .or_else(|| self.durable.objects.get(key));
-        Ok(found.cloned())
+        Ok(self.stored(key).map(|s| s.value.clone()))
     }
 
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {
-        self.staged.objects.insert(key, value);
-        Ok(self.token())
+        let hash = state_hash(&value);
+        Ok(self.stage(key, Some(Stored { value, hash })))
+    }
+
+    fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError> {
+        Ok(self.stage(key.clone(), None))
+    }
+
+    fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError> {
+        Ok(self.tree(partition))
+    }
+
+    fn aae_keys(
+        &self,
+        partition: PartitionId,
+        segments: &[SegmentId],
+        limit: usize,
+    ) -> Result<Vec<(ObjectKey, u64)>, StoreError> {
+        let wanted: BTreeSet<SegmentId> = segments.iter().copied().collect();
+        let mut keys: BTreeMap<&ObjectKey, u64> = BTreeMap::new();
+        for layer in [&self.durable.objects, &self.staged.objects] {
+            for (k, v) in layer.iter().filter(|(k, _)| k.partition == partition) {
+                match v {
+                    Some(s) if wanted.contains(&segment_of(k)) => keys.insert(k, s.hash),
+                    _ => keys.remove(k),
+                };
+            }
+        }
+        Ok(keys
+            .into_iter()
+            .take(limit)
+            .map(|(k, h)| (k.clone(), h))
+            .collect())
     }
 
     fn hint(&self, owner: NodeId, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let k = (owner, key.clone());
-        match self.staged.hints.get(&k) {
-            Some(staged) => Ok(staged.clone()),
-            None => Ok(self.durable.hints.get(&k).cloned().flatten()),
-        }
+        let found = match self.staged.hints.get(&k) {
+            Some(staged) => staged.as_ref(),
+            None => self.durable.hints.get(&k).and_then(Option::as_ref),
+        };
+        Ok(found.map(|(v, _)| v.clone()))
     }
 
     fn stage_hint(
@@ -196,7 +311,8 @@ impl Store for MemStore {
         key: ObjectKey,
         value: Value,
     ) -> Result<WriteToken, StoreError> {
-        self.staged.hints.insert((owner, key), Some(value));
+        let bytes = cairn_proto::encode_value(&value).len() as u64;
+        self.staged.hints.insert((owner, key), Some((value, bytes)));
         Ok(self.token())
     }
 
@@ -206,18 +322,12 @@ impl Store for MemStore {
         after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<(ObjectKey, Value)>, StoreError> {
-        let mut merged: BTreeMap<&ObjectKey, &Option<Value>> = BTreeMap::new();
-        for table in [&self.durable.hints, &self.staged.hints] {
-            for ((o, k), v) in table {
-                if *o == owner && after.is_none_or(|a| k > a) {
-                    merged.insert(k, v);
-                }
-            }
-        }
-        let live = merged
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)));
-        Ok(live.take(limit).collect())
+        let live = self.live_hints().into_iter();
+        let mine = live.filter(|((o, k), _)| *o == owner && after.is_none_or(|a| k > a));
+        Ok(mine
+            .take(limit)
+            .map(|((_, k), (v, _))| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn stage_hint_removal(
@@ -231,14 +341,19 @@ impl Store for MemStore {
 
     fn hint_counts(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
         let mut counts: BTreeMap<NodeId, u64> = BTreeMap::new();
-        let keys = self.durable.hints.keys().chain(self.staged.hints.keys());
-        let unique: std::collections::BTreeSet<&(NodeId, ObjectKey)> = keys.collect();
-        for k in unique {
-            if self.hint(k.0, &k.1)?.is_some() {
-                *counts.entry(k.0).or_default() += 1;
-            }
+        for (owner, _) in self.live_hints().keys() {
+            *counts.entry(*owner).or_default() += 1;
         }
         Ok(counts.into_iter().collect())
+    }
+
+    fn hint_backlog(&self) -> Result<Backlog, StoreError> {
+        let live = self.live_hints();
+        let bytes = live.values().map(|(_, b)| b).sum();
+        Ok(Backlog {
+            count: live.len() as u64,
+            bytes,
+        })
     }
 
     fn meta(&self) -> Result<Option<NodeMeta>, StoreError> {
@@ -286,6 +401,40 @@ mod tests {
     }
 
     #[test]
+    fn the_tree_follows_the_objects_through_commits_and_crashes() {
+        let mut s = MemStore::new();
+        let p = PartitionId(0);
+        s.stage_object(key("a"), Value::empty(ValueType::Counter))
+            .unwrap();
+        s.commit();
+        let durable = s.aae_tree(p).unwrap();
+        assert_ne!(durable.root(), 0);
+        s.stage_object(key("b"), Value::empty(ValueType::Set))
+            .unwrap();
+        assert_ne!(
+            s.aae_tree(p).unwrap(),
+            durable,
+            "staged writes show in the tree"
+        );
+        s.crash();
+        assert_eq!(s.aae_tree(p).unwrap(), durable, "and vanish with them");
+        s.stage_object_removal(&key("a")).unwrap();
+        s.commit();
+        assert_eq!(s.aae_tree(p).unwrap().root(), 0);
+        assert!(s.object(&key("a")).unwrap().is_none());
+    }
+
+    #[test]
+    fn aae_keys_lists_a_segment_with_state_hashes() {
+        let mut s = MemStore::new();
+        let v = Value::empty(ValueType::Flag);
+        s.stage_object(key("a"), v.clone()).unwrap();
+        let seg = segment_of(&key("a"));
+        let keys = s.aae_keys(PartitionId(0), &[seg], 10).unwrap();
+        assert_eq!(keys, vec![(key("a"), state_hash(&v))]);
+    }
+
+    #[test]
     fn hint_removal_is_staged_too() {
         let mut s = MemStore::new();
         let owner = NodeId(7);
@@ -301,5 +450,7 @@ mod tests {
             "removal was not durable"
         );
         assert_eq!(s.hint_counts().unwrap(), vec![(owner, 1)]);
+        assert_eq!(s.hint_backlog().unwrap().count, 1);
+        assert!(s.hint_backlog().unwrap().bytes > 0);
     }
 }

@@ -218,5 +218,9 @@ fn converge<T: Crdt>(
             &[&from_deltas, &all],
         ));
     }
-    Ok(Outcome { converged: all, applied, snapshots: Vec::new() })
+    Ok(Outcome {
+        converged: all,
+        applied,
+        snapshots: Vec::new(),
+    })
 }

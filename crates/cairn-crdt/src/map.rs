@@ -663,7 +663,7 @@ fn check_fields(
         }
         match field {
             Field::Map(inner) => check_fields(&inner.0, ctx, depth + 1)?,
-            
+
             Field::Set(members) if members.0.values().any(|d| d.is_empty()) => {
                 return Err(InvalidState("map set member without dots"));
             }

@@ -174,8 +174,6 @@ impl Value {
         }
     }
 
-    
-
     /// True when the value shows nothing (never written, or reset): reads as not found.
     pub fn is_bottom(&self) -> bool {
         match self {
