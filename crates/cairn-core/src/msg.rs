@@ -5,7 +5,7 @@
 //! the frame it arrives in and by the limits in `cairn_crdt::limits`.
 
 use cairn_crdt::{ApplyError, Op, TypeMismatch, Value};
-use cairn_ring::NodeId;
+use cairn_ring::{Layout, NodeId, PartitionId};
 
 use crate::options::{InvalidOptions, RequestOptions};
 use crate::store::{ObjectKey, StoreError};
@@ -112,6 +112,14 @@ pub enum ReplicaError {
     /// The replica's storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The replica keeps as many hints as its bounds allow and stands in for no new key.
+    #[error("hint backlog full ({count} hints, {bytes} bytes)")]
+    HintBacklogFull {
+        /// Hints kept.
+        count: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
 }
 
 /// What nodes send each other.
@@ -158,6 +166,56 @@ pub enum PeerMessage {
         key: ObjectKey,
         /// The owner whose hint to read, when the receiver stands in for it.
         hint_for: Option<NodeId>,
+    },
+    /// Anti-entropy, step 1: the sender's branch hashes of `partition`.
+    AaeBranches {
+        /// The exchange.
+        id: RequestId,
+        /// The partition both replicate.
+        partition: PartitionId,
+        /// `aae::BRANCHES` hashes.
+        branches: Vec<u64>,
+    },
+    /// Step 2: the segment hashes of the branches that differ (none: in sync).
+    AaeSegments {
+        /// The exchange.
+        id: RequestId,
+        /// The partition.
+        partition: PartitionId,
+        /// The differing branches.
+        branches: Vec<u16>,
+        /// `aae::BRANCH_WIDTH` segment hashes per differing branch, in order.
+        segments: Vec<u64>,
+    },
+    /// Step 3: the sender's keys and state hashes in the segments that differ.
+    AaeKeys {
+        /// The exchange.
+        id: RequestId,
+        /// The partition.
+        partition: PartitionId,
+        /// The differing segments.
+        segments: Vec<u16>,
+        /// `(key, state hash)`, at most `AAE_KEYS_MAX`.
+        keys: Vec<(ObjectKey, u64)>,
+    },
+    /// Step 4: send me your states of these keys; the exchange is over when it arrives.
+    AaeFetch {
+        /// The exchange.
+        id: RequestId,
+        /// Keys the receiver holds differently or alone.
+        keys: Vec<ObjectKey>,
+    },
+    /// Remove the tombstone at `key` if its state still hashes to `state_hash`.
+    Reap {
+        /// The object.
+        key: ObjectKey,
+        /// The tombstone's state hash.
+        state_hash: u64,
+    },
+    /// The sender's layout, to merge (gossip).
+    Gossip {
+        /// The layout.
+        layout: Box<Layout>,
     },
     /// Are you there? (Sent to nodes believed down.)
     Ping,

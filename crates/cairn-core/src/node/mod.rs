@@ -21,8 +21,13 @@ use crate::msg::{
 };
 use crate::options::{BucketProps, Resolved};
 use crate::placement::{targets, Target};
-use crate::store::{NodeMeta, ObjectKey, Store, StoreError, WriteToken};
+use crate::store::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 use crate::values::{join_values, visible};
+
+mod anti_entropy;
+
+use anti_entropy::AaeState;
+pub use anti_entropy::{AaeStats, AAE_KEYS_MAX, AAE_SEGMENTS_MAX};
 
 /// A node's fixed settings.
 #[derive(Clone, Debug)]
@@ -44,6 +49,24 @@ pub struct Config {
     pub hint_batch_max: usize,
     /// How long a hint delivery may wait for the owner's acknowledgement.
     pub handoff_timeout_ms: u64,
+    /// Deliver hints to their owners (off only in tests that prove anti-entropy alone).
+    pub handoff_enabled: bool,
+    /// Most hints this node keeps; beyond it, it refuses to stand in for more keys.
+    pub hint_count_max: u64,
+    /// Most bytes of hints this node keeps; beyond it, as `hint_count_max`.
+    pub hint_bytes_max: u64,
+    /// Repair stale replicas after reads (off only in tests that prove anti-entropy alone).
+    pub read_repair_enabled: bool,
+    /// Run anti-entropy exchanges.
+    pub aae_enabled: bool,
+    /// Time between the starts of two anti-entropy exchanges (at most one runs at a time).
+    pub aae_interval_ms: u64,
+    /// How long an exchange may take before it is abandoned.
+    pub aae_timeout_ms: u64,
+    /// How long a tombstone acknowledged by every primary waits before it is reaped.
+    pub tombstone_grace_ms: u64,
+    /// Time between two layout gossips to the next peer.
+    pub gossip_interval_ms: u64,
 }
 
 impl Config {
@@ -58,6 +81,15 @@ impl Config {
             probe_interval_ms: 500,
             hint_batch_max: 64,
             handoff_timeout_ms: 1_000,
+            handoff_enabled: true,
+            hint_count_max: 1_000_000,
+            hint_bytes_max: 1 << 30,
+            read_repair_enabled: true,
+            aae_enabled: true,
+            aae_interval_ms: 100,
+            aae_timeout_ms: 2_000,
+            tombstone_grace_ms: 10_000,
+            gossip_interval_ms: 1_000,
         }
     }
 }
@@ -82,6 +114,8 @@ struct WriteState {
     acked: Vec<NodeId>,
     failed: usize,
     replied: bool,
+    /// For a delete: the tombstone's state hash, to reap it once every primary has it.
+    tombstone: Option<u64>,
 }
 
 /// A read (or the read phase of a delete) this node coordinates.
@@ -119,6 +153,16 @@ enum Pending {
     },
     Write(WriteState),
     Read(ReadState),
+    /// An anti-entropy exchange this node started.
+    Aae {
+        peer: NodeId,
+    },
+    /// A tombstone every primary acknowledged, reaped when its grace period ends.
+    Reap {
+        key: ObjectKey,
+        state_hash: u64,
+        owners: Vec<NodeId>,
+    },
     /// A hint sent to its owner; removed once the owner acknowledges.
     Handoff {
         owner: NodeId,
@@ -154,6 +198,9 @@ pub struct Node<S> {
     /// until its sender has surely given up on it, and there are at most `pending_max`.
     forwards_seen: BTreeMap<(NodeId, RequestId), u64>,
     next_probe_ms: u64,
+    aae: AaeState,
+    next_gossip_ms: u64,
+    gossip_cursor: usize,
     outputs: VecDeque<Output>,
 }
 
@@ -188,6 +235,13 @@ impl<S: Store> Node<S> {
             waiters: BTreeMap::new(),
             handoffs_in_flight: BTreeMap::new(),
             forwards_seen: BTreeMap::new(),
+            // A restarted node compares trees at once (DESIGN.md §5, anti-entropy).
+            aae: AaeState {
+                next_at_ms: now_ms,
+                ..AaeState::default()
+            },
+            next_gossip_ms: now_ms,
+            gossip_cursor: 0,
             outputs: VecDeque::new(),
         })
     }
@@ -241,11 +295,17 @@ impl<S: Store> Node<S> {
         self.pending.len()
     }
 
+    /// Hints this node keeps for others.
+    pub fn hint_backlog(&self) -> Result<Backlog, StoreError> {
+        self.store.hint_backlog()
+    }
+
     // ---- mutators ----
 
-    /// Switches to a new layout.
+    /// Switches to a new layout, and starts an anti-entropy exchange at once.
     pub fn set_layout(&mut self, layout: Layout) {
         self.layout = layout;
+        self.aae.next_at_ms = 0;
     }
 
     // ---- inputs ----
@@ -290,6 +350,26 @@ impl<S: Store> Node<S> {
                 self.send(from, PeerMessage::ReadReply { id, result });
             }
             PeerMessage::ReadReply { id, result } => self.on_read_reply(now_ms, from, id, result),
+            PeerMessage::AaeBranches {
+                id,
+                partition,
+                branches,
+            } => self.on_aae_branches(from, id, partition, branches),
+            PeerMessage::AaeSegments {
+                id,
+                partition,
+                branches,
+                segments,
+            } => self.on_aae_segments(from, id, partition, branches, segments),
+            PeerMessage::AaeKeys {
+                id,
+                partition,
+                segments,
+                keys,
+            } => self.on_aae_keys(from, id, partition, segments, keys),
+            PeerMessage::AaeFetch { id, keys } => self.on_aae_fetch(from, id, keys),
+            PeerMessage::Reap { key, state_hash } => self.reap(&key, state_hash),
+            PeerMessage::Gossip { layout } => self.on_gossip(&layout),
             PeerMessage::Ping => self.send(from, PeerMessage::Pong),
             PeerMessage::Pong => {}
         }
@@ -315,7 +395,7 @@ impl<S: Store> Node<S> {
                 break;
             }
             self.deadlines.pop_first();
-            self.expire(id);
+            self.expire(now_ms, id);
         }
         if now_ms >= self.next_probe_ms {
             self.next_probe_ms = now_ms + self.cfg.probe_interval_ms;
@@ -323,7 +403,53 @@ impl<S: Store> Node<S> {
             for node in down {
                 self.send(node, PeerMessage::Ping);
             }
-            self.deliver_hints(now_ms);
+            if self.cfg.handoff_enabled {
+                self.deliver_hints(now_ms);
+            }
+        }
+        if now_ms >= self.next_gossip_ms {
+            self.next_gossip_ms = now_ms + self.cfg.gossip_interval_ms;
+            self.gossip();
+        }
+        self.schedule_aae(now_ms);
+    }
+
+    /// Sends the layout to the next peer in turn; layouts merge as a CRDT, so every node
+    /// learns every committed change (and restarted nodes catch up) without an operator.
+    fn gossip(&mut self) {
+        let me = self.cfg.id;
+        let peers: Vec<NodeId> = self
+            .layout
+            .nodes()
+            .map(|(id, _)| id)
+            .filter(|id| *id != me)
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        let to = peers[self.gossip_cursor % peers.len()];
+        self.gossip_cursor = self.gossip_cursor.wrapping_add(1);
+        self.send(
+            to,
+            PeerMessage::Gossip {
+                layout: Box::new(self.layout.clone()),
+            },
+        );
+    }
+
+    fn on_gossip(&mut self, theirs: &Layout) {
+        let mut merged = self.layout.clone();
+        if let Ok(true) = merged.merge(theirs) {
+            self.set_layout(merged);
+        }
+    }
+
+    /// Removes a tombstone that no write has touched since every primary acknowledged it.
+    fn reap(&mut self, key: &ObjectKey, state_hash: u64) {
+        if let Ok(Some(value)) = self.store.object(key) {
+            if value.is_bottom() && crate::aae::state_hash(&value) == state_hash {
+                let _ = self.store.stage_object_removal(key);
+            }
         }
     }
 
@@ -463,6 +589,16 @@ impl<S: Store> Node<S> {
         reply: ClientReply,
     ) {
         let hint_for = self.my_hint_for(&targets);
+        if self.check_hint_room(&key, hint_for).is_err() {
+            return self.answer(
+                origin,
+                Err(ClientError::Unavailable(
+                    "this fallback's hint backlog is full",
+                )),
+            );
+        }
+        let tombstone =
+            matches!(reply, ClientReply::Deleted).then(|| crate::aae::state_hash(&value));
         let token = match self.save(key.clone(), hint_for, value) {
             Ok(t) => t,
             Err(e) => return self.answer(origin, Err(e.into())),
@@ -477,6 +613,7 @@ impl<S: Store> Node<S> {
             acked: Vec::new(),
             failed: 0,
             replied: false,
+            tombstone,
         };
         let id = self.register(now_ms, opts.timeout_ms, Pending::Write(state));
         self.waiters.insert(token, Waiter::LocalWrite(id));
@@ -534,7 +671,7 @@ impl<S: Store> Node<S> {
         }
     }
 
-    fn check_write(&mut self, _now_ms: u64, id: RequestId) {
+    fn check_write(&mut self, now_ms: u64, id: RequestId) {
         let Some(Pending::Write(w)) = self.pending.get_mut(&id) else {
             return;
         };
@@ -560,7 +697,30 @@ impl<S: Store> Node<S> {
             self.answer(origin, result);
         }
         if done {
-            self.pending.remove(&id);
+            if let Some(Pending::Write(w)) = self.pending.remove(&id) {
+                self.maybe_reap(now_ms, w);
+            }
+        }
+    }
+
+    /// A tombstone is reaped only once every primary of its key acknowledged it, and only
+    /// after a grace period (Garage's and Riak's lesson: earlier reaping resurrects data).
+    fn maybe_reap(&mut self, now_ms: u64, w: WriteState) {
+        let Some(state_hash) = w.tombstone else {
+            return;
+        };
+        let everyone = w
+            .targets
+            .iter()
+            .all(|t| t.primary && w.acked.contains(&t.node));
+        if everyone && w.targets.len() == usize::from(w.opts.n) {
+            let owners = w.targets.iter().map(|t| t.node).collect();
+            let pending = Pending::Reap {
+                key: w.key,
+                state_hash,
+                owners,
+            };
+            self.register(now_ms, self.cfg.tombstone_grace_ms, pending);
         }
     }
 
@@ -657,6 +817,9 @@ impl<S: Store> Node<S> {
         let Some(Pending::Read(r)) = self.pending.remove(&id) else {
             return;
         };
+        if !self.cfg.read_repair_enabled {
+            return;
+        }
         let Some(merged) = join_values(r.replies.iter().filter_map(|(_, v)| v.as_ref())) else {
             return;
         };
@@ -729,7 +892,10 @@ impl<S: Store> Node<S> {
         value: Value,
         hint_for: Option<NodeId>,
     ) {
-        match self.merge_local(&key, hint_for, &value) {
+        let result = self
+            .check_hint_room(&key, hint_for)
+            .and_then(|()| self.merge_local(&key, hint_for, &value));
+        match result {
             Ok(token) => {
                 if let Some(id) = id {
                     self.waiters.insert(token, Waiter::Ack { to: from, id });
@@ -741,6 +907,29 @@ impl<S: Store> Node<S> {
                 }
             }
         }
+    }
+
+    /// A fallback keeps a new hint only while its backlog is under both bounds: past them
+    /// it refuses to stand in for another key (the coordinator counts a failure, and the
+    /// client's write is indeterminate), but it keeps merging into hints it already holds,
+    /// so nothing it has accepted is ever dropped.
+    fn check_hint_room(
+        &self,
+        key: &ObjectKey,
+        hint_for: Option<NodeId>,
+    ) -> Result<(), ReplicaError> {
+        let Some(owner) = hint_for else { return Ok(()) };
+        if self.store.hint(owner, key)?.is_some() {
+            return Ok(());
+        }
+        let backlog = self.store.hint_backlog()?;
+        if backlog.count >= self.cfg.hint_count_max || backlog.bytes >= self.cfg.hint_bytes_max {
+            return Err(ReplicaError::HintBacklogFull {
+                count: backlog.count,
+                bytes: backlog.bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Merges `value` into the local copy (or hint) and stages the result.
@@ -827,7 +1016,7 @@ impl<S: Store> Node<S> {
 
     // ---- plumbing ----
 
-    fn expire(&mut self, id: RequestId) {
+    fn expire(&mut self, now_ms: u64, id: RequestId) {
         match self.pending.get(&id) {
             Some(Pending::Write(w)) => {
                 let silent: Vec<NodeId> = w
@@ -840,7 +1029,7 @@ impl<S: Store> Node<S> {
                 if let Some(Pending::Write(w)) = self.pending.get_mut(&id) {
                     w.failed = w.targets.len().saturating_sub(w.acked.len());
                 }
-                self.check_write(0, id);
+                self.check_write(now_ms, id);
                 self.pending.remove(&id);
             }
             Some(Pending::Read(r)) => {
@@ -854,7 +1043,7 @@ impl<S: Store> Node<S> {
                 if let Some(Pending::Read(r)) = self.pending.get_mut(&id) {
                     r.failed = r.targets.len().saturating_sub(r.replies.len());
                 }
-                self.check_read(0, id);
+                self.check_read(now_ms, id);
                 self.pending.remove(&id);
             }
             Some(Pending::Forward { origin }) => {
@@ -866,6 +1055,27 @@ impl<S: Store> Node<S> {
                         "the coordinator did not answer in time",
                     )),
                 );
+            }
+            Some(Pending::Aae { .. }) => self.end_aae(id),
+            Some(Pending::Reap { .. }) => {
+                if let Some(Pending::Reap {
+                    key,
+                    state_hash,
+                    owners,
+                }) = self.pending.remove(&id)
+                {
+                    let me = self.cfg.id;
+                    for owner in owners.into_iter().filter(|o| *o != me) {
+                        self.send(
+                            owner,
+                            PeerMessage::Reap {
+                                key: key.clone(),
+                                state_hash,
+                            },
+                        );
+                    }
+                    self.reap(&key, state_hash);
+                }
             }
             Some(Pending::Handoff { owner, .. }) => {
                 // The owner is still away: probe it, and deliver again once it answers.

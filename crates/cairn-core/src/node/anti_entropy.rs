@@ -1,0 +1,226 @@
+//! Active anti-entropy: the scheduler and the four-step exchange of `aae::Tree`s.
+//!
+//! The initiator sends its branch hashes; the peer answers with the segment hashes of the
+//! branches that differ; the initiator sends its keys and state hashes in the segments
+//! that differ; the peer sends its states of the keys that differ (plain `Replicate`
+//! repairs) and asks for the initiator's, which ends the exchange. Both sides merge, so a
+//! key missing or stale on either side is repaired either way.
+
+use cairn_ring::{NodeId, PartitionId};
+
+use super::{Node, Pending};
+use crate::aae::{SegmentId, BRANCHES};
+use crate::msg::{PeerMessage, RequestId};
+use crate::store::{ObjectKey, Store};
+
+/// Most keys one exchange lists (step 3); more differing keys wait for the next exchange.
+pub const AAE_KEYS_MAX: usize = 1024;
+/// Most differing segments one exchange looks into.
+pub const AAE_SEGMENTS_MAX: usize = 64;
+
+/// What anti-entropy has done so far on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AaeStats {
+    /// Exchanges started.
+    pub exchanges: u64,
+    /// Exchanges that found the trees equal at once.
+    pub in_sync: u64,
+    /// Objects this node sent to repair a peer.
+    pub keys_repaired: u64,
+    /// Their encoded size.
+    pub bytes_sent: u64,
+}
+
+/// The scheduler's state.
+#[derive(Clone, Debug, Default)]
+pub(super) struct AaeState {
+    pub(super) cursor: usize,
+    pub(super) next_at_ms: u64,
+    pub(super) in_flight: Option<RequestId>,
+    pub(super) stats: AaeStats,
+}
+
+impl<S: Store> Node<S> {
+    /// What anti-entropy has done so far.
+    pub fn aae_stats(&self) -> AaeStats {
+        self.aae.stats
+    }
+
+    /// Starts the next exchange if it is time and none is in flight.
+    pub(super) fn schedule_aae(&mut self, now_ms: u64) {
+        if !self.cfg.aae_enabled || now_ms < self.aae.next_at_ms || self.aae.in_flight.is_some() {
+            return;
+        }
+        self.aae.next_at_ms = now_ms + self.cfg.aae_interval_ms;
+        let pairs = self.aae_pairs();
+        if pairs.is_empty() {
+            return;
+        }
+        // Skip pairs whose peer is believed down, but never loop forever.
+        for _ in 0..pairs.len() {
+            let (partition, peer) = pairs[self.aae.cursor % pairs.len()];
+            self.aae.cursor = self.aae.cursor.wrapping_add(1);
+            if self.down.contains(&peer) {
+                continue;
+            }
+            let Ok(tree) = self.store.aae_tree(partition) else {
+                return;
+            };
+            let id = self.register(now_ms, self.cfg.aae_timeout_ms, Pending::Aae { peer });
+            self.aae.in_flight = Some(id);
+            self.aae.stats.exchanges += 1;
+            self.send(
+                peer,
+                PeerMessage::AaeBranches {
+                    id,
+                    partition,
+                    branches: tree.branches(),
+                },
+            );
+            return;
+        }
+    }
+
+    /// Every (partition, peer) this node shares a replica set with, in a fixed order.
+    fn aae_pairs(&self) -> Vec<(PartitionId, NodeId)> {
+        let me = self.cfg.id;
+        let mut pairs = Vec::new();
+        for p in self.layout.partitions() {
+            let replicas = self.layout.replicas(p);
+            if replicas.contains(&me) {
+                pairs.extend(replicas.iter().filter(|n| **n != me).map(|n| (p, *n)));
+            }
+        }
+        pairs
+    }
+
+    /// Step 2, at the peer: which branches differ, with our segment hashes for them.
+    pub(super) fn on_aae_branches(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        partition: PartitionId,
+        theirs: Vec<u64>,
+    ) {
+        let Ok(tree) = self.store.aae_tree(partition) else {
+            return;
+        };
+        let mine = tree.branches();
+        let differ: Vec<u16> = (0..BRANCHES)
+            .filter(|&b| theirs.get(b) != mine.get(b))
+            .filter_map(|b| u16::try_from(b).ok())
+            .collect();
+        let segments = tree.branch_segments(&differ);
+        self.send(
+            from,
+            PeerMessage::AaeSegments {
+                id,
+                partition,
+                branches: differ,
+                segments,
+            },
+        );
+    }
+
+    /// Step 3, at the initiator: our keys in the segments that differ.
+    pub(super) fn on_aae_segments(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        partition: PartitionId,
+        branches: Vec<u16>,
+        theirs: Vec<u64>,
+    ) {
+        if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
+            return;
+        }
+        if branches.is_empty() {
+            self.aae.stats.in_sync += 1;
+            return self.end_aae(id);
+        }
+        let Ok(tree) = self.store.aae_tree(partition) else {
+            return self.end_aae(id);
+        };
+        let mut segments: Vec<SegmentId> = tree.differing_segments(&branches, &theirs);
+        segments.truncate(AAE_SEGMENTS_MAX);
+        let Ok(keys) = self.store.aae_keys(partition, &segments, AAE_KEYS_MAX) else {
+            return self.end_aae(id);
+        };
+        let segments = segments.into_iter().map(|s| s.0).collect();
+        self.send(
+            from,
+            PeerMessage::AaeKeys {
+                id,
+                partition,
+                segments,
+                keys,
+            },
+        );
+    }
+
+    /// Step 4, at the peer: send our states of the keys that differ, ask for theirs.
+    pub(super) fn on_aae_keys(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        partition: PartitionId,
+        segments: Vec<u16>,
+        theirs: Vec<(ObjectKey, u64)>,
+    ) {
+        let segments: Vec<SegmentId> = segments.into_iter().map(SegmentId).collect();
+        let mine = self
+            .store
+            .aae_keys(partition, &segments, AAE_KEYS_MAX)
+            .unwrap_or_default();
+        let theirs: std::collections::BTreeMap<ObjectKey, u64> = theirs.into_iter().collect();
+        let mine_map: std::collections::BTreeMap<&ObjectKey, u64> =
+            mine.iter().map(|(k, h)| (k, *h)).collect();
+        for (key, hash) in &mine {
+            if theirs.get(key) != Some(hash) {
+                self.repair_peer(from, key);
+            }
+        }
+        let wanted: Vec<ObjectKey> = theirs
+            .iter()
+            .filter(|(k, h)| mine_map.get(k) != Some(*h))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.send(from, PeerMessage::AaeFetch { id, keys: wanted });
+    }
+
+    /// The end, at the initiator: send the states the peer asked for.
+    pub(super) fn on_aae_fetch(&mut self, from: NodeId, id: RequestId, keys: Vec<ObjectKey>) {
+        if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
+            return;
+        }
+        for key in keys.iter().take(AAE_KEYS_MAX) {
+            self.repair_peer(from, key);
+        }
+        self.end_aae(id);
+    }
+
+    /// Sends our state of `key` to `peer` as a repair nobody waits on.
+    fn repair_peer(&mut self, peer: NodeId, key: &ObjectKey) {
+        let Ok(Some(value)) = self.store.object(key) else {
+            return;
+        };
+        self.aae.stats.keys_repaired += 1;
+        self.aae.stats.bytes_sent += cairn_proto::encode_value(&value).len() as u64;
+        self.send(
+            peer,
+            PeerMessage::Replicate {
+                id: None,
+                key: key.clone(),
+                value,
+                hint_for: None,
+            },
+        );
+    }
+
+    pub(super) fn end_aae(&mut self, id: RequestId) {
+        self.pending.remove(&id);
+        if self.aae.in_flight == Some(id) {
+            self.aae.in_flight = None;
+        }
+    }
+}
