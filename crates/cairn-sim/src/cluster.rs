@@ -26,11 +26,23 @@ pub struct Cluster {
     next_nonce: u64,
     now: u64,
     duplicate: bool,
+    configure: fn(&mut Config),
 }
 
 impl Cluster {
     /// `nodes` nodes over `zones` zones, `partitions` partitions, `n` replicas per key.
     pub fn new(nodes: usize, zones: usize, partitions: u16, n: u8) -> Self {
+        Self::with_config(nodes, zones, partitions, n, |_| {})
+    }
+
+    /// As [`Cluster::new`], with `configure` applied to every node's config at each start.
+    pub fn with_config(
+        nodes: usize,
+        zones: usize,
+        partitions: u16,
+        n: u8,
+        configure: fn(&mut Config),
+    ) -> Self {
         let mut c = Cluster {
             layout: crate::layout(nodes, zones, partitions, n),
             nodes: (0..nodes).map(|_| None).collect(),
@@ -43,6 +55,7 @@ impl Cluster {
             next_nonce: 1,
             now: 1_000,
             duplicate: false,
+            configure,
         };
         for i in 0..nodes {
             c.restart(i);
@@ -141,6 +154,23 @@ impl Cluster {
         self.skew_ms[i] = ms;
     }
 
+    /// Loses node `i`'s hints (its store's hint table), as a fallback whose hint file died.
+    pub fn drop_hints(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].as_mut() {
+            node.store_mut().drop_hints();
+        }
+    }
+
+    /// Whether every primary of `key` holds the same copy.
+    pub fn converged(&self, key: &str) -> bool {
+        let copies: Vec<Option<Value>> = self
+            .owners(key)
+            .into_iter()
+            .map(|i| self.copy(i, key))
+            .collect();
+        copies.windows(2).all(|w| w[0] == w[1])
+    }
+
     /// Crashes node `i`: staged writes are lost; with `wipe`, everything is.
     pub fn crash(&mut self, i: usize, wipe: bool) {
         if let Some(node) = self.nodes[i].take() {
@@ -161,12 +191,9 @@ impl Cluster {
         self.next_nonce += 1;
         let id = NodeId(i as u64 + 1);
         let now = self.local_now(i);
-        match Node::new(
-            Config::new(id, self.next_nonce * 7919),
-            self.layout.clone(),
-            store,
-            now,
-        ) {
+        let mut config = Config::new(id, self.next_nonce * 7919);
+        (self.configure)(&mut config);
+        match Node::new(config, self.layout.clone(), store, now) {
             Ok(node) => self.nodes[i] = Some(node),
             Err(e) => unreachable!("MemStore never fails: {e}"),
         }

@@ -1,0 +1,203 @@
+#![allow(clippy::unwrap_used)]
+//! Anti-entropy alone repairs what hinted handoff and read repair cannot: each scenario
+//! turns both off, breaks replicas one way, and checks that the trees bring every primary
+//! level again — and, as a control, that nothing does with anti-entropy off too.
+
+use cairn_core::{ClientOp, Config, Quorum, RequestOptions};
+use cairn_crdt::{CounterOp, Op};
+use cairn_sim::Cluster;
+
+const KEYS: usize = 40;
+
+fn aae_only(cfg: &mut Config) {
+    cfg.handoff_enabled = false;
+    cfg.read_repair_enabled = false;
+}
+
+fn nothing(cfg: &mut Config) {
+    aae_only(cfg);
+    cfg.aae_enabled = false;
+}
+
+fn incr() -> ClientOp {
+    ClientOp::Update(Op::Counter(CounterOp::Increment(1)))
+}
+
+fn key(i: usize) -> String {
+    format!("k{i}")
+}
+
+/// Writes every key once (`w = one`: some replicas may miss it), then returns how many keys
+/// have diverging primaries right after the fault, and after 20 simulated seconds.
+fn run(
+    mut c: Cluster,
+    fault: impl FnOnce(&mut Cluster),
+    heal: impl FnOnce(&mut Cluster),
+) -> (usize, usize) {
+    let one = RequestOptions {
+        w: Some(Quorum::One),
+        ..Default::default()
+    };
+    fault(&mut c);
+    for i in 0..KEYS {
+        let at = i % 5;
+        let _ = c.call(at, &key(i), incr(), one);
+    }
+    heal(&mut c);
+    let diverged = (0..KEYS).filter(|i| !c.converged(&key(*i))).count();
+    c.advance(20_000);
+    let left = (0..KEYS).filter(|i| !c.converged(&key(*i))).count();
+    (diverged, left)
+}
+
+fn scenario(fault: fn(&mut Cluster), heal: fn(&mut Cluster)) {
+    let (diverged, left) = run(Cluster::with_config(5, 3, 16, 3, aae_only), fault, heal);
+    println!("with anti-entropy: {diverged} keys diverged, {left} left after 20 s");
+    assert!(diverged > 0, "the fault must make replicas diverge");
+    assert_eq!(
+        left, 0,
+        "anti-entropy left {left} of {diverged} keys diverged"
+    );
+    let (diverged, left) = run(Cluster::with_config(5, 3, 16, 3, nothing), fault, heal);
+    assert!(
+        left > 0 && left == diverged,
+        "without anti-entropy nothing repairs them"
+    );
+}
+
+#[test]
+fn a_replica_that_missed_writes_during_a_partition_without_handoff() {
+    scenario(|c| c.isolate(0), |c| c.heal());
+}
+
+#[test]
+fn a_fallback_that_crashed_and_lost_its_hints() {
+    scenario(
+        |c| c.isolate(0),
+        |c| {
+            for i in 1..5 {
+                c.drop_hints(i);
+            }
+            c.heal();
+        },
+    );
+}
+
+#[test]
+fn a_replica_restored_empty() {
+    scenario(
+        |_| {},
+        |c| {
+            c.advance(1_000);
+            c.crash(0, true);
+            c.restart(0);
+        },
+    );
+}
+
+fn all() -> RequestOptions {
+    RequestOptions {
+        r: Some(Quorum::All),
+        w: Some(Quorum::All),
+        ..Default::default()
+    }
+}
+
+fn not_found(c: &mut Cluster, at: usize, key: &str) -> bool {
+    matches!(
+        c.call(at, key, ClientOp::Read, RequestOptions::default()),
+        Ok(cairn_core::ClientReply::Value(None))
+    )
+}
+
+#[test]
+fn a_tombstone_every_primary_holds_is_reaped_after_its_grace_period() {
+    let mut c = Cluster::with_config(3, 3, 16, 3, |cfg| cfg.tombstone_grace_ms = 5_000);
+    assert!(c.call(0, "t", incr(), all()).is_ok());
+    assert!(c.call(1, "t", ClientOp::Delete, all()).is_ok());
+    c.advance(1_000);
+    assert!(
+        c.owners("t").iter().all(|&i| c.copy(i, "t").is_some()),
+        "kept during the grace period"
+    );
+    c.advance(6_000);
+    assert!(
+        c.owners("t").iter().all(|&i| c.copy(i, "t").is_none()),
+        "reaped everywhere"
+    );
+    c.advance(5_000);
+    assert!(
+        c.owners("t").iter().all(|&i| c.copy(i, "t").is_none()),
+        "anti-entropy brings nothing back"
+    );
+    assert!(not_found(&mut c, 2, "t"));
+}
+
+#[test]
+fn a_replica_that_missed_the_delete_does_not_resurrect_the_value() {
+    let mut c = Cluster::with_config(5, 3, 16, 3, |cfg| cfg.tombstone_grace_ms = 1_000);
+    let owners = c.owners("z");
+    assert!(c.call(owners[0], "z", incr(), all()).is_ok());
+    // One primary is cut off while the key is deleted: a fallback takes its share.
+    c.isolate(owners[2]);
+    let _ = c.call(owners[0], "z", ClientOp::Delete, RequestOptions::default());
+    assert!(c
+        .call(owners[0], "z", ClientOp::Delete, RequestOptions::default())
+        .is_ok());
+    c.advance(5_000);
+    assert!(
+        c.copy(owners[0], "z").is_some(),
+        "not every primary acknowledged: no reaping"
+    );
+    // It comes back holding the old value; hints, read repair and anti-entropy meet it.
+    c.heal();
+    c.advance(20_000);
+    for &i in &owners {
+        assert!(
+            not_found(&mut c, i, "z"),
+            "node {i} resurrected the deleted value"
+        );
+    }
+    assert!(c.converged("z"));
+}
+
+#[test]
+fn a_fallback_at_its_hint_bound_refuses_new_keys_but_keeps_what_it_holds() {
+    let mut c = Cluster::with_config(4, 3, 16, 3, |cfg| cfg.hint_count_max = 1);
+    let owners = c.owners("h0");
+    let same: Vec<String> = (1..500)
+        .map(|i| format!("h{i}"))
+        .filter(|k| c.owners(k) == owners)
+        .take(1)
+        .collect();
+    let (first, second) = ("h0".to_string(), same[0].clone());
+    let away = owners[2];
+    c.isolate(away);
+    let _ = c.call(owners[0], &first, incr(), all()); // notices `away` is silent
+    assert!(
+        c.call(owners[0], &first, incr(), all()).is_ok(),
+        "the fallback keeps one hint"
+    );
+    let refused = c.call(owners[0], &second, incr(), all());
+    assert!(
+        matches!(
+            refused,
+            Err(cairn_core::ClientError::QuorumNotReached { .. })
+        ),
+        "a second key is refused: {refused:?}"
+    );
+    assert!(
+        c.call(owners[0], &first, incr(), all()).is_ok(),
+        "the held hint still merges"
+    );
+    let fallback = (0..4).find(|i| !owners.contains(i)).unwrap();
+    let backlog = c.node(fallback).unwrap().hint_backlog().unwrap();
+    assert_eq!(backlog.count, 1);
+    c.heal();
+    c.advance(5_000);
+    assert_eq!(
+        c.node(fallback).unwrap().hint_backlog().unwrap().count,
+        0,
+        "delivered and dropped"
+    );
+}
