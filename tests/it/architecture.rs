@@ -34,6 +34,10 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
     ("cairn-ring", &[]),
     ("cairn-core", &["cairn-crdt", "cairn-proto", "cairn-ring"]),
     ("cairn-sim", &["cairn-core", "cairn-crdt", "cairn-ring"]),
+    (
+        "cairn-store",
+        &["cairn-core", "cairn-crdt", "cairn-proto", "cairn-ring"],
+    ),
 ];
 
 /// Normal (non-dev, non-build) dependency graph of the workspace, by package name.

@@ -1,0 +1,203 @@
+//! Derived tables (the anti-entropy index and segments, hint totals) rebuilt from the
+//! primary ones (objects, hints): the format upgrade builds them, and [`RedbStore::audit`]
+//! checks the stored ones against a rebuild.
+
+use std::collections::BTreeMap;
+
+use cairn_core::aae::{leaf, segment_of, state_hash};
+use cairn_core::StoreError;
+use redb::{Database, ReadableTable, TableDefinition};
+
+use crate::error::{commit_error, storage_error, table_error, txn_error};
+use crate::format::{
+    self, MetaKey, AAE_KEYS, AAE_SEGMENTS, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
+};
+use crate::store::RedbStore;
+
+/// What the derived tables should hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Derived {
+    index: BTreeMap<Vec<u8>, u64>,
+    segments: BTreeMap<[u8; 4], u64>,
+    totals: BTreeMap<[u8; 8], (u64, u64)>,
+    objects: u64,
+    hints: u64,
+}
+
+/// What [`RedbStore::audit`] found in the committed state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Objects stored.
+    pub objects: u64,
+    /// Hints stored.
+    pub hints: u64,
+    /// Every disagreement between a derived table and the objects or hints; empty when the
+    /// store is consistent.
+    pub problems: Vec<String>,
+}
+
+type Table<'t> = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// Rebuilds the derived tables from `objects` and `hints`, checking every record.
+fn derive(
+    objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    hints: &impl ReadableTable<&'static [u8], &'static [u8]>,
+) -> Result<Derived, StoreError> {
+    let mut d = Derived::default();
+    for row in objects.iter().map_err(storage_error)? {
+        let (k, v) = row.map_err(storage_error)?;
+        let key = format::decode_object_key(k.value())?;
+        let (hash, value) = format::decode_object_record(v.value())?;
+        if state_hash(&value) != hash {
+            return Err(StoreError::Corrupt(format!(
+                "object {key:?}: stored state hash is stale"
+            )));
+        }
+        let s = segment_of(&key);
+        d.index.insert(format::aae_index_key(&key, s), hash);
+        *d.segments
+            .entry(format::segment_key(key.partition, s))
+            .or_default() ^= leaf(&key, hash);
+        d.objects += 1;
+    }
+    d.segments.retain(|_, h| *h != 0);
+    for row in hints.iter().map_err(storage_error)? {
+        let (k, v) = row.map_err(storage_error)?;
+        let (owner, _) = format::decode_hint_key(k.value())?;
+        format::decode_hint_record(v.value())?;
+        let bytes = format::hint_record_value(v.value())?.len() as u64;
+        let t = d.totals.entry(format::owner_key(owner)).or_default();
+        t.0 += 1;
+        t.1 += bytes;
+        d.hints += 1;
+    }
+    Ok(d)
+}
+
+fn stored(
+    index: &Table<'_>,
+    segments: &Table<'_>,
+    totals: &Table<'_>,
+) -> Result<Derived, StoreError> {
+    let mut d = Derived::default();
+    for row in index.iter().map_err(storage_error)? {
+        let (k, v) = row.map_err(storage_error)?;
+        d.index
+            .insert(k.value().to_vec(), format::u64_le(v.value(), "index hash")?);
+    }
+    for row in segments.iter().map_err(storage_error)? {
+        let (k, v) = row.map_err(storage_error)?;
+        let (p, s) = format::decode_segment_key(k.value())?;
+        let h = format::u64_le(v.value(), "segment hash")?;
+        d.segments.insert(format::segment_key(p, s), h);
+    }
+    for row in totals.iter().map_err(storage_error)? {
+        let (k, v) = row.map_err(storage_error)?;
+        let owner = format::decode_owner_key(k.value())?;
+        d.totals.insert(
+            format::owner_key(owner),
+            format::decode_totals_record(v.value())?,
+        );
+    }
+    Ok(d)
+}
+
+fn open<'t>(
+    txn: &redb::ReadTransaction,
+    t: TableDefinition<'static, &'static [u8], &'static [u8]>,
+) -> Result<Table<'t>, StoreError> {
+    txn.open_table(t).map_err(table_error)
+}
+
+impl RedbStore {
+    /// Rebuilds the anti-entropy index and segments and the hint totals from the committed
+    /// objects and hints, decoding every record, and compares them with the stored ones.
+    /// Reads every object: for tests, upgrades and an operator's `check` command.
+    pub fn audit(&self) -> Result<Audit, StoreError> {
+        let txn = self.shared.db.begin_read().map_err(txn_error)?;
+        let want = derive(&open(&txn, OBJECTS)?, &open(&txn, HINTS)?)?;
+        let have = stored(
+            &open(&txn, AAE_KEYS)?,
+            &open(&txn, AAE_SEGMENTS)?,
+            &open(&txn, HINT_TOTALS)?,
+        )?;
+        let mut problems = Vec::new();
+        if want.index != have.index {
+            problems.push(format!(
+                "aae index: {} entries stored, {} expected, or hashes differ",
+                have.index.len(),
+                want.index.len()
+            ));
+        }
+        for (k, h) in &want.segments {
+            if have.segments.get(k) != Some(h) {
+                problems.push(format!(
+                    "aae segment {k:?}: stored {:?}, expected {h}",
+                    have.segments.get(k)
+                ));
+            }
+        }
+        for k in have
+            .segments
+            .keys()
+            .filter(|k| !want.segments.contains_key(*k))
+        {
+            problems.push(format!(
+                "aae segment {k:?} stored but no object hashes there"
+            ));
+        }
+        if want.totals != have.totals {
+            problems.push(format!(
+                "hint totals: stored {:?}, expected {:?}",
+                have.totals, want.totals
+            ));
+        }
+        Ok(Audit {
+            objects: want.objects,
+            hints: want.hints,
+            problems,
+        })
+    }
+}
+
+/// Upgrades a file in format `from` to [`FORMAT_VERSION`], in one synced transaction (a
+/// crash during it leaves the old format, and the next open upgrades again).
+///
+/// - Format 0 had the primary tables (`meta`, `objects`, `hints`) in today's encodings but
+///   none of the derived ones; the upgrade builds `aae_keys`, `aae_segments` and
+///   `hint_totals` from the objects and hints.
+pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
+    if from != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "no upgrade from format {from}"
+        )));
+    }
+    let read = db.begin_read().map_err(txn_error)?;
+    let d = derive(&open(&read, OBJECTS)?, &open(&read, HINTS)?)?;
+    drop(read);
+    let txn = db.begin_write().map_err(txn_error)?;
+    {
+        let mut index = txn.open_table(AAE_KEYS).map_err(table_error)?;
+        for (k, h) in &d.index {
+            index
+                .insert(&k[..], &h.to_le_bytes()[..])
+                .map_err(storage_error)?;
+        }
+        let mut segments = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
+        for (k, h) in &d.segments {
+            segments
+                .insert(&k[..], &h.to_le_bytes()[..])
+                .map_err(storage_error)?;
+        }
+        let mut totals = txn.open_table(HINT_TOTALS).map_err(table_error)?;
+        for (o, (c, b)) in &d.totals {
+            totals
+                .insert(&o[..], &format::totals_record(*c, *b)[..])
+                .map_err(storage_error)?;
+        }
+        let mut meta = txn.open_table(META).map_err(table_error)?;
+        meta.insert(MetaKey::FORMAT, &FORMAT_VERSION.to_le_bytes()[..])
+            .map_err(storage_error)?;
+    }
+    txn.commit().map_err(commit_error)
+}

@@ -1,0 +1,389 @@
+//! The on-disk format: tables, key encodings and record encodings, byte by byte.
+//!
+//! Every table is `&[u8] -> &[u8]` so that the bytes are ours, not a serde or redb type
+//! layout: the format changes only when [`FORMAT_VERSION`] says so. Integers are big-endian
+//! in keys (so byte order is numeric order) and little-endian in records.
+//!
+//! | table        | key                                   | value                                |
+//! |--------------|---------------------------------------|--------------------------------------|
+//! | `meta`       | a name (`format`, `node`, `session`)  | see [`MetaKey`]                      |
+//! | `objects`    | [`object_key`]                        | `[1] [state hash u64 LE] [encode_value]` |
+//! | `aae_keys`   | `[partition u16 BE] [segment u16 BE] [object_key]` | `[state hash u64 LE]`   |
+//! | `aae_segments` | `[partition u16 BE] [segment u16 BE]` | `[segment hash u64 LE]` (absent = 0) |
+//! | `hints`      | `[owner u64 BE] [object_key]`          | `[1] [encode_value]`                 |
+//! | `hint_totals`| `[owner u64 BE]`                      | `[count u64 LE] [bytes u64 LE]`      |
+//!
+//! `object_key` is `[partition u16 BE] [escaped bucket] [0x00 0x00] [key]`, where the
+//! bucket's `0x00` bytes are written `0x00 0x01`. The terminator sorts before every escaped
+//! byte, so byte order on encoded keys is exactly `ObjectKey`'s order (partition, bucket,
+//! key) — range scans come out in the order the `Store` trait promises.
+
+use cairn_core::aae::SegmentId;
+use cairn_core::{NodeMeta, ObjectKey, StoreError};
+use cairn_crdt::Value;
+use cairn_ring::{NodeId, PartitionId};
+use redb::TableDefinition;
+
+/// The layout this code writes. Format 0 is the layout before the derived tables
+/// (`aae_keys`, `aae_segments`, `hint_totals`) existed; [`crate::migrate`] upgrades it.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Record version byte of object and hint records.
+const RECORD_V1: u8 = 1;
+
+pub(crate) type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("meta");
+pub(crate) const OBJECTS: Bytes = TableDefinition::new("objects");
+pub(crate) const AAE_KEYS: Bytes = TableDefinition::new("aae_keys");
+pub(crate) const AAE_SEGMENTS: Bytes = TableDefinition::new("aae_segments");
+pub(crate) const HINTS: Bytes = TableDefinition::new("hints");
+pub(crate) const HINT_TOTALS: Bytes = TableDefinition::new("hint_totals");
+
+/// Names in the `meta` table.
+pub(crate) struct MetaKey;
+
+impl MetaKey {
+    /// `[format u32 LE]`.
+    pub(crate) const FORMAT: &'static str = "format";
+    /// `[1] [generation u64 LE]`: the node's [`NodeMeta`].
+    pub(crate) const NODE: &'static str = "node";
+    /// `[1] [clean u8] [durability u8] [has identity u8] [device u64 LE] [inode u64 LE]`:
+    /// the last session, see [`Session`].
+    pub(crate) const SESSION: &'static str = "session";
+    /// Reserved for the layout the node last saw (issue 4); no bytes are written yet.
+    #[allow(dead_code)] // Named now so no other record takes the name.
+    pub(crate) const LAYOUT: &'static str = "layout";
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+// ---- keys ----
+
+/// Encodes an object key so that byte order is `ObjectKey` order.
+pub(crate) fn object_key(key: &ObjectKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.bucket.len() + key.key.len() + 2);
+    push_object_key(&mut out, key);
+    out
+}
+
+fn push_object_key(out: &mut Vec<u8>, key: &ObjectKey) {
+    out.extend_from_slice(&key.partition.0.to_be_bytes());
+    for &b in key.bucket.iter() {
+        out.push(b);
+        if b == 0 {
+            out.push(1);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&key.key);
+}
+
+/// Decodes [`object_key`].
+pub(crate) fn decode_object_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
+    let (p, rest) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| corrupt("object key shorter than its partition"))?;
+    let mut bucket = Vec::new();
+    let mut i = 0;
+    loop {
+        match (rest.get(i), rest.get(i + 1)) {
+            (Some(0), Some(0)) => break,
+            (Some(0), Some(1)) => {
+                bucket.push(0);
+                i += 2;
+            }
+            (Some(0), _) | (None, _) => return Err(corrupt("object key with a bad bucket")),
+            (Some(&b), _) => {
+                bucket.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(ObjectKey {
+        partition: PartitionId(u16::from_be_bytes(*p)),
+        bucket: bucket.into_boxed_slice(),
+        key: rest[i + 2..].into(),
+    })
+}
+
+/// The first key of partition `p` and the first key after it, for range scans.
+pub(crate) fn partition_range(p: PartitionId) -> (Vec<u8>, Option<Vec<u8>>) {
+    let start = p.0.to_be_bytes().to_vec();
+    let end = p.0.checked_add(1).map(|n| n.to_be_bytes().to_vec());
+    (start, end)
+}
+
+/// `[partition] [segment]`: the key of a segment hash and the prefix of its index entries.
+pub(crate) fn segment_key(p: PartitionId, s: SegmentId) -> [u8; 4] {
+    let [a, b] = p.0.to_be_bytes();
+    let [c, d] = s.0.to_be_bytes();
+    [a, b, c, d]
+}
+
+/// Decodes [`segment_key`].
+pub(crate) fn decode_segment_key(bytes: &[u8]) -> Result<(PartitionId, SegmentId), StoreError> {
+    match bytes {
+        [a, b, c, d] => Ok((
+            PartitionId(u16::from_be_bytes([*a, *b])),
+            SegmentId(u16::from_be_bytes([*c, *d])),
+        )),
+        _ => Err(corrupt("segment key is not 4 bytes")),
+    }
+}
+
+/// The index entry of an object in its segment.
+pub(crate) fn aae_index_key(key: &ObjectKey, s: SegmentId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.bucket.len() + key.key.len());
+    out.extend_from_slice(&segment_key(key.partition, s));
+    push_object_key(&mut out, key);
+    out
+}
+
+/// Decodes [`aae_index_key`], returning the object key.
+pub(crate) fn decode_aae_index_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
+    let rest = bytes
+        .get(4..)
+        .ok_or_else(|| corrupt("aae index key too short"))?;
+    decode_object_key(rest)
+}
+
+/// `[owner] [object key]`.
+pub(crate) fn hint_key(owner: NodeId, key: &ObjectKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + key.bucket.len() + key.key.len());
+    out.extend_from_slice(&owner.0.to_be_bytes());
+    push_object_key(&mut out, key);
+    out
+}
+
+/// Decodes [`hint_key`].
+pub(crate) fn decode_hint_key(bytes: &[u8]) -> Result<(NodeId, ObjectKey), StoreError> {
+    let (owner, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt("hint key shorter than its owner"))?;
+    Ok((NodeId(u64::from_be_bytes(*owner)), decode_object_key(rest)?))
+}
+
+/// `[owner u64 BE]`.
+pub(crate) fn owner_key(owner: NodeId) -> [u8; 8] {
+    owner.0.to_be_bytes()
+}
+
+/// Decodes [`owner_key`].
+pub(crate) fn decode_owner_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
+    let b: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt("hint owner key is not 8 bytes"))?;
+    Ok(NodeId(u64::from_be_bytes(b)))
+}
+
+// ---- records ----
+
+/// `[1] [hash] [value]`.
+pub(crate) fn object_record(hash: u64, encoded: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + encoded.len());
+    out.push(RECORD_V1);
+    out.extend_from_slice(&hash.to_le_bytes());
+    out.extend_from_slice(encoded);
+    out
+}
+
+/// The state hash of an object record, without decoding the value.
+pub(crate) fn object_record_hash(bytes: &[u8]) -> Result<u64, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => Ok(u64_le(rest, "object record")?),
+        Some((v, _)) => Err(StoreError::Corrupt(format!(
+            "object record version {v}, expected {RECORD_V1}"
+        ))),
+        None => Err(corrupt("empty object record")),
+    }
+}
+
+/// Decodes an object record: its state hash and value.
+pub(crate) fn decode_object_record(bytes: &[u8]) -> Result<(u64, Value), StoreError> {
+    let hash = object_record_hash(bytes)?;
+    let value = decode(&bytes[9..], "object")?;
+    Ok((hash, value))
+}
+
+/// `[1] [value]`.
+pub(crate) fn hint_record(encoded: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + encoded.len());
+    out.push(RECORD_V1);
+    out.extend_from_slice(encoded);
+    out
+}
+
+/// The encoded value inside a hint record.
+pub(crate) fn hint_record_value(bytes: &[u8]) -> Result<&[u8], StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => Ok(rest),
+        Some((v, _)) => Err(StoreError::Corrupt(format!(
+            "hint record version {v}, expected {RECORD_V1}"
+        ))),
+        None => Err(corrupt("empty hint record")),
+    }
+}
+
+/// Decodes a hint record.
+pub(crate) fn decode_hint_record(bytes: &[u8]) -> Result<Value, StoreError> {
+    decode(hint_record_value(bytes)?, "hint")
+}
+
+fn decode(bytes: &[u8], what: &str) -> Result<Value, StoreError> {
+    cairn_proto::decode_value(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{what} value does not decode: {e}")))
+}
+
+pub(crate) fn u64_le(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    let b = bytes
+        .first_chunk::<8>()
+        .ok_or_else(|| StoreError::Corrupt(format!("{what} shorter than 8 bytes")))?;
+    Ok(u64::from_le_bytes(*b))
+}
+
+/// `[count] [bytes]`.
+pub(crate) fn totals_record(count: u64, bytes: u64) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&count.to_le_bytes());
+    out[8..].copy_from_slice(&bytes.to_le_bytes());
+    out
+}
+
+/// Decodes [`totals_record`].
+pub(crate) fn decode_totals_record(bytes: &[u8]) -> Result<(u64, u64), StoreError> {
+    if bytes.len() != 16 {
+        return Err(corrupt("hint totals record is not 16 bytes"));
+    }
+    Ok((
+        u64_le(bytes, "hint count")?,
+        u64_le(&bytes[8..], "hint bytes")?,
+    ))
+}
+
+/// `[1] [generation]`.
+pub(crate) fn node_record(meta: &NodeMeta) -> Vec<u8> {
+    let mut out = vec![RECORD_V1];
+    out.extend_from_slice(&meta.generation.to_le_bytes());
+    out
+}
+
+/// Decodes [`node_record`].
+pub(crate) fn decode_node_record(bytes: &[u8]) -> Result<NodeMeta, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) if rest.len() == 8 => Ok(NodeMeta {
+            generation: u64_le(rest, "generation")?,
+        }),
+        _ => Err(corrupt("node metadata record is malformed")),
+    }
+}
+
+/// What the previous process recorded about its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Session {
+    /// Written last by `close`: everything was flushed and synced.
+    pub(crate) clean: bool,
+    /// Whether the session synced every commit it reported.
+    pub(crate) synced: bool,
+    /// `(device, inode)` of the file, when the platform has one.
+    pub(crate) identity: Option<(u64, u64)>,
+}
+
+/// Encodes a [`Session`].
+pub(crate) fn session_record(s: &Session) -> [u8; 20] {
+    let mut out = [0; 20];
+    out[0] = RECORD_V1;
+    out[1] = u8::from(s.clean);
+    out[2] = u8::from(s.synced);
+    if let Some((dev, ino)) = s.identity {
+        out[3] = 1;
+        out[4..12].copy_from_slice(&dev.to_le_bytes());
+        out[12..20].copy_from_slice(&ino.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes a [`Session`].
+pub(crate) fn decode_session_record(bytes: &[u8]) -> Result<Session, StoreError> {
+    let flag = |b: u8| match b {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(corrupt("session record has a bad flag")),
+    };
+    match bytes {
+        [RECORD_V1, clean, synced, has_id, rest @ ..] if rest.len() == 16 => Ok(Session {
+            clean: flag(*clean)?,
+            synced: flag(*synced)?,
+            identity: flag(*has_id)?
+                .then(|| {
+                    Ok::<_, StoreError>((u64_le(rest, "device")?, u64_le(&rest[8..], "inode")?))
+                })
+                .transpose()?,
+        }),
+        _ => Err(corrupt("session record is malformed")),
+    }
+}
+
+/// Decodes the format version.
+pub(crate) fn decode_format(bytes: &[u8]) -> Result<u32, StoreError> {
+    let b: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| corrupt("format version is not 4 bytes"))?;
+    Ok(u32::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: u16, b: &[u8], k: &[u8]) -> ObjectKey {
+        ObjectKey {
+            partition: PartitionId(p),
+            bucket: b.into(),
+            key: k.into(),
+        }
+    }
+
+    #[test]
+    fn object_key_bytes_sort_like_object_keys() {
+        let parts: &[&[u8]] = &[
+            b"", b"\0", b"\0\0", b"\0\x01", b"\x01", b"a", b"a\0", b"a\0\xff", b"ab", b"\xff",
+        ];
+        let mut keys = Vec::new();
+        for p in [0, 1, 0x100] {
+            for b in parts {
+                for k in parts {
+                    keys.push(key(p, b, k));
+                }
+            }
+        }
+        for x in &keys {
+            assert_eq!(&decode_object_key(&object_key(x)).unwrap(), x);
+            for y in &keys {
+                assert_eq!(
+                    object_key(x).cmp(&object_key(y)),
+                    x.cmp(y),
+                    "{x:?} vs {y:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_garbage() {
+        let s = Session {
+            clean: true,
+            synced: false,
+            identity: Some((3, 4)),
+        };
+        assert_eq!(decode_session_record(&session_record(&s)).unwrap(), s);
+        assert!(decode_session_record(&[1, 2, 0, 0]).is_err());
+        assert!(object_record_hash(&[2; 9]).is_err());
+        assert!(decode_object_record(&object_record(7, b"junk")).is_err());
+        assert!(decode_object_key(&[0, 0, 5, 0, 7]).is_err());
+        assert!(decode_totals_record(&[0; 15]).is_err());
+    }
+}

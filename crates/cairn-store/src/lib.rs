@@ -1,0 +1,142 @@
+//! Cairn's durable storage: [`cairn_core::Store`] on [redb](https://www.redb.org), with
+//! group commit.
+//!
+//! One redb file per node holds the objects, their anti-entropy trees (updated in the same
+//! transaction as each object), hints with running totals, and node metadata. The node
+//! stages writes from its own thread; a single writer thread commits them in batches, one
+//! fsync per batch, and reports each write's [`WriteToken`] once it is durable. The driver
+//! drains those tokens ([`RedbStore::take_persisted`] or [`RedbStore::wait_persisted`]) and
+//! passes them to `Node::handle_persisted`; nothing is acknowledged before.
+//!
+//! ```
+//! use cairn_core::{ObjectKey, Store};
+//! use cairn_crdt::{Value, ValueType};
+//! use cairn_ring::PartitionId;
+//! use cairn_store::{Options, RedbStore};
+//!
+//! # fn main() -> Result<(), cairn_core::StoreError> {
+//! let dir = std::env::temp_dir().join(format!("cairn-store-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! std::fs::create_dir_all(&dir).map_err(|e| cairn_core::StoreError::Io(e.to_string()))?;
+//! let mut store = RedbStore::open(dir.join("node.redb"), Options::new(0x5eed))?;
+//! let key = ObjectKey { partition: PartitionId(3), bucket: b"b".as_slice().into(), key: b"k".as_slice().into() };
+//! let token = store.stage_object(key.clone(), Value::empty(ValueType::Counter))?;
+//! assert!(store.object(&key)?.is_some(), "a node reads its own staged writes");
+//! store.flush()?;
+//! assert_eq!(store.take_persisted(), vec![token]);
+//! store.close()?;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Durability and generations
+//!
+//! With [`Durability::Fsync`] (the default) a token is reported only after the batch that
+//! holds it is synced, so a crash loses nothing reported and the node keeps its actors.
+//! With [`Durability::None`] (tests and benchmarks only) tokens are reported before the
+//! data is synced; a crash may then lose reported writes, so the next open after an
+//! unclean shutdown takes a new storage generation (DESIGN.md §4.2). See
+//! [`RotationReason`] for every case.
+
+mod derived;
+mod error;
+pub mod format;
+mod open;
+mod overlay;
+mod store;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
+pub use derived::Audit;
+pub use open::{Recovery, Rotation, RotationReason};
+pub use store::{RedbStore, Stats};
+pub use writer::NONE_DURABLE_EVERY_BATCHES;
+
+/// Most writes committed in one transaction, by default. Large enough that a batch's
+/// fsync is shared by hundreds of writes; small enough that a batch's transaction stays
+/// a few megabytes.
+pub const BATCH_WRITES_MAX: usize = 1024;
+/// How long the writer waits for more writes once it has one, by default: none. Writes
+/// that arrive during a commit's fsync already form the next batch, so waiting only adds
+/// latency; a single writer then pays one fsync per write, at most two.
+pub const BATCH_WAIT: Duration = Duration::ZERO;
+/// Most staged writes queued for the writer, by default. A full queue blocks the staging
+/// thread until the writer frees room (backpressure: the disk is the bottleneck, and the
+/// node's event loop should feel it rather than buffer without bound).
+pub const QUEUE_WRITES_MAX: usize = 8192;
+/// redb's page cache, by default.
+pub const CACHE_BYTES: usize = 64 << 20;
+
+/// When the writer's commits reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every batch is synced (fsync) before its writes are reported durable. The default,
+    /// and the only mode for production.
+    #[default]
+    Fsync,
+    /// Batches are committed without syncing (one in [`NONE_DURABLE_EVERY_BATCHES`] is
+    /// synced, so the file does not grow without bound) and reported at once. For tests and
+    /// benchmarks: a crash may lose reported writes, and the next open takes a new
+    /// generation.
+    None,
+}
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct Options {
+    /// When commits reach the disk.
+    pub durability: Durability,
+    /// Most writes per batch ([`BATCH_WRITES_MAX`]).
+    pub batch_writes_max: usize,
+    /// How long to wait for a batch to fill ([`BATCH_WAIT`]).
+    pub batch_wait: Duration,
+    /// Bound of the writer's queue ([`QUEUE_WRITES_MAX`]).
+    pub queue_writes_max: usize,
+    /// redb's cache ([`CACHE_BYTES`]).
+    pub cache_bytes: usize,
+    /// A number never used before by this node (the driver draws it at random at every
+    /// start, like `cairn_core::Config::incarnation_nonce`); it becomes the new storage
+    /// generation when open must rotate it.
+    pub incarnation_nonce: u64,
+    /// Check every page's checksum at open (reads the whole file once). Without it, damage
+    /// to a data page shows only when the page is read, as [`StoreError::Corrupt`].
+    pub verify_at_open: bool,
+    /// Called by the writer thread after each batch is reported (wake the driver's loop
+    /// here; do not block).
+    pub on_persisted: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl Options {
+    /// The defaults, with the given incarnation nonce.
+    pub fn new(incarnation_nonce: u64) -> Self {
+        Options {
+            durability: Durability::Fsync,
+            batch_writes_max: BATCH_WRITES_MAX,
+            batch_wait: BATCH_WAIT,
+            queue_writes_max: QUEUE_WRITES_MAX,
+            cache_bytes: CACHE_BYTES,
+            incarnation_nonce,
+            verify_at_open: true,
+            on_persisted: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("batch_writes_max", &self.batch_writes_max)
+            .field("batch_wait", &self.batch_wait)
+            .field("queue_writes_max", &self.queue_writes_max)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("incarnation_nonce", &self.incarnation_nonce)
+            .field("verify_at_open", &self.verify_at_open)
+            .field("on_persisted", &self.on_persisted.is_some())
+            .finish()
+    }
+}

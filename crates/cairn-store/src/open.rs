@@ -1,0 +1,370 @@
+//! Opening a store: create, verify, upgrade, decide whether the generation rotates, start
+//! the writer; and closing it cleanly.
+
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Condvar, Mutex};
+
+use cairn_core::{NodeMeta, StoreError};
+use redb::{Builder, Database, StorageBackend};
+
+use crate::error::{
+    at_open, commit_error, database_error, refuse, storage_error, table_error, txn_error,
+};
+use crate::format::{
+    self, MetaKey, Session, AAE_KEYS, AAE_SEGMENTS, FORMAT_VERSION, HINTS, HINT_TOTALS, META,
+    OBJECTS,
+};
+use crate::overlay::Overlay;
+use crate::store::RedbStore;
+use crate::writer::{self, Batching, Counters, Done, Shared};
+use crate::{derived, Durability, Options};
+
+/// What open found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The file was created by this open.
+    pub created: bool,
+    /// The previous process closed the store cleanly.
+    pub previous_clean: bool,
+    /// redb's integrity check found damage and rolled back to an earlier commit.
+    pub repaired: bool,
+    /// The format the file had, when open upgraded it.
+    pub upgraded_from: Option<u32>,
+    /// The storage generation changed.
+    pub rotated: Option<Rotation>,
+}
+
+/// A storage generation replaced at open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// The generation the file had.
+    pub from: u64,
+    /// The one it has now.
+    pub to: u64,
+    /// Why.
+    pub reason: RotationReason,
+}
+
+/// Why open took a new storage generation: the store may have lost writes it had reported
+/// durable, so the node's actors of the old generation may already have dots that this
+/// store no longer holds (DESIGN.md §4.2, Riak's KV679).
+///
+/// With [`Durability::Fsync`] and an unclean shutdown (crash, kill, power loss) nothing
+/// reported is lost — every reported write was in a synced commit — and the generation is
+/// kept. A store with no metadata at all (new or lost disk) has no generation to rotate:
+/// the node takes a fresh one from its incarnation nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationReason {
+    /// The previous session reported writes before syncing them ([`Durability::None`]) and
+    /// did not close cleanly.
+    UnsyncedCrash,
+    /// The file is not the one the previous session wrote (another device or inode): it
+    /// was copied or restored from a backup, which may predate reported writes.
+    FileReplaced,
+    /// The integrity check found damage and redb rolled back to an earlier commit.
+    Repaired,
+    /// The file has no session record, so nothing is known about how it was closed.
+    NoSession,
+}
+
+impl RedbStore {
+    /// Opens the store in `path`, creating it if there is no file there.
+    ///
+    /// A file that exists but is not a whole, undamaged Cairn store (truncated, zeroed,
+    /// bit-flipped, written by something else, or by a newer format) is refused with
+    /// [`StoreError::Corrupt`] naming the file and what to do; it is never replaced by an
+    /// empty store. A new file is built beside `path` and renamed into place, so a crash
+    /// during creation leaves no half-made file at `path`.
+    pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<RedbStore, StoreError> {
+        let path = path.as_ref();
+        let file = path.display().to_string();
+        let created = !path.exists();
+        if created {
+            create(path, &file)?;
+        }
+        let db = Builder::new()
+            .set_cache_size(opts.cache_bytes)
+            .open(path)
+            .map_err(|e| database_error(&file, e))?;
+        start(db, file, file_identity(path), opts, created)
+    }
+
+    /// Opens a store on any redb [`StorageBackend`] (an in-memory one, or a test backend
+    /// that simulates crashes); an empty backend gets a new store. `name` stands for the
+    /// file in errors.
+    pub fn open_backend(
+        backend: impl StorageBackend,
+        name: &str,
+        opts: Options,
+    ) -> Result<RedbStore, StoreError> {
+        let created = backend
+            .len()
+            .map_err(|e| StoreError::Io(format!("{name}: {e}")))?
+            == 0;
+        let db = Builder::new()
+            .set_cache_size(opts.cache_bytes)
+            .create_with_file_format_v3(true)
+            .create_with_backend(backend)
+            .map_err(|e| database_error(name, e))?;
+        if created {
+            initialize(&db, None).map_err(|e| at_open(name, e))?;
+        }
+        start(db, name.to_string(), None, opts, created)
+    }
+
+    /// Stops the writer after it drained the queue and, if every commit succeeded, records
+    /// a clean shutdown in a synced commit (which also syncs what [`Durability::None`]
+    /// left unsynced).
+    pub(crate) fn shutdown(&mut self) -> Result<(), StoreError> {
+        let Some(tx) = self.tx.take() else {
+            return Ok(());
+        };
+        drop(tx);
+        if let Some(h) = self.writer.take() {
+            if h.join().is_err() {
+                return Err(StoreError::Io(format!(
+                    "{}: the writer thread panicked",
+                    self.file
+                )));
+            }
+        }
+        if let Some(e) = &self.shared.done().failed {
+            return Err(e.clone());
+        }
+        let session = Session {
+            clean: true,
+            synced: self.synced,
+            identity: self.identity,
+        };
+        write_session(&self.shared.db, &session, None)
+    }
+}
+
+/// Builds a new store beside `path` and renames it into place.
+fn create(path: &Path, file: &str) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Io(format!("cannot create {file}: {e}"));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = Path::new(&tmp);
+    if tmp.exists() {
+        // Left by a crash during an earlier creation: it never held data.
+        std::fs::remove_file(tmp).map_err(io)?;
+    }
+    let db = Builder::new()
+        .create_with_file_format_v3(true)
+        .create(tmp)
+        .map_err(|e| database_error(file, e))?;
+    initialize(&db, file_identity(tmp))?;
+    drop(db);
+    std::fs::rename(tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Creates every table, the format record and a clean session, in one synced commit.
+pub(crate) fn initialize(db: &Database, identity: Option<(u64, u64)>) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(txn_error)?;
+    {
+        let mut meta = txn.open_table(META).map_err(table_error)?;
+        meta.insert(MetaKey::FORMAT, &FORMAT_VERSION.to_le_bytes()[..])
+            .map_err(storage_error)?;
+        let session = Session {
+            clean: true,
+            synced: true,
+            identity,
+        };
+        meta.insert(MetaKey::SESSION, &format::session_record(&session)[..])
+            .map_err(storage_error)?;
+        for t in [OBJECTS, AAE_KEYS, AAE_SEGMENTS, HINTS, HINT_TOTALS] {
+            txn.open_table(t).map_err(table_error)?;
+        }
+    }
+    txn.commit().map_err(commit_error)
+}
+
+fn start(
+    mut db: Database,
+    file: String,
+    identity: Option<(u64, u64)>,
+    opts: Options,
+    created: bool,
+) -> Result<RedbStore, StoreError> {
+    let repaired =
+        opts.verify_at_open && !db.check_integrity().map_err(|e| database_error(&file, e))?;
+    let format = read_format(&db).map_err(|e| at_open(&file, e))?;
+    let upgraded_from = match format {
+        Some(v) if v == FORMAT_VERSION => None,
+        Some(v) if v < FORMAT_VERSION => {
+            derived::upgrade(&db, v).map_err(|e| at_open(&file, e))?;
+            Some(v)
+        }
+        Some(v) => {
+            return Err(refuse(
+                &file,
+                &format!(
+                    "it is in Cairn store format {v}, newer than this build reads \
+                     ({FORMAT_VERSION}); run the newer cairn binary that wrote it"
+                ),
+            ))
+        }
+        None => {
+            return Err(refuse(
+                &file,
+                "it is a redb database but not a Cairn store (it has no Cairn format record)",
+            ))
+        }
+    };
+    let (node, session) = read_meta(&db).map_err(|e| at_open(&file, e))?;
+    let synced = opts.durability == Durability::Fsync;
+    let reason = rotation_reason(session, identity, repaired);
+    let rotated = match (reason, node) {
+        (Some(reason), Some(old)) => Some(Rotation {
+            from: old.generation,
+            to: fresh_generation(old.generation, opts.incarnation_nonce),
+            reason,
+        }),
+        _ => None,
+    };
+    let this = Session {
+        clean: false,
+        synced,
+        identity,
+    };
+    let new_meta = rotated.map(|r| NodeMeta { generation: r.to });
+    write_session(&db, &this, new_meta.as_ref()).map_err(|e| at_open(&file, e))?;
+    let recovery = Recovery {
+        created,
+        previous_clean: session.is_some_and(|s| s.clean),
+        repaired,
+        upgraded_from,
+        rotated,
+    };
+    spawn(db, file, identity, opts, recovery)
+}
+
+/// Whether the previous session may have lost writes it reported (see [`RotationReason`]).
+fn rotation_reason(
+    prev: Option<Session>,
+    identity: Option<(u64, u64)>,
+    repaired: bool,
+) -> Option<RotationReason> {
+    let Some(prev) = prev else {
+        return Some(RotationReason::NoSession);
+    };
+    if repaired {
+        Some(RotationReason::Repaired)
+    } else if !prev.clean && !prev.synced {
+        Some(RotationReason::UnsyncedCrash)
+    } else if prev.identity.is_some() && identity.is_some() && prev.identity != identity {
+        Some(RotationReason::FileReplaced)
+    } else {
+        None
+    }
+}
+
+/// The nonce, unless it happens to equal the old generation.
+fn fresh_generation(old: u64, nonce: u64) -> u64 {
+    if nonce == old {
+        nonce.wrapping_add(1)
+    } else {
+        nonce
+    }
+}
+
+fn spawn(
+    db: Database,
+    file: String,
+    identity: Option<(u64, u64)>,
+    opts: Options,
+    recovery: Recovery,
+) -> Result<RedbStore, StoreError> {
+    let shared = Arc::new(Shared {
+        db,
+        overlay: Mutex::new(Overlay::default()),
+        done: Mutex::new(Done::default()),
+        done_cv: Condvar::new(),
+        on_persisted: opts.on_persisted.clone(),
+        counters: Counters::default(),
+    });
+    let (tx, rx) = sync_channel(opts.queue_writes_max.max(1));
+    let batching = Batching {
+        writes_max: opts.batch_writes_max.max(1),
+        wait: opts.batch_wait,
+        durability: opts.durability,
+    };
+    let for_writer = Arc::clone(&shared);
+    let writer = std::thread::Builder::new()
+        .name("cairn-store-writer".into())
+        .spawn(move || writer::run(&for_writer, &rx, batching))
+        .map_err(|e| StoreError::Io(format!("{file}: cannot start the writer thread: {e}")))?;
+    Ok(RedbStore {
+        shared,
+        tx: Some(tx),
+        writer: Some(writer),
+        next_seq: 0,
+        file,
+        recovery,
+        synced: opts.durability == Durability::Fsync,
+        identity,
+    })
+}
+
+fn read_format(db: &Database) -> Result<Option<u32>, StoreError> {
+    let txn = db.begin_read().map_err(txn_error)?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(table_error(e)),
+    };
+    let got = meta.get(MetaKey::FORMAT).map_err(storage_error)?;
+    got.map(|g| format::decode_format(g.value())).transpose()
+}
+
+/// The node metadata and last session, after checking that every table exists.
+fn read_meta(db: &Database) -> Result<(Option<NodeMeta>, Option<Session>), StoreError> {
+    let txn = db.begin_read().map_err(txn_error)?;
+    for t in [OBJECTS, AAE_KEYS, AAE_SEGMENTS, HINTS, HINT_TOTALS] {
+        txn.open_table(t).map_err(table_error)?;
+    }
+    let meta = txn.open_table(META).map_err(table_error)?;
+    let node = meta.get(MetaKey::NODE).map_err(storage_error)?;
+    let node = node
+        .map(|g| format::decode_node_record(g.value()))
+        .transpose()?;
+    let session = meta.get(MetaKey::SESSION).map_err(storage_error)?;
+    let session = session
+        .map(|g| format::decode_session_record(g.value()))
+        .transpose()?;
+    Ok((node, session))
+}
+
+/// Writes the session record (and new node metadata) in a synced commit.
+fn write_session(db: &Database, s: &Session, node: Option<&NodeMeta>) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(txn_error)?;
+    {
+        let mut meta = txn.open_table(META).map_err(table_error)?;
+        meta.insert(MetaKey::SESSION, &format::session_record(s)[..])
+            .map_err(storage_error)?;
+        if let Some(n) = node {
+            meta.insert(MetaKey::NODE, &format::node_record(n)[..])
+                .map_err(storage_error)?;
+        }
+    }
+    txn.commit().map_err(commit_error)
+}
+
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_identity(_: &Path) -> Option<(u64, u64)> {
+    None
+}

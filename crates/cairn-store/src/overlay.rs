@@ -1,0 +1,79 @@
+//! The staged layer: writes handed to the writer thread but not yet committed.
+//!
+//! Reads look here first, so a node reads its own writes before they are durable. Each
+//! entry remembers the sequence number of the last write that set it; once the writer has
+//! committed that write, it drops the entry (a later write to the same key keeps it). The
+//! overlay therefore holds at most the queue's and one batch's worth of writes.
+
+use std::collections::BTreeMap;
+
+use cairn_core::{NodeMeta, ObjectKey};
+use cairn_crdt::Value;
+
+use crate::writer::Op;
+
+/// A staged entry and the write that set it.
+#[derive(Clone, Debug)]
+pub(crate) struct Staged<T> {
+    pub(crate) seq: u64,
+    pub(crate) item: T,
+}
+
+/// A staged object: `None` in [`Overlay::objects`] is a staged removal.
+#[derive(Clone, Debug)]
+pub(crate) struct StagedObject {
+    pub(crate) value: Value,
+    pub(crate) hash: u64,
+}
+
+/// A staged hint and its encoded size.
+#[derive(Clone, Debug)]
+pub(crate) struct StagedHint {
+    pub(crate) value: Value,
+    pub(crate) bytes: u64,
+}
+
+/// Every staged, uncommitted write, keyed by the bytes it will have on disk.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    pub(crate) objects: BTreeMap<Vec<u8>, Staged<(ObjectKey, Option<StagedObject>)>>,
+    pub(crate) segments: BTreeMap<[u8; 4], Staged<u64>>,
+    pub(crate) hints: BTreeMap<Vec<u8>, Staged<(ObjectKey, Option<StagedHint>)>>,
+    pub(crate) totals: BTreeMap<[u8; 8], Staged<(u64, u64)>>,
+    pub(crate) node: Option<Staged<NodeMeta>>,
+}
+
+impl Overlay {
+    /// Drops what a committed batch made durable: entries last set by a write at or before
+    /// `committed` (sequence numbers only grow).
+    pub(crate) fn forget(&mut self, ops: &[Op], committed: u64) {
+        fn drop_if<K: Ord, T>(map: &mut BTreeMap<K, Staged<T>>, k: &K, committed: u64) {
+            if map.get(k).is_some_and(|s| s.seq <= committed) {
+                map.remove(k);
+            }
+        }
+        for op in ops {
+            match op {
+                Op::Object { key, .. } => drop_if(&mut self.objects, key, committed),
+                Op::Segment { key, .. } => drop_if(&mut self.segments, key, committed),
+                Op::Hint { key, .. } => drop_if(&mut self.hints, key, committed),
+                Op::Totals { owner, .. } => drop_if(&mut self.totals, owner, committed),
+                Op::Node(_) => {
+                    if self.node.as_ref().is_some_and(|s| s.seq <= committed) {
+                        self.node = None;
+                    }
+                }
+                Op::Index { .. } => {}
+            }
+        }
+    }
+
+    /// Staged entries in total (for tests and stats).
+    pub(crate) fn len(&self) -> usize {
+        self.objects.len()
+            + self.segments.len()
+            + self.hints.len()
+            + self.totals.len()
+            + usize::from(self.node.is_some())
+    }
+}

@@ -1,0 +1,596 @@
+//! `RedbStore`: the `Store` trait over redb, the overlay and the writer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cairn_core::aae::{leaf, segment_of, state_hash, SegmentId, Tree, SEGMENTS};
+use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
+use cairn_crdt::Value;
+use cairn_ring::{NodeId, PartitionId};
+use redb::{ReadTransaction, ReadableTable};
+
+use crate::error::{storage_error, table_error, txn_error};
+use crate::format::{self, MetaKey, AAE_KEYS, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::open::Recovery;
+use crate::overlay::{Staged, StagedHint, StagedObject};
+use crate::writer::{Op, Shared, Write};
+
+/// A node's store on one redb file. See the crate docs.
+///
+/// Staging (`stage_*`) happens on the owner's thread and blocks only when the writer's
+/// queue is full. Reads run on the owner's thread in redb read transactions, concurrently
+/// with the writer's commits.
+pub struct RedbStore {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tx: Option<SyncSender<Write>>,
+    pub(crate) writer: Option<JoinHandle<()>>,
+    pub(crate) next_seq: u64,
+    pub(crate) file: String,
+    pub(crate) recovery: Recovery,
+    pub(crate) synced: bool,
+    pub(crate) identity: Option<(u64, u64)>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("file", &self.file)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the writer has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Writes in them.
+    pub writes: u64,
+    /// Time spent committing (including fsync).
+    pub commit_time: Duration,
+    /// Staged entries not yet committed.
+    pub overlay_entries: usize,
+}
+
+impl RedbStore {
+    /// The file this store lives in.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// What open found and did: clean or not, a generation rotation, an upgrade.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Tokens of writes made durable since the last call, in staging order.
+    pub fn take_persisted(&self) -> Vec<WriteToken> {
+        std::mem::take(&mut self.shared.done().tokens)
+    }
+
+    /// Like [`take_persisted`](Self::take_persisted), but waits up to `timeout` for at
+    /// least one token (or a writer failure, returned as the error).
+    pub fn wait_persisted(&self, timeout: Duration) -> Result<Vec<WriteToken>, StoreError> {
+        let deadline = Instant::now() + timeout;
+        let mut done = self.shared.done();
+        loop {
+            if !done.tokens.is_empty() {
+                return Ok(std::mem::take(&mut done.tokens));
+            }
+            if let Some(e) = &done.failed {
+                return Err(e.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            done = match self.shared.done_cv.wait_timeout(done, left) {
+                Ok((d, _)) => d,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Waits until every write staged so far is committed (its token is then waiting in
+    /// [`take_persisted`](Self::take_persisted)).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let target = self.next_seq;
+        let mut done = self.shared.done();
+        loop {
+            if let Some(e) = &done.failed {
+                return Err(e.clone());
+            }
+            if done.committed >= target || self.writer.is_none() {
+                return Ok(());
+            }
+            done = match self.shared.done_cv.wait(done) {
+                Ok(d) => d,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            batches: c.batches.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            commit_time: Duration::from_nanos(c.commit_ns.load(Ordering::Relaxed)),
+            overlay_entries: self.shared.overlay().len(),
+        }
+    }
+
+    /// Flushes, stops the writer, and records a clean shutdown.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    // ---- staging ----
+
+    /// Sends write `seq` (already in the overlay) to the writer; blocks while the queue
+    /// is full.
+    fn stage(&mut self, seq: u64, ops: Vec<Op>) -> Result<WriteToken, StoreError> {
+        let tx = self.tx.as_ref().ok_or_else(|| self.failure())?;
+        if tx.send(Write { seq, ops }).is_err() {
+            return Err(self.failure());
+        }
+        Ok(WriteToken(seq))
+    }
+
+    fn failure(&self) -> StoreError {
+        match &self.shared.done().failed {
+            Some(e) => e.clone(),
+            None => StoreError::Io(format!("{}: the store is closed", self.file)),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match &self.shared.done().failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Stages `new` for `key` with its index entry and segment hash.
+    fn stage_stored(
+        &mut self,
+        key: ObjectKey,
+        new: Option<StagedObject>,
+    ) -> Result<WriteToken, StoreError> {
+        self.check_writable()?;
+        let k = format::object_key(&key);
+        let segment = segment_of(&key);
+        let seg_key = format::segment_key(key.partition, segment);
+        let (old, seg_old) = self.current_hash_and_segment(&k, &seg_key)?;
+        let new_hash = new.as_ref().map(|s| s.hash);
+        let mut seg = seg_old;
+        if let Some(h) = old {
+            seg ^= leaf(&key, h);
+        }
+        if let Some(h) = new_hash {
+            seg ^= leaf(&key, h);
+        }
+        let record = new
+            .as_ref()
+            .map(|s| format::object_record(s.hash, &cairn_proto::encode_value(&s.value)));
+        let ops = vec![
+            Op::Object {
+                key: k.clone(),
+                record,
+            },
+            Op::Index {
+                key: format::aae_index_key(&key, segment),
+                hash: new_hash,
+            },
+            Op::Segment {
+                key: seg_key,
+                hash: seg,
+            },
+        ];
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        {
+            let mut overlay = self.shared.overlay();
+            overlay.objects.insert(
+                k,
+                Staged {
+                    seq,
+                    item: (key, new),
+                },
+            );
+            overlay.segments.insert(seg_key, Staged { seq, item: seg });
+        }
+        self.stage(seq, ops)
+    }
+
+    /// The state hash of object `k` and the hash of segment `s`, staged or committed.
+    fn current_hash_and_segment(
+        &self,
+        k: &[u8],
+        s: &[u8; 4],
+    ) -> Result<(Option<u64>, u64), StoreError> {
+        let (obj, seg) = {
+            let overlay = self.shared.overlay();
+            let obj = overlay
+                .objects
+                .get(k)
+                .map(|e| e.item.1.as_ref().map(|s| s.hash));
+            (obj, overlay.segments.get(s).map(|e| e.item))
+        };
+        if let (Some(o), Some(s)) = (obj, seg) {
+            return Ok((o, s));
+        }
+        let txn = self.read()?;
+        let obj = match obj {
+            Some(o) => o,
+            None => {
+                let t = txn.open_table(OBJECTS).map_err(table_error)?;
+                let got = t.get(k).map_err(storage_error)?;
+                got.map(|g| format::object_record_hash(g.value()))
+                    .transpose()?
+            }
+        };
+        let seg = match seg {
+            Some(s) => s,
+            None => db_segment(&txn, s)?,
+        };
+        Ok((obj, seg))
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.shared.db.begin_read().map_err(txn_error)
+    }
+
+    /// A read transaction begun while the overlay is locked, with what `f` takes from the
+    /// overlay: nothing leaves the overlay between the two, so together they are one
+    /// consistent view.
+    fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&crate::overlay::Overlay) -> T,
+    ) -> Result<(ReadTransaction, T), StoreError> {
+        let overlay = self.shared.overlay();
+        let txn = self.read()?;
+        Ok((txn, f(&overlay)))
+    }
+
+    fn db_totals(txn: &ReadTransaction) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
+        let t = txn.open_table(HINT_TOTALS).map_err(table_error)?;
+        let mut out = BTreeMap::new();
+        for row in t.iter().map_err(storage_error)? {
+            let (k, v) = row.map_err(storage_error)?;
+            let owner = format::decode_owner_key(k.value())?;
+            out.insert(
+                format::owner_key(owner),
+                format::decode_totals_record(v.value())?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Hint totals per owner, staged included.
+    fn totals(&self) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
+        let (txn, staged) = self.snapshot(|o| {
+            o.totals
+                .iter()
+                .map(|(k, v)| (*k, v.item))
+                .collect::<Vec<_>>()
+        })?;
+        let mut all = Self::db_totals(&txn)?;
+        all.extend(staged);
+        all.retain(|_, (count, _)| *count > 0);
+        Ok(all)
+    }
+
+    fn owner_totals(&self, owner: [u8; 8]) -> Result<(u64, u64), StoreError> {
+        if let Some(t) = self.shared.overlay().totals.get(&owner) {
+            return Ok(t.item);
+        }
+        let txn = self.read()?;
+        let t = txn.open_table(HINT_TOTALS).map_err(table_error)?;
+        let got = t.get(&owner[..]).map_err(storage_error)?;
+        got.map_or(Ok((0, 0)), |g| format::decode_totals_record(g.value()))
+    }
+
+    /// The encoded size of a hint, staged or committed.
+    fn hint_size(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
+        if let Some(e) = self.shared.overlay().hints.get(k) {
+            return Ok(e.item.1.as_ref().map(|h| h.bytes));
+        }
+        let txn = self.read()?;
+        let t = txn.open_table(HINTS).map_err(table_error)?;
+        let got = t.get(k).map_err(storage_error)?;
+        got.map(|g| Ok(format::hint_record_value(g.value())?.len() as u64))
+            .transpose()
+    }
+
+    fn stage_hint_entry(
+        &mut self,
+        owner: NodeId,
+        key: ObjectKey,
+        new: Option<StagedHint>,
+    ) -> Result<WriteToken, StoreError> {
+        self.check_writable()?;
+        let k = format::hint_key(owner, &key);
+        let o = format::owner_key(owner);
+        let old = self.hint_size(&k)?;
+        let (mut count, mut bytes) = self.owner_totals(o)?;
+        if let Some(b) = old {
+            count = count.saturating_sub(1);
+            bytes = bytes.saturating_sub(b);
+        }
+        let record = new.as_ref().map(|h| {
+            count += 1;
+            bytes += h.bytes;
+            format::hint_record(&cairn_proto::encode_value(&h.value))
+        });
+        let ops = vec![
+            Op::Hint {
+                key: k.clone(),
+                record,
+            },
+            Op::Totals {
+                owner: o,
+                totals: (count, bytes),
+            },
+        ];
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        {
+            let mut overlay = self.shared.overlay();
+            overlay.hints.insert(
+                k,
+                Staged {
+                    seq,
+                    item: (key, new),
+                },
+            );
+            overlay.totals.insert(
+                o,
+                Staged {
+                    seq,
+                    item: (count, bytes),
+                },
+            );
+        }
+        self.stage(seq, ops)
+    }
+}
+
+fn db_segment(txn: &ReadTransaction, s: &[u8; 4]) -> Result<u64, StoreError> {
+    let t = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
+    let got = t.get(&s[..]).map_err(storage_error)?;
+    got.map_or(Ok(0), |g| format::u64_le(g.value(), "segment hash"))
+}
+
+fn bound(start: Bound<Vec<u8>>, end: Option<Vec<u8>>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (start, end.map_or(Bound::Unbounded, Bound::Excluded))
+}
+
+fn as_slices(b: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    (slice_bound(&b.0), slice_bound(&b.1))
+}
+
+fn slice_bound(x: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match x {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Store for RedbStore {
+    fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        let k = format::object_key(key);
+        if let Some(e) = self.shared.overlay().objects.get(&k) {
+            return Ok(e.item.1.as_ref().map(|s| s.value.clone()));
+        }
+        // The overlay was checked first: a write that left it is committed, so this read
+        // transaction sees it.
+        let txn = self.read()?;
+        let t = txn.open_table(OBJECTS).map_err(table_error)?;
+        let got = t.get(&k[..]).map_err(storage_error)?;
+        got.map(|g| Ok(format::decode_object_record(g.value())?.1))
+            .transpose()
+    }
+
+    fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {
+        let hash = state_hash(&value);
+        self.stage_stored(key, Some(StagedObject { value, hash }))
+    }
+
+    fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError> {
+        self.stage_stored(key.clone(), None)
+    }
+
+    fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError> {
+        let lo = format::segment_key(partition, SegmentId(0));
+        let hi = format::segment_key(partition, SegmentId(u16::MAX));
+        let (txn, staged) = self.snapshot(|o| {
+            o.segments
+                .range(lo..=hi)
+                .map(|(k, v)| (*k, v.item))
+                .collect::<Vec<_>>()
+        })?;
+        let mut segments = vec![0u64; SEGMENTS];
+        let t = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
+        let rows = t.range(&lo[..]..=&hi[..]).map_err(storage_error)?;
+        let mut set = |k: &[u8], h: u64| -> Result<(), StoreError> {
+            let (_, s) = format::decode_segment_key(k)?;
+            let slot = segments
+                .get_mut(usize::from(s.0))
+                .ok_or_else(|| StoreError::Corrupt(format!("segment {} out of range", s.0)))?;
+            *slot = h;
+            Ok(())
+        };
+        for row in rows {
+            let (k, v) = row.map_err(storage_error)?;
+            set(k.value(), format::u64_le(v.value(), "segment hash")?)?;
+        }
+        for (k, h) in staged {
+            set(&k, h)?;
+        }
+        Tree::from_segments(segments).ok_or_else(|| StoreError::Corrupt("tree size".into()))
+    }
+
+    fn aae_keys(
+        &self,
+        partition: PartitionId,
+        segments: &[SegmentId],
+        limit: usize,
+    ) -> Result<Vec<(ObjectKey, u64)>, StoreError> {
+        let wanted: BTreeSet<SegmentId> = segments.iter().copied().collect();
+        let (start, end) = format::partition_range(partition);
+        let (txn, staged) = self.snapshot(|o| {
+            let range = o.objects.range(bound(Bound::Included(start), end));
+            range
+                .filter(|(_, e)| wanted.contains(&segment_of(&e.item.0)))
+                .map(|(_, e)| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
+                .collect::<BTreeMap<_, _>>()
+        })?;
+        let t = txn.open_table(AAE_KEYS).map_err(table_error)?;
+        let mut found: BTreeMap<ObjectKey, u64> = BTreeMap::new();
+        for s in &wanted {
+            let lo = format::segment_key(partition, *s);
+            let mut taken = 0;
+            for row in t.range(&lo[..]..).map_err(storage_error)? {
+                let (k, v) = row.map_err(storage_error)?;
+                if !k.value().starts_with(&lo) || taken >= limit {
+                    break;
+                }
+                let key = format::decode_aae_index_key(k.value())?;
+                if !staged.contains_key(&key) {
+                    found.insert(key, format::u64_le(v.value(), "index hash")?);
+                    taken += 1;
+                }
+            }
+        }
+        found.extend(staged.into_iter().filter_map(|(k, h)| Some((k, h?))));
+        Ok(found.into_iter().take(limit).collect())
+    }
+
+    fn hint(&self, owner: NodeId, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        let k = format::hint_key(owner, key);
+        if let Some(e) = self.shared.overlay().hints.get(&k) {
+            return Ok(e.item.1.as_ref().map(|h| h.value.clone()));
+        }
+        let txn = self.read()?;
+        let t = txn.open_table(HINTS).map_err(table_error)?;
+        let got = t.get(&k[..]).map_err(storage_error)?;
+        got.map(|g| format::decode_hint_record(g.value()))
+            .transpose()
+    }
+
+    fn stage_hint(
+        &mut self,
+        owner: NodeId,
+        key: ObjectKey,
+        value: Value,
+    ) -> Result<WriteToken, StoreError> {
+        let bytes = cairn_proto::encode_value(&value).len() as u64;
+        self.stage_hint_entry(owner, key, Some(StagedHint { value, bytes }))
+    }
+
+    fn hints(
+        &self,
+        owner: NodeId,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<Vec<(ObjectKey, Value)>, StoreError> {
+        let start = match after {
+            Some(a) => Bound::Excluded(format::hint_key(owner, a)),
+            None => Bound::Included(owner.0.to_be_bytes().to_vec()),
+        };
+        let end = owner.0.checked_add(1).map(|n| n.to_be_bytes().to_vec());
+        let range = bound(start, end);
+        let (txn, staged) = self.snapshot(|o| {
+            o.hints
+                .range(range.clone())
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        e.item
+                            .1
+                            .as_ref()
+                            .map(|h| (e.item.0.clone(), h.value.clone())),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        })?;
+        let t = txn.open_table(HINTS).map_err(table_error)?;
+        let mut found: BTreeMap<Vec<u8>, (ObjectKey, Value)> = BTreeMap::new();
+        for row in t.range::<&[u8]>(as_slices(&range)).map_err(storage_error)? {
+            if found.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(storage_error)?;
+            if !staged.contains_key(k.value()) {
+                let (_, key) = format::decode_hint_key(k.value())?;
+                found.insert(
+                    k.value().to_vec(),
+                    (key, format::decode_hint_record(v.value())?),
+                );
+            }
+        }
+        found.extend(staged.into_iter().filter_map(|(k, e)| Some((k, e?))));
+        Ok(found.into_values().take(limit).collect())
+    }
+
+    fn stage_hint_removal(
+        &mut self,
+        owner: NodeId,
+        key: &ObjectKey,
+    ) -> Result<WriteToken, StoreError> {
+        self.stage_hint_entry(owner, key.clone(), None)
+    }
+
+    fn hint_counts(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        let all = self.totals()?;
+        Ok(all
+            .into_iter()
+            .map(|(o, (count, _))| (NodeId(u64::from_be_bytes(o)), count))
+            .collect())
+    }
+
+    fn hint_backlog(&self) -> Result<Backlog, StoreError> {
+        let all = self.totals()?;
+        Ok(Backlog {
+            count: all.values().map(|t| t.0).sum(),
+            bytes: all.values().map(|t| t.1).sum(),
+        })
+    }
+
+    fn meta(&self) -> Result<Option<NodeMeta>, StoreError> {
+        if let Some(n) = &self.shared.overlay().node {
+            return Ok(Some(n.item.clone()));
+        }
+        let txn = self.read()?;
+        let t = txn.open_table(META).map_err(table_error)?;
+        let got = t.get(MetaKey::NODE).map_err(storage_error)?;
+        got.map(|g| format::decode_node_record(g.value()))
+            .transpose()
+    }
+
+    fn stage_meta(&mut self, meta: NodeMeta) -> Result<WriteToken, StoreError> {
+        self.check_writable()?;
+        let record = format::node_record(&meta);
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.shared.overlay().node = Some(Staged { seq, item: meta });
+        self.stage(seq, vec![Op::Node(record)])
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        // Errors cannot be returned from drop; a failed shutdown leaves the file without
+        // its clean marker, which the next open handles.
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,14 @@
+//! cairn-store's integration tests, in one binary.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod bad_files;
+mod crash;
+mod model;
+mod recovery;
+mod util;

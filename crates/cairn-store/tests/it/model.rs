@@ -1,0 +1,177 @@
+//! Model-based: the same random operations on `RedbStore` and on `MemStore` give the same
+//! reads — objects, hints, trees, aae keys, backlogs and metadata — whether the writes are
+//! staged, committed, or survived a close and reopen.
+
+use cairn_core::aae::{segment_of, SegmentId};
+use cairn_core::{MemStore, NodeMeta, Store};
+use cairn_ring::{NodeId, PartitionId};
+use cairn_store::{Durability, RedbStore};
+
+use crate::util::{key, opts, value, Rng, TempDir};
+
+/// Every read the trait offers, on both stores.
+fn compare(rng: &mut Rng, redb: &RedbStore, mem: &MemStore, seed: u64, step: usize) {
+    let ctx = format!("seed {seed} step {step}");
+    for _ in 0..4 {
+        let k = key(rng);
+        assert_eq!(
+            redb.object(&k).unwrap(),
+            mem.object(&k).unwrap(),
+            "object {k:?}, {ctx}"
+        );
+        let owner = NodeId(rng.below(3));
+        assert_eq!(
+            redb.hint(owner, &k).unwrap(),
+            mem.hint(owner, &k).unwrap(),
+            "hint, {ctx}"
+        );
+    }
+    for p in 0..2 {
+        let p = PartitionId(p);
+        assert_eq!(
+            redb.aae_tree(p).unwrap(),
+            mem.aae_tree(p).unwrap(),
+            "tree {p:?}, {ctx}"
+        );
+        let mut segments: Vec<SegmentId> = (0..3).map(|_| segment_of(&key(rng))).collect();
+        if rng.chance(20) {
+            segments = (0..1024).map(SegmentId).collect();
+        }
+        let limit = rng.below(6) as usize;
+        assert_eq!(
+            redb.aae_keys(p, &segments, limit).unwrap(),
+            mem.aae_keys(p, &segments, limit).unwrap(),
+            "aae_keys {segments:?} limit {limit}, {ctx}"
+        );
+    }
+    let owner = NodeId(rng.below(3));
+    let after = rng.chance(50).then(|| key(rng));
+    let limit = rng.below(8) as usize;
+    assert_eq!(
+        redb.hints(owner, after.as_ref(), limit).unwrap(),
+        mem.hints(owner, after.as_ref(), limit).unwrap(),
+        "hints after {after:?} limit {limit}, {ctx}"
+    );
+    assert_eq!(
+        redb.hint_counts().unwrap(),
+        mem.hint_counts().unwrap(),
+        "counts, {ctx}"
+    );
+    assert_eq!(
+        redb.hint_backlog().unwrap(),
+        mem.hint_backlog().unwrap(),
+        "backlog, {ctx}"
+    );
+    assert_eq!(redb.meta().unwrap(), mem.meta().unwrap(), "meta, {ctx}");
+}
+
+fn step(rng: &mut Rng, redb: &mut RedbStore, mem: &mut MemStore) {
+    let k = key(rng);
+    let owner = NodeId(rng.below(3));
+    match rng.below(100) {
+        0..=39 => {
+            let v = value(rng);
+            redb.stage_object(k.clone(), v.clone()).unwrap();
+            mem.stage_object(k, v).unwrap();
+        }
+        40..=54 => {
+            redb.stage_object_removal(&k).unwrap();
+            mem.stage_object_removal(&k).unwrap();
+        }
+        55..=79 => {
+            let v = value(rng);
+            redb.stage_hint(owner, k.clone(), v.clone()).unwrap();
+            mem.stage_hint(owner, k, v).unwrap();
+        }
+        80..=94 => {
+            redb.stage_hint_removal(owner, &k).unwrap();
+            mem.stage_hint_removal(owner, &k).unwrap();
+        }
+        _ => {
+            let m = NodeMeta {
+                generation: rng.below(5),
+            };
+            redb.stage_meta(m.clone()).unwrap();
+            mem.stage_meta(m).unwrap();
+        }
+    }
+}
+
+fn run(seed: u64, steps: usize) {
+    let dir = TempDir::new("model");
+    let mut rng = Rng::new(seed);
+    let mut o = opts(Durability::None);
+    o.batch_writes_max = 1 + rng.below(8) as usize;
+    let mut redb = RedbStore::open(dir.file(), o.clone()).unwrap();
+    let mut mem = MemStore::new();
+    let mut staged = 0u64;
+    let mut persisted = Vec::new();
+    for i in 0..steps {
+        step(&mut rng, &mut redb, &mut mem);
+        staged += 1;
+        // Reads race the writer: some staged writes are committed by now, some not.
+        compare(&mut rng, &redb, &mem, seed, i);
+        match rng.below(20) {
+            0 => {
+                redb.flush().unwrap();
+                mem.commit();
+            }
+            1 => {
+                redb.close().unwrap();
+                mem.commit();
+                redb = RedbStore::open(dir.file(), o.clone()).unwrap();
+                assert_eq!(
+                    redb.recovery().rotated,
+                    None,
+                    "a clean close keeps the generation"
+                );
+                staged = 0;
+                persisted.clear();
+            }
+            _ => persisted.extend(redb.take_persisted()),
+        }
+    }
+    redb.flush().unwrap();
+    persisted.extend(redb.take_persisted());
+    assert_eq!(
+        persisted.len() as u64,
+        staged,
+        "every staged write is reported once, seed {seed}"
+    );
+    assert!(
+        persisted.windows(2).all(|w| w[0] < w[1]),
+        "in order, seed {seed}"
+    );
+    let audit = redb.audit().unwrap();
+    assert!(
+        audit.problems.is_empty(),
+        "seed {seed}: {:?}",
+        audit.problems
+    );
+    assert_eq!(
+        redb.stats().overlay_entries,
+        0,
+        "committed writes leave the overlay"
+    );
+}
+
+#[test]
+fn redb_store_reads_like_mem_store() {
+    for seed in 1..=12 {
+        run(seed, 300);
+    }
+}
+
+#[test]
+fn redb_store_reads_like_mem_store_with_fsync() {
+    let dir = TempDir::new("model-fsync");
+    let mut rng = Rng::new(99);
+    let mut redb = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    let mut mem = MemStore::new();
+    for i in 0..60 {
+        step(&mut rng, &mut redb, &mut mem);
+        compare(&mut rng, &redb, &mem, 99, i);
+    }
+    redb.flush().unwrap();
+    assert_eq!(redb.take_persisted().len(), 60);
+}
