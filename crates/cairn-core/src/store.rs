@@ -41,6 +41,12 @@ pub struct NodeMeta {
     /// Bumped every time the storage may have lost writes it had reported durable; part of
     /// every actor id, so a new generation never reuses a dot.
     pub generation: u64,
+    /// Per partition, bumped before this node coordinates again in a partition whose
+    /// data it dropped (a hint handed home, a tombstone reaped): the dropped copy held
+    /// this node's latest dots for its keys, so the old actor could reissue them.
+    pub epochs: BTreeMap<PartitionId, u64>,
+    /// Partitions whose data this node dropped since their epoch last moved.
+    pub dropped: BTreeSet<PartitionId>,
 }
 
 /// A storage failure.
@@ -93,6 +99,8 @@ pub trait Store {
         key: ObjectKey,
         value: Value,
     ) -> Result<WriteToken, StoreError>;
+    /// Every hinted copy of `key` this node keeps, by owner.
+    fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError>;
     /// Up to `limit` hints for `owner`, in key order after `after` (exclusive).
     fn hints(
         &self,
@@ -314,6 +322,14 @@ impl Store for MemStore {
         let bytes = cairn_proto::encode_value(&value).len() as u64;
         self.staged.hints.insert((owner, key), Some((value, bytes)));
         Ok(self.token())
+    }
+
+    fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError> {
+        let live = self.live_hints().into_iter();
+        Ok(live
+            .filter(|((_, k), _)| k == key)
+            .map(|((o, _), (v, _))| (*o, v.clone()))
+            .collect())
     }
 
     fn hints(

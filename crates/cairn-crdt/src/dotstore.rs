@@ -124,6 +124,21 @@ impl<V: Clone + PartialEq> DotFun<V> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Keeps only each actor's newest dot.
+    pub(crate) fn keep_newest_per_actor(&mut self) {
+        // Sorted by dot, hence by actor then counter: an entry survives when the next one
+        // belongs to another actor.
+        let entries = std::mem::take(&mut self.0);
+        let mut kept: SmallVec<[(Dot, V); 1]> = SmallVec::with_capacity(entries.len());
+        let mut it = entries.into_iter().peekable();
+        while let Some(entry) = it.next() {
+            if it.peek().is_none_or(|next| next.0.actor != entry.0.actor) {
+                kept.push(entry);
+            }
+        }
+        self.0 = kept;
+    }
 }
 
 impl<V: Clone + PartialEq> DotStore for DotFun<V> {

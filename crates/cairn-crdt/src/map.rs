@@ -130,7 +130,13 @@ impl DotStore for Field {
 
     fn join(&mut self, self_ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
         match (self, other) {
-            (Field::Counter(a), Field::Counter(b)) => a.join(self_ctx, b, other_ctx),
+            (Field::Counter(a), Field::Counter(b)) => {
+                a.join(self_ctx, b, other_ctx);
+                // An actor's newer entry was made knowing all its older ones (they were in
+                // its context: counted into it, or reset), so it replaces them; without
+                // this a replica that missed the delta in between would count twice.
+                a.keep_newest_per_actor();
+            }
             (Field::Set(a), Field::Set(b)) => a.join(self_ctx, b, other_ctx),
             (Field::Register(a), Field::Register(b)) => a.join(self_ctx, b, other_ctx),
             (Field::Flag(a), Field::Flag(b)) => a.join(self_ctx, b, other_ctx),
@@ -663,6 +669,9 @@ fn check_fields(
         }
         match field {
             Field::Map(inner) => check_fields(&inner.0, ctx, depth + 1)?,
+            Field::Counter(entries) if !one_dot_per_actor(entries) => {
+                return Err(InvalidState("map counter with two dots of one actor"));
+            }
 
             Field::Set(members) if members.0.values().any(|d| d.is_empty()) => {
                 return Err(InvalidState("map set member without dots"));
@@ -673,9 +682,11 @@ fn check_fields(
     Ok(())
 }
 
-// A counter field may hold two dots of one actor: the actor's entry from before a reset
-// (or field remove) that this replica has not seen yet, and the one it started after it.
-// Both count until the reset arrives; the law tests reach such states.
+/// A counter field holds one dot per actor: the newest (see `Field::join`).
+fn one_dot_per_actor(entries: &DotFun<PnEntry>) -> bool {
+    let actors: BTreeSet<_> = entries.iter().map(|(d, _)| d.actor).collect();
+    actors.len() == entries.len()
+}
 
 /// Whether every dot in the tree sits in one place only (a dot names one event).
 pub(crate) fn dots_unique<S: DotStore>(store: &S) -> bool {
@@ -776,6 +787,26 @@ mod tests {
             get(&a, "c", FieldType::Counter),
             Some(FieldValue::Counter(6))
         );
+    }
+
+    #[test]
+    fn a_replica_that_missed_an_increment_does_not_count_an_actor_twice() {
+        // Found by the simulator (seeds 4056, 5551): the delta of a third increment only
+        // supersedes the second's dot; a replica holding the first and missing the second
+        // counted the first and the third.
+        let mut coordinator = Map::default();
+        let first = update(&mut coordinator, 1, vec![("n", FieldOp::Increment(5))]);
+        let _second = update(&mut coordinator, 1, vec![("n", FieldOp::Increment(2))]);
+        let third = update(&mut coordinator, 1, vec![("n", FieldOp::Increment(3))]);
+        let mut replica = Map::default();
+        replica.merge(&first);
+        replica.merge(&third);
+        assert_eq!(
+            get(&replica, "n", FieldType::Counter),
+            Some(FieldValue::Counter(10))
+        );
+        replica.merge(&coordinator);
+        assert_eq!(replica, coordinator);
     }
 
     #[test]

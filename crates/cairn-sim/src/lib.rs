@@ -15,6 +15,7 @@
 
 mod cluster;
 pub mod history;
+mod nemesis;
 mod rng;
 mod sim;
 

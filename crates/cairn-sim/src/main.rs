@@ -11,6 +11,7 @@ use cairn_sim::{Sim, SimConfig};
 struct Args {
     seeds: u64,
     start: u64,
+    keys: usize,
     verbose: bool,
 }
 
@@ -18,6 +19,7 @@ fn parse() -> Result<Args, String> {
     let mut args = Args {
         seeds: 100,
         start: 0,
+        keys: 0,
         verbose: false,
     };
     let mut it = std::env::args().skip(1);
@@ -30,6 +32,9 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--seeds" => args.seeds = number("--seeds")?,
             "--start" => args.start = number("--start")?,
+            "--keys" => {
+                args.keys = usize::try_from(number("--keys")?).map_err(|e| e.to_string())?
+            }
             "--verbose" | "-v" => args.verbose = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -45,20 +50,25 @@ fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("cairn-sim: {e}");
             }
-            eprintln!("usage: cairn-sim [--seeds N] [--start S] [--verbose]");
+            eprintln!("usage: cairn-sim [--seeds N] [--start S] [--keys K] [--verbose]");
             return ExitCode::from(2);
         }
     };
     let started = Instant::now();
-    let (mut failed, mut ops) = (0u64, 0usize);
+    let (mut failed, mut ops, mut repaired) = (0u64, 0usize, 0u64);
+    let mut convergence: Vec<u64> = Vec::new();
     for seed in args.start..args.start.saturating_add(args.seeds) {
-        let report = Sim::new(SimConfig::mixed(seed)).run();
+        let report = Sim::new(SimConfig::with_keys(seed, args.keys)).run();
         ops += report.ops;
+        repaired += report.aae_keys_repaired;
+        convergence.extend(report.convergence_ms);
         if args.verbose {
             println!(
-                "seed {seed}: {} ops, {} messages, {} violations",
+                "seed {seed}: {} ops, {} messages, converged in {:?} ms, {} keys repaired by anti-entropy, {} violations",
                 report.ops,
                 report.messages,
+                report.convergence_ms,
+                report.aae_keys_repaired,
                 report.violations.len()
             );
         }
@@ -71,6 +81,16 @@ fn main() -> ExitCode {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    convergence.sort_unstable();
+    if let (Some(max), false) = (convergence.last(), convergence.is_empty()) {
+        let p50 = convergence[convergence.len() / 2];
+        println!(
+            "convergence after the heal (simulated): p50 {:.1} s, max {:.1} s over {} runs; anti-entropy repaired {repaired} keys",
+            p50 as f64 / 1000.0,
+            *max as f64 / 1000.0,
+            convergence.len()
+        );
+    }
     println!(
         "{} seeds, {failed} failed; {ops} client operations in {secs:.1} s = {:.0} simulated ops/s",
         args.seeds,

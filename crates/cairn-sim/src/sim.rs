@@ -10,6 +10,7 @@ use cairn_crdt::{CounterOp, FieldOp, MapOp, MvRegOp, Op, RegisterOp, SetOp, Valu
 use cairn_ring::{Layout, NodeId};
 
 use crate::history::{self, id_of, Action, Entry, Outcome, Violation};
+use crate::nemesis::Shape;
 use crate::rng::Rng;
 
 /// Which faults a run injects.
@@ -25,8 +26,14 @@ pub struct Faults {
     pub partitions: bool,
     /// Crash nodes (losing uncommitted writes) and restart them.
     pub crashes: bool,
-    /// Sometimes restart a crashed node on an empty disk.
+    /// Once per run, restart a node on an empty disk (it takes a new actor).
     pub wipes: bool,
+    /// Pause nodes (as SIGSTOP does) for up to a few seconds.
+    pub pauses: bool,
+    /// Make single links lossy or slow.
+    pub flaky_links: bool,
+    /// Step nodes' clocks forwards and backwards.
+    pub clock_jumps: bool,
     /// Largest clock offset of a node, ms.
     pub skew_ms_max: u64,
     /// Time between faults, ms.
@@ -43,12 +50,17 @@ impl Faults {
             partitions: false,
             crashes: false,
             wipes: false,
+            pauses: false,
+            flaky_links: false,
+            clock_jumps: false,
             skew_ms_max: 0,
             interval_ms: (u64::MAX / 4, u64::MAX / 4),
         }
     }
 
-    /// Every fault at once: drops, duplicates, reordering, partitions, crashes, skew.
+    /// Every fault at once: drops, duplicates, reordering, partitions of every shape,
+    /// crashes and restarts (one on an empty disk), pauses, lossy and slow links, clock
+    /// skew and jumps.
     pub fn mixed() -> Self {
         Faults {
             drop: 0.05,
@@ -56,7 +68,10 @@ impl Faults {
             delay_ms: (1, 15),
             partitions: true,
             crashes: true,
-            wipes: false,
+            wipes: true,
+            pauses: true,
+            flaky_links: true,
+            clock_jumps: true,
             skew_ms_max: 200,
             interval_ms: (100, 600),
         }
@@ -82,6 +97,9 @@ pub struct SimConfig {
     pub workload_ms: u64,
     /// The faults injected during the workload.
     pub faults: Faults,
+    /// Extra counter keys written once each before the faults start (and then by the
+    /// workload too): the size of the data set whose convergence is measured.
+    pub keys: usize,
 }
 
 impl SimConfig {
@@ -96,6 +114,16 @@ impl SimConfig {
             clients: 6,
             workload_ms: 2_000,
             faults: Faults::mixed(),
+            keys: 0,
+        }
+    }
+
+    /// [`SimConfig::mixed`] over `keys` extra counter keys (preloaded), for convergence
+    /// measurements.
+    pub fn with_keys(seed: u64, keys: usize) -> Self {
+        SimConfig {
+            keys,
+            ..SimConfig::mixed(seed)
         }
     }
 }
@@ -115,6 +143,11 @@ pub struct Report {
     pub messages: u64,
     /// Simulated time at the end, ms.
     pub end_ms: u64,
+    /// Simulated ms from the last fault's heal until every primary of every partition
+    /// held the same tree (hinted handoff and anti-entropy alone, no reads).
+    pub convergence_ms: Option<u64>,
+    /// Objects anti-entropy sent to repair a replica, over all nodes.
+    pub aae_keys_repaired: u64,
 }
 
 /// Keys the workload uses, with the type each holds.
@@ -131,10 +164,12 @@ const KEYS: &[(&str, Kind)] = &[
 const BUCKET: &[u8] = b"sim";
 /// A client gives up on a request after this long and records it indeterminate.
 const CLIENT_TIMEOUT_MS: u64 = 3_000;
-/// After the workload: time for hints to go home before the repair reads.
-const SETTLE_MS: u64 = 4_000;
-/// Rounds of repair reads before declaring that replicas failed to converge.
-const REPAIR_ROUNDS: usize = 6;
+/// After the heal, replicas must agree within this long (DESIGN.md §4.4).
+const CONVERGE_MS_MAX: u64 = 60_000;
+/// How often convergence is checked after the heal.
+const CONVERGE_CHECK_MS: u64 = 100;
+/// Clients that preload the extra keys, in parallel.
+const PRELOAD_CLIENTS: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -162,12 +197,32 @@ enum Event {
     ClientStep {
         client: usize,
     },
+    Request {
+        client: usize,
+        node: usize,
+        tag: u64,
+        request: Box<ClientRequest>,
+    },
     ClientTimeout {
         client: usize,
         tag: u64,
     },
     Fault,
     EndWorkload,
+}
+
+/// One fault the nemesis can inject.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Partition(Shape),
+    Heal,
+    Crash,
+    Restart,
+    Wipe,
+    Pause,
+    Lossy,
+    Slow,
+    ClockJump,
 }
 
 /// A client's operation in flight.
@@ -177,8 +232,6 @@ enum Phase {
     Reading { key: usize },
     /// The operation itself, recorded in the history when it ends.
     Writing { entry: Entry },
-    /// A repair read after the workload; not recorded.
-    Repairing,
 }
 
 #[derive(Debug)]
@@ -195,7 +248,6 @@ struct SimNode {
     skew_ms: i64,
     commit_at: Option<u64>,
     timer_at: Option<u64>,
-    group: u8,
 }
 
 /// The simulated cluster.
@@ -214,6 +266,8 @@ pub struct Sim {
     workload_over: bool,
     faulty: bool,
     messages: u64,
+    net: crate::nemesis::Net,
+    wiped: bool,
 }
 
 impl Sim {
@@ -237,11 +291,10 @@ impl Sim {
                 skew_ms,
                 commit_at: None,
                 timer_at: None,
-                group: 0,
             });
         }
-        // The workload's clients, then one repair client per key.
-        let clients = (0..cfg.clients + KEYS.len())
+        // The workload's clients, then the preload's.
+        let clients = (0..cfg.clients + PRELOAD_CLIENTS)
             .map(|_| Client {
                 tag: None,
                 phase: None,
@@ -261,6 +314,8 @@ impl Sim {
             workload_over: false,
             faulty: true,
             messages: 0,
+            net: crate::nemesis::Net::new(cfg.nodes),
+            wiped: false,
             cfg,
         };
         for i in 0..sim.nodes.len() {
@@ -271,49 +326,42 @@ impl Sim {
 
     /// Runs the workload with faults, heals, lets hints and repairs finish, and checks.
     pub fn run(mut self) -> Report {
+        self.preload();
+        let start = self.now;
         for c in 0..self.cfg.clients {
-            let at = self.rng.range(0, 10);
+            let at = start + self.rng.range(0, 10);
             self.schedule(at, Event::ClientStep { client: c });
         }
         let first_fault = self.fault_delay();
         self.schedule(first_fault, Event::Fault);
-        self.schedule(self.cfg.workload_ms, Event::EndWorkload);
-        let settle_until = self.cfg.workload_ms + CLIENT_TIMEOUT_MS + SETTLE_MS;
-        self.run_until(settle_until);
-        let mut converged = false;
-        for _ in 0..REPAIR_ROUNDS {
-            self.repair_round();
-            let until = self.now + 2 * CLIENT_TIMEOUT_MS;
-            self.run_until(until);
-            if self.divergent_keys().is_empty() {
-                converged = true;
+        self.schedule(start + self.cfg.workload_ms, Event::EndWorkload);
+        self.run_until(start + self.cfg.workload_ms);
+        let healed = self.now;
+        let mut convergence_ms = None;
+        while self.now < healed + CONVERGE_MS_MAX {
+            self.run_until(self.now + CONVERGE_CHECK_MS);
+            let clients_done = self.clients.iter().all(|c| c.tag.is_none());
+            if clients_done && self.trees_agree() {
+                convergence_ms = Some(self.now - healed);
                 break;
             }
         }
         let mut violations = Vec::new();
-        if !converged {
-            for key in self.divergent_keys() {
-                let downs: Vec<Vec<NodeId>> = self
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        n.node
-                            .as_ref()
-                            .map(|n| n.down().collect())
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                let p = self.layout.partition_of(BUCKET, key.as_bytes());
-                let what = format!(
-                    "replicas did not converge after the heal: {:?} owners {:?} downs {downs:?}",
-                    self.copies(&key),
-                    self.layout.replicas(p)
-                );
-                violations.push(Violation { key, what });
-            }
+        for key in self.divergent_keys() {
+            let what = format!(
+                "replicas did not converge after the heal: {:?}",
+                self.copies(&key)
+            );
+            violations.push(Violation { key, what });
         }
         let finals = self.final_values();
         violations.extend(history::check(&self.history, &finals));
+        let aae_keys_repaired = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .map(|n| n.aae_stats().keys_repaired)
+            .sum();
         Report {
             seed: self.cfg.seed,
             ops: self.history.len(),
@@ -321,7 +369,57 @@ impl Sim {
             violations,
             messages: self.messages,
             end_ms: self.now,
+            convergence_ms,
+            aae_keys_repaired,
         }
+    }
+
+    /// Writes every extra key once (`w = all`), before any fault.
+    fn preload(&mut self) {
+        let mut next = 0;
+        while next < self.cfg.keys
+            || self.clients[self.cfg.clients..]
+                .iter()
+                .any(|c| c.tag.is_some())
+        {
+            for c in self.cfg.clients..self.cfg.clients + PRELOAD_CLIENTS {
+                if next < self.cfg.keys && self.clients[c].tag.is_none() {
+                    let key = format!("n{next}");
+                    next += 1;
+                    let entry = self.entry_for(c, &key, Action::Incr(1));
+                    let op = ClientOp::Update(Op::Counter(CounterOp::Increment(1)));
+                    let options = RequestOptions {
+                        w: Some(Quorum::All),
+                        ..Default::default()
+                    };
+                    self.request_with(c, key.as_bytes(), op, Phase::Writing { entry }, options);
+                }
+            }
+            let until = self.now + 1;
+            self.run_until(until);
+        }
+    }
+
+    /// Whether every node runs and every partition's primaries hold equal trees.
+    fn trees_agree(&self) -> bool {
+        if self.nodes.iter().any(|n| n.node.is_none()) {
+            return false;
+        }
+        self.layout.partitions().all(|p| {
+            let trees = self
+                .layout
+                .replicas(p)
+                .iter()
+                .filter_map(|id| self.node_index(*id))
+                .map(|i| {
+                    self.nodes[i]
+                        .node
+                        .as_ref()
+                        .and_then(|n| n.store().aae_tree(p).ok())
+                });
+            let trees: Vec<_> = trees.collect();
+            trees.windows(2).all(|w| w[0] == w[1])
+        })
     }
 
     fn run_until(&mut self, until: u64) {
@@ -337,7 +435,27 @@ impl Sim {
     }
 
     fn dispatch(&mut self, event: Event) {
+        // A paused node handles nothing until it resumes; its inputs wait, as in a socket.
+        let target = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Commit { node } | Event::Timer { node } | Event::Request { node, .. } => {
+                Some(*node)
+            }
+            _ => None,
+        };
+        if let Some(i) = target {
+            let until = self.net.paused_until(i);
+            if until > self.now {
+                return self.schedule(until, event);
+            }
+        }
         match event {
+            Event::Request {
+                client,
+                node,
+                tag,
+                request,
+            } => self.receive_request(client, node, tag, *request),
             Event::Deliver { from, to, msg } => self.deliver(from, to, *msg),
             Event::Commit { node } => self.commit(node),
             Event::Timer { node } => self.timer(node),
@@ -457,12 +575,12 @@ impl Sim {
         } else {
             (0.0, 0.0, f.delay_ms)
         };
-        if self.rng.chance(drop) {
+        if self.rng.chance(drop) || self.rng.chance(self.net.loss(from, to)) {
             return;
         }
         let copies = if self.rng.chance(dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let at = self.now + self.rng.range(lo, hi);
+            let at = self.now + self.rng.range(lo, hi) + self.net.delay(from, to);
             self.schedule(
                 at,
                 Event::Deliver {
@@ -475,7 +593,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: usize, to: usize, msg: PeerMessage) {
-        if self.nodes[from].group != self.nodes[to].group {
+        if !self.net.can_talk(from, to) {
             return;
         }
         let now = self.local_now(to);
@@ -499,53 +617,91 @@ impl Sim {
         if self.workload_over {
             return;
         }
-        let f = self.cfg.faults.clone();
-        match self.rng.below(4) {
-            0 if f.partitions => {
-                for n in &mut self.nodes {
-                    n.group = 0;
-                }
-                let cut = 1 + self.rng.index(self.nodes.len() - 1);
-                let mut order: Vec<usize> = (0..self.nodes.len()).collect();
-                for k in (1..order.len()).rev() {
-                    let j = self.rng.index(k + 1);
-                    order.swap(k, j);
-                }
-                for &i in &order[..cut] {
-                    self.nodes[i].group = 1;
-                }
-            }
-            1 if f.partitions => {
-                for n in &mut self.nodes {
-                    n.group = 0;
-                }
-            }
-            2 if f.crashes => {
-                let i = self.rng.index(self.nodes.len());
-                let wipe = f.wipes && self.rng.chance(0.5);
-                self.crash_node(i, wipe);
-            }
-            3 if f.crashes => {
-                let down: Vec<usize> = (0..self.nodes.len())
-                    .filter(|&i| self.nodes[i].node.is_none())
-                    .collect();
-                if !down.is_empty() {
-                    let i = down[self.rng.index(down.len())];
-                    self.start_node(i);
-                }
-            }
-            _ => {}
+        let kinds = self.fault_kinds();
+        if !kinds.is_empty() {
+            let kind = kinds[self.rng.index(kinds.len())];
+            self.inject(kind);
         }
         let next = self.fault_delay();
         self.schedule(next, Event::Fault);
     }
 
+    fn fault_kinds(&self) -> Vec<Fault> {
+        let f = &self.cfg.faults;
+        let mut kinds = Vec::new();
+        if f.partitions {
+            kinds.extend([
+                Fault::Partition(Shape::Halves),
+                Fault::Partition(Shape::Isolate),
+            ]);
+            kinds.extend([
+                Fault::Partition(Shape::MajorityRing),
+                Fault::Partition(Shape::Bridge),
+                Fault::Heal,
+            ]);
+        }
+        if f.crashes {
+            kinds.extend([Fault::Crash, Fault::Restart, Fault::Restart]);
+        }
+        if f.wipes && !self.wiped {
+            kinds.push(Fault::Wipe);
+        }
+        if f.pauses {
+            kinds.push(Fault::Pause);
+        }
+        if f.flaky_links {
+            kinds.extend([Fault::Lossy, Fault::Slow]);
+        }
+        if f.clock_jumps && f.skew_ms_max > 0 {
+            kinds.push(Fault::ClockJump);
+        }
+        kinds
+    }
+
+    fn inject(&mut self, kind: Fault) {
+        let n = self.nodes.len();
+        let i = self.rng.index(n);
+        match kind {
+            Fault::Partition(shape) => self.net.partition(shape, &mut self.rng),
+            Fault::Heal => self.net.heal(self.now),
+            Fault::Crash => self.crash_node(i, false),
+            Fault::Restart => {
+                let down: Vec<usize> = (0..n).filter(|&i| self.nodes[i].node.is_none()).collect();
+                if !down.is_empty() {
+                    let pick = down[self.rng.index(down.len())];
+                    self.start_node(pick);
+                }
+            }
+            Fault::Wipe => {
+                self.wiped = true;
+                self.crash_node(i, true);
+                self.start_node(i);
+            }
+            Fault::Pause => {
+                let until = self.now + self.rng.range(200, 3_000);
+                self.net.pause(i, until);
+            }
+            Fault::Lossy => {
+                let j = (i + 1 + self.rng.index(n - 1)) % n;
+                let loss = 0.3 + self.rng.below(40) as f64 / 100.0;
+                self.net.make_lossy(i, j, loss);
+            }
+            Fault::Slow => {
+                let j = (i + 1 + self.rng.index(n - 1)) % n;
+                let ms = self.rng.range(50, 300);
+                self.net.make_slow(i, j, ms);
+            }
+            Fault::ClockJump => {
+                let max = self.cfg.faults.skew_ms_max;
+                self.nodes[i].skew_ms = self.rng.range(0, 2 * max) as i64 - max as i64;
+            }
+        }
+    }
+
     fn end_workload(&mut self) {
         self.workload_over = true;
         self.faulty = false;
-        for n in &mut self.nodes {
-            n.group = 0;
-        }
+        self.net.heal(self.now);
         for i in 0..self.nodes.len() {
             if self.nodes[i].node.is_none() {
                 self.start_node(i);
@@ -558,6 +714,19 @@ impl Sim {
     fn client_step(&mut self, c: usize) {
         if self.workload_over || self.clients[c].tag.is_some() {
             return;
+        }
+        if self.cfg.keys > 0 && self.rng.chance(0.5) {
+            let key = format!("n{}", self.rng.index(self.cfg.keys));
+            let by = self.rng.range(0, 8) as i64 - 3;
+            let entry = self.entry_for(c, &key, Action::Incr(by));
+            let op = ClientOp::Update(Op::Counter(CounterOp::Increment(by)));
+            return self.request_with(
+                c,
+                key.as_bytes(),
+                op,
+                Phase::Writing { entry },
+                RequestOptions::default(),
+            );
         }
         let key = self.rng.index(KEYS.len());
         match KEYS[key].1 {
@@ -620,9 +789,13 @@ impl Sim {
     }
 
     fn entry(&self, client: usize, key: usize, action: Action) -> Entry {
+        self.entry_for(client, KEYS[key].0, action)
+    }
+
+    fn entry_for(&self, client: usize, key: &str, action: Action) -> Entry {
         Entry {
             client: u32::try_from(client).unwrap_or(u32::MAX),
-            key: KEYS[key].0.to_string(),
+            key: key.to_string(),
             action,
             invoke_ms: self.now,
             complete_ms: self.now,
@@ -652,24 +825,40 @@ impl Sim {
         let tag = self.next_tag;
         self.clients[c].tag = Some(tag);
         self.clients[c].phase = Some(phase);
-        let i = self.rng.index(self.nodes.len());
-        let request = ClientRequest {
+        let node = self.rng.index(self.nodes.len());
+        let request = Box::new(ClientRequest {
             bucket: BUCKET.into(),
             key: key.into(),
             op,
             options,
-        };
+        });
+        self.schedule(
+            self.now,
+            Event::Request {
+                client: c,
+                node,
+                tag,
+                request,
+            },
+        );
+        self.schedule(
+            self.now + CLIENT_TIMEOUT_MS,
+            Event::ClientTimeout { client: c, tag },
+        );
+    }
+
+    /// A client's request reaches its node (later, if the node is paused).
+    fn receive_request(&mut self, c: usize, i: usize, tag: u64, request: ClientRequest) {
+        if self.clients[c].tag != Some(tag) {
+            return;
+        }
         let now = self.local_now(i);
         match self.nodes[i].node.as_mut() {
             Some(node) => {
                 node.handle_client(now, ClientTag(tag), request);
-                self.schedule(
-                    self.now + CLIENT_TIMEOUT_MS,
-                    Event::ClientTimeout { client: c, tag },
-                );
                 self.after_input(i);
             }
-            // Connection refused: the request never left the client.
+            // Connection refused: the request never reached a node.
             None => self.finish(c, Outcome::Failed, None),
         }
     }
@@ -716,7 +905,7 @@ impl Sim {
             }
             _ => {}
         }
-        if !self.workload_over {
+        if !self.workload_over && c < self.cfg.clients {
             let think = self.rng.range(0, 5);
             self.schedule(self.now + think, Event::ClientStep { client: c });
         }
@@ -765,21 +954,6 @@ impl Sim {
 
     // ---- convergence ----
 
-    /// Reads every key from every replica (`r = n`), so read repair brings them level.
-    fn repair_round(&mut self) {
-        for (k, (key, _)) in KEYS.iter().enumerate() {
-            let c = self.cfg.clients + k;
-            if self.clients[c].tag.is_some() {
-                continue;
-            }
-            let options = RequestOptions {
-                r: Some(Quorum::All),
-                ..Default::default()
-            };
-            self.request_with(c, key.as_bytes(), ClientOp::Read, Phase::Repairing, options);
-        }
-    }
-
     /// Each key's copies on its primaries, by node.
     fn copies(&self, key: &str) -> Vec<Option<Value>> {
         let partition = self.layout.partition_of(BUCKET, key.as_bytes());
@@ -804,21 +978,27 @@ impl Sim {
             .collect()
     }
 
+    /// Every key the run may have written.
+    fn all_keys(&self) -> impl Iterator<Item = String> + '_ {
+        let extra = (0..self.cfg.keys).map(|i| format!("n{i}"));
+        KEYS.iter().map(|(k, _)| k.to_string()).chain(extra)
+    }
+
     fn divergent_keys(&self) -> Vec<String> {
-        KEYS.iter()
-            .filter(|(key, _)| {
+        self.all_keys()
+            .filter(|key| {
                 let copies = self.copies(key);
                 copies.windows(2).any(|w| w[0] != w[1])
             })
-            .map(|(key, _)| key.to_string())
             .collect()
     }
 
     fn final_values(&self) -> BTreeMap<String, Option<Value>> {
-        KEYS.iter()
-            .map(|(key, _)| {
-                let copies = self.copies(key);
-                (key.to_string(), join_values(copies.iter().flatten()))
+        self.all_keys()
+            .map(|key| {
+                let copies = self.copies(&key);
+                let value = join_values(copies.iter().flatten());
+                (key, value)
             })
             .collect()
     }

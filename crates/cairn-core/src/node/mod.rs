@@ -150,6 +150,7 @@ enum Then {
 enum Pending {
     Forward {
         origin: Origin,
+        to: NodeId,
     },
     Write(WriteState),
     Read(ReadState),
@@ -186,7 +187,7 @@ pub struct Node<S> {
     cfg: Config,
     layout: Layout,
     store: S,
-    generation: u64,
+    meta: NodeMeta,
     hlc: Hlc,
     down: BTreeSet<NodeId>,
     next_id: u64,
@@ -210,12 +211,15 @@ impl<S: Store> Node<S> {
     /// incarnation is ever reused. The metadata write is staged: the driver reports it
     /// persisted like any other.
     pub fn new(cfg: Config, layout: Layout, mut store: S, now_ms: u64) -> Result<Self, StoreError> {
-        let generation = match store.meta()? {
-            Some(meta) => meta.generation,
+        let meta = match store.meta()? {
+            Some(meta) => meta,
             None => {
-                let generation = cfg.incarnation_nonce;
-                store.stage_meta(NodeMeta { generation })?;
-                generation
+                let meta = NodeMeta {
+                    generation: cfg.incarnation_nonce,
+                    ..NodeMeta::default()
+                };
+                store.stage_meta(meta.clone())?;
+                meta
             }
         };
         let hlc = Hlc::new(cfg.max_clock_drift_ms);
@@ -226,7 +230,7 @@ impl<S: Store> Node<S> {
             cfg,
             layout,
             store,
-            generation,
+            meta,
             hlc,
             down: BTreeSet::new(),
             next_id: first_id,
@@ -275,13 +279,45 @@ impl<S: Store> Node<S> {
 
     /// The storage generation (part of every actor id).
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.meta.generation
     }
 
     /// The actor this node uses for `partition` in this storage generation.
     pub fn actor(&self, partition: PartitionId) -> Actor {
-        Actor(mix(
-            mix(self.cfg.id.0 ^ mix(self.generation)) ^ u64::from(partition.0)
+        Actor(mix(mix(self.cfg.id.0 ^ mix(self.meta.generation))
+            ^ mix(u64::from(partition.0) ^ mix(self.epoch(partition)))))
+    }
+
+    fn epoch(&self, partition: PartitionId) -> u64 {
+        self.meta.epochs.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// The actor to coordinate with in `partition`: a new one if this node dropped data of
+    /// the partition since it last coordinated there (DESIGN.md §4.2).
+    fn fresh_actor(&mut self, partition: PartitionId) -> Actor {
+        if self.meta.dropped.remove(&partition) {
+            *self.meta.epochs.entry(partition).or_default() += 1;
+            // Staged with (before) the write that uses the new actor: a crash loses both.
+            let _ = self.store.stage_meta(self.meta.clone());
+        }
+        self.actor(partition)
+    }
+
+    /// Records that this node dropped data of `partition`.
+    fn mark_dropped(&mut self, partition: PartitionId) {
+        if self.meta.dropped.insert(partition) {
+            let _ = self.store.stage_meta(self.meta.clone());
+        }
+    }
+
+    /// Every copy of `key` this node holds (its object and its hints for any owner),
+    /// joined: the coordinator mints dots from the join, so its actor's history for the
+    /// key stays one line however many copies it keeps.
+    fn load_all(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        let object = self.store.object(key)?;
+        let hints = self.store.key_hints(key)?;
+        Ok(join_values(
+            object.iter().chain(hints.iter().map(|(_, v)| v)),
         ))
     }
 
@@ -334,7 +370,7 @@ impl<S: Store> Node<S> {
                 }
             }
             PeerMessage::ForwardReply { id, result } => {
-                if let Some(Pending::Forward { origin }) = self.pending.remove(&id) {
+                if let Some(Pending::Forward { origin, .. }) = self.pending.remove(&id) {
                     self.answer(origin, result);
                 }
             }
@@ -448,7 +484,9 @@ impl<S: Store> Node<S> {
     fn reap(&mut self, key: &ObjectKey, state_hash: u64) {
         if let Ok(Some(value)) = self.store.object(key) {
             if value.is_bottom() && crate::aae::state_hash(&value) == state_hash {
-                let _ = self.store.stage_object_removal(key);
+                if self.store.stage_object_removal(key).is_ok() {
+                    self.mark_dropped(key.partition);
+                }
             }
         }
     }
@@ -511,8 +549,8 @@ impl<S: Store> Node<S> {
         let first = targets.iter().find(|t| t.primary).or(targets.first());
         match (first, forwarded) {
             (Some(t), false) => {
-                let id = self.register(now_ms, opts.timeout_ms, Pending::Forward { origin });
                 let to = t.node;
+                let id = self.register(now_ms, opts.timeout_ms, Pending::Forward { origin, to });
                 self.send(to, PeerMessage::Forward { id, request });
             }
             (_, true) => self.answer(
@@ -558,14 +596,13 @@ impl<S: Store> Node<S> {
         opts: Resolved,
         op: cairn_crdt::Op,
     ) {
-        let hint_for = self.my_hint_for(&targets);
-        let current = match self.load(&key, hint_for) {
+        let current = match self.load_all(&key) {
             Ok(v) => v,
             Err(e) => return self.answer(origin, Err(e.into())),
         };
         let mut value = current.unwrap_or_else(|| Value::empty(op.value_type()));
         let replica = Replica {
-            actor: self.actor(key.partition),
+            actor: self.fresh_actor(key.partition),
             now: self.tick(now_ms),
         };
         let delta = match value.apply(&op, replica) {
@@ -850,13 +887,13 @@ impl<S: Store> Node<S> {
             return;
         };
         self.deadlines.retain(|(_, i)| *i != read_id);
-        let local = match self.load(&r.key, self.my_hint_for(&r.targets)) {
+        let local = match self.load_all(&r.key) {
             Ok(v) => v,
             Err(e) => return self.answer(r.origin, Err(e.into())),
         };
         let value = join_values(local.iter().chain(seen.iter()));
         let replica = Replica {
-            actor: self.actor(r.key.partition),
+            actor: self.fresh_actor(r.key.partition),
             now: self.tick(now_ms),
         };
         let (value, delta, reply) = match (r.then, value) {
@@ -1004,7 +1041,9 @@ impl<S: Store> Node<S> {
         }
         // Remove the hint only if nothing merged into it since it was sent.
         if matches!(self.store.hint(owner, &key), Ok(Some(now)) if now == sent) {
-            let _ = self.store.stage_hint_removal(owner, &key);
+            if self.store.stage_hint_removal(owner, &key).is_ok() {
+                self.mark_dropped(key.partition);
+            }
         }
     }
 
@@ -1046,9 +1085,11 @@ impl<S: Store> Node<S> {
                 self.check_read(now_ms, id);
                 self.pending.remove(&id);
             }
-            Some(Pending::Forward { origin }) => {
-                let origin = *origin;
+            Some(Pending::Forward { origin, to }) => {
+                // A silent coordinator is routed around until it answers a probe.
+                let (origin, to) = (*origin, *to);
                 self.pending.remove(&id);
+                self.suspect(vec![to]);
                 self.answer(
                     origin,
                     Err(ClientError::Unavailable(
