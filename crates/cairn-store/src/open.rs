@@ -79,15 +79,7 @@ impl RedbStore {
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<RedbStore, StoreError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let created = !path.exists();
-        if created {
-            create(path, &file)?;
-        }
-        let db = Builder::new()
-            .set_cache_size(opts.cache_bytes)
-            .open(path)
-            .map_err(|e| database_error(&file, e))?;
-        start(db, file, file_identity(path), opts, created)
+        guard(&file, || open_file(path, &file, opts))
     }
 
     /// Opens a store on any redb [`StorageBackend`] (an in-memory one, or a test backend
@@ -98,19 +90,7 @@ impl RedbStore {
         name: &str,
         opts: Options,
     ) -> Result<RedbStore, StoreError> {
-        let created = backend
-            .len()
-            .map_err(|e| StoreError::Io(format!("{name}: {e}")))?
-            == 0;
-        let db = Builder::new()
-            .set_cache_size(opts.cache_bytes)
-            .create_with_file_format_v3(true)
-            .create_with_backend(backend)
-            .map_err(|e| database_error(name, e))?;
-        if created {
-            initialize(&db, None).map_err(|e| at_open(name, e))?;
-        }
-        start(db, name.to_string(), None, opts, created)
+        guard(name, || open_backend(backend, name, opts))
     }
 
     /// Stops the writer after it drained the queue and, if every commit succeeded, records
@@ -139,6 +119,59 @@ impl RedbStore {
         };
         write_session(&self.shared.db, &session, None)
     }
+}
+
+/// Runs an open, turning a panic inside redb into a refusal. redb trusts its checksums
+/// and asserts on some damage it meets before checking them (a file shorter than its
+/// header says, a zeroed page); bytes from disk must never crash the node.
+fn guard(
+    file: &str,
+    f: impl FnOnce() -> Result<RedbStore, StoreError>,
+) -> Result<RedbStore, StoreError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(refuse(
+                file,
+                &format!("it is damaged (redb failed reading it: {msg})"),
+            ))
+        }
+    }
+}
+
+fn open_file(path: &Path, file: &str, opts: Options) -> Result<RedbStore, StoreError> {
+    let created = !path.exists();
+    if created {
+        create(path, file)?;
+    }
+    let db = Builder::new()
+        .set_cache_size(opts.cache_bytes)
+        .open(path)
+        .map_err(|e| database_error(file, e))?;
+    start(db, file.to_string(), file_identity(path), opts, created)
+}
+
+fn open_backend(
+    backend: impl StorageBackend,
+    name: &str,
+    opts: Options,
+) -> Result<RedbStore, StoreError> {
+    let len = backend.len();
+    let created = len.map_err(|e| StoreError::Io(format!("{name}: {e}")))? == 0;
+    let db = Builder::new()
+        .set_cache_size(opts.cache_bytes)
+        .create_with_file_format_v3(true)
+        .create_with_backend(backend)
+        .map_err(|e| database_error(name, e))?;
+    if created {
+        initialize(&db, None).map_err(|e| at_open(name, e))?;
+    }
+    start(db, name.to_string(), None, opts, created)
 }
 
 /// Builds a new store beside `path` and renames it into place.

@@ -1,1 +1,236 @@
+//! Unclean shutdowns and generations, format upgrades, group commit and backpressure.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_core::{NodeMeta, Store};
+use cairn_crdt::{Value, ValueType};
+use cairn_ring::{NodeId, PartitionId};
+use cairn_store::{Durability, RedbStore, RotationReason};
+
+use crate::util::{key, opts, value, Rng, TempDir};
+
+fn meta(generation: u64) -> NodeMeta {
+    NodeMeta {
+        generation,
+        ..NodeMeta::default()
+    }
+}
+
+/// Stages a generation and some objects, waits until they are reported persisted, then
+/// "crashes": the file's bytes as they are now are written back after the store is gone,
+/// into the same inode, without the clean marker the close wrote.
+fn crash_after_persisting(path: &std::path::Path, durability: Durability) {
+    let mut s = RedbStore::open(path, opts(Durability::Fsync)).unwrap();
+    s.stage_meta(meta(7)).unwrap();
+    s.close().unwrap();
+    let mut s = RedbStore::open(path, opts(durability)).unwrap();
+    let mut rng = Rng::new(1);
+    for _ in 0..50 {
+        s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+    }
+    s.flush().unwrap();
+    assert_eq!(s.take_persisted().len(), 50);
+    let image = std::fs::read(path).unwrap();
+    s.close().unwrap();
+    std::fs::write(path, image).unwrap();
+}
+
+#[test]
+fn an_fsync_crash_keeps_the_generation() {
+    let dir = TempDir::new("fsync-crash");
+    crash_after_persisting(&dir.file(), Durability::Fsync);
+    let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    assert!(!s.recovery().previous_clean);
+    assert_eq!(s.recovery().rotated, None);
+    assert_eq!(s.meta().unwrap(), Some(meta(7)));
+}
+
+#[test]
+fn an_unsynced_crash_rotates_the_generation_durably() {
+    let dir = TempDir::new("none-crash");
+    crash_after_persisting(&dir.file(), Durability::None);
+    let mut o = opts(Durability::Fsync);
+    o.incarnation_nonce = 1234;
+    let s = RedbStore::open(dir.file(), o).unwrap();
+    let r = s.recovery().rotated.expect("rotated");
+    assert_eq!(
+        (r.from, r.to, r.reason),
+        (7, 1234, RotationReason::UnsyncedCrash)
+    );
+    assert_eq!(s.meta().unwrap(), Some(meta(1234)));
+    // The rotation was written before open returned: another crash keeps it.
+    let image = std::fs::read(dir.file()).unwrap();
+    s.close().unwrap();
+    std::fs::write(dir.file(), image).unwrap();
+    let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    assert_eq!(
+        s.recovery().rotated,
+        None,
+        "the crashed session synced everything"
+    );
+    assert_eq!(s.meta().unwrap(), Some(meta(1234)));
+}
+
+#[test]
+fn a_clean_close_keeps_the_generation_even_without_fsync() {
+    let dir = TempDir::new("none-clean");
+    let mut s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    s.stage_meta(meta(7)).unwrap();
+    s.close().unwrap();
+    let s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    assert!(s.recovery().previous_clean);
+    assert_eq!(s.recovery().rotated, None);
+    assert_eq!(s.meta().unwrap(), Some(meta(7)));
+}
+
+#[test]
+fn a_copied_or_restored_file_rotates() {
+    let dir = TempDir::new("copied");
+    let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    s.stage_meta(meta(7)).unwrap();
+    s.close().unwrap();
+    let copy = dir.path().join("restored.redb");
+    std::fs::copy(dir.file(), &copy).unwrap();
+    let s = RedbStore::open(&copy, opts(Durability::Fsync)).unwrap();
+    let r = s.recovery().rotated.expect("rotated");
+    assert_eq!(r.reason, RotationReason::FileReplaced);
+    drop(s);
+    let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    assert_eq!(s.recovery().rotated, None, "the original is where it was");
+}
+
+#[test]
+fn a_new_store_has_no_generation_for_the_node_to_inherit() {
+    let dir = TempDir::new("new");
+    let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    assert!(s.recovery().created);
+    assert_eq!(s.meta().unwrap(), None);
+    assert!(!dir.path().join("node.redb.new").exists());
+}
+
+/// Format 0, built from a format-1 file by removing what format 1 added.
+fn downgrade_to_format_0(path: &std::path::Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    for t in ["aae_keys", "aae_segments", "hint_totals"] {
+        let def: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new(t);
+        assert!(txn.delete_table(def).unwrap());
+    }
+    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
+    txn.open_table(meta)
+        .unwrap()
+        .insert("format", &0u32.to_le_bytes()[..])
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn format_0_is_upgraded_and_its_derived_tables_rebuilt() {
+    let dir = TempDir::new("upgrade");
+    let mut rng = Rng::new(8);
+    let mut s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    for i in 0..300 {
+        s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+        s.stage_hint(NodeId(i % 3), key(&mut rng), value(&mut rng))
+            .unwrap();
+    }
+    let trees: Vec<_> = (0..2)
+        .map(|p| s.aae_tree(PartitionId(p)).unwrap())
+        .collect();
+    let backlog = s.hint_backlog().unwrap();
+    s.close().unwrap();
+    downgrade_to_format_0(&dir.file());
+    assert!(
+        RedbStore::open(dir.file(), opts(Durability::None)).is_ok_and(|s| {
+            let upgraded = s.recovery().upgraded_from == Some(0);
+            let same = (0..2).all(|p| s.aae_tree(PartitionId(p)).unwrap() == trees[p as usize]);
+            upgraded
+                && same
+                && s.hint_backlog().unwrap() == backlog
+                && s.audit().unwrap().problems.is_empty()
+        })
+    );
+    let s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    assert_eq!(s.recovery().upgraded_from, None, "upgraded once");
+}
+
+#[test]
+fn a_newer_format_is_refused() {
+    let dir = TempDir::new("newer");
+    RedbStore::open(dir.file(), opts(Durability::None))
+        .unwrap()
+        .close()
+        .unwrap();
+    {
+        let db = redb::Database::open(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format", &99u32.to_le_bytes()[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let e = RedbStore::open(dir.file(), opts(Durability::None)).unwrap_err();
+    assert!(format!("{e}").contains("newer cairn binary"), "{e}");
+}
+
+#[test]
+fn group_commit_shares_fsyncs_and_wakes_the_driver() {
+    let dir = TempDir::new("group");
+    let woken = Arc::new(AtomicU64::new(0));
+    let mut o = opts(Durability::Fsync);
+    let w = Arc::clone(&woken);
+    o.on_persisted = Some(Arc::new(move || {
+        w.fetch_add(1, Ordering::Relaxed);
+    }));
+    let mut s = RedbStore::open(dir.file(), o).unwrap();
+    let mut rng = Rng::new(2);
+    let mut tokens = Vec::new();
+    for _ in 0..2000 {
+        tokens.push(s.stage_object(key(&mut rng), value(&mut rng)).unwrap());
+    }
+    let mut got = Vec::new();
+    while got.len() < tokens.len() {
+        got.extend(s.wait_persisted(Duration::from_secs(10)).unwrap());
+    }
+    assert_eq!(got, tokens, "every token, once, in order");
+    let stats = s.stats();
+    assert!(
+        stats.batches < 2000 / 4,
+        "{stats:?}: writes did not share commits"
+    );
+    assert!(woken.load(Ordering::Relaxed) >= stats.batches.min(1));
+    assert_eq!(stats.overlay_entries, 0);
+}
+
+#[test]
+fn a_full_queue_blocks_the_stager_until_the_writer_catches_up() {
+    let dir = TempDir::new("queue");
+    let mut o = opts(Durability::None);
+    o.queue_writes_max = 1;
+    o.batch_writes_max = 2;
+    let mut s = RedbStore::open(dir.file(), o).unwrap();
+    let k = key(&mut Rng::new(4));
+    for i in 0..300 {
+        let mut v = Value::empty(ValueType::Counter);
+        v.apply(
+            &cairn_crdt::Op::Counter(cairn_crdt::CounterOp::Increment(i)),
+            cairn_crdt::Replica {
+                actor: cairn_crdt::Actor(1),
+                now: cairn_crdt::Timestamp::default(),
+            },
+        )
+        .unwrap();
+        s.stage_object(k.clone(), v.clone()).unwrap();
+        assert_eq!(
+            s.object(&k).unwrap(),
+            Some(v),
+            "reads see the latest staged write"
+        );
+    }
+    s.flush().unwrap();
+    assert_eq!(s.take_persisted().len(), 300);
+}
