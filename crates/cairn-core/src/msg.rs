@@ -167,6 +167,24 @@ pub enum PeerMessage {
         /// The owner whose hint to read, when the receiver stands in for it.
         hint_for: Option<NodeId>,
     },
+    /// Anti-entropy, step 0: the sender's root hash of `partition`.
+    AaeRoot {
+        /// The exchange.
+        id: RequestId,
+        /// The partition both replicate.
+        partition: PartitionId,
+        /// The root hash.
+        root: u64,
+    },
+    /// Whether the roots agree (if not, the exchange goes on with `AaeBranches`).
+    AaeRootReply {
+        /// The exchange.
+        id: RequestId,
+        /// The partition.
+        partition: PartitionId,
+        /// The roots are equal: nothing to repair.
+        in_sync: bool,
+    },
     /// Anti-entropy, step 1: the sender's branch hashes of `partition`.
     AaeBranches {
         /// The exchange.
@@ -184,8 +202,9 @@ pub enum PeerMessage {
         partition: PartitionId,
         /// The differing branches.
         branches: Vec<u16>,
-        /// `aae::BRANCH_WIDTH` segment hashes per differing branch, in order.
-        segments: Vec<u64>,
+        /// `(segment, hash)` for every non-empty segment of those branches (most segments
+        /// of a lightly loaded partition are empty, so they are left out).
+        segments: Vec<(u16, u64)>,
     },
     /// Step 3: the sender's keys and state hashes in the segments that differ.
     AaeKeys {
@@ -197,6 +216,14 @@ pub enum PeerMessage {
         segments: Vec<u16>,
         /// `(key, state hash)`, at most `AAE_KEYS_MAX`.
         keys: Vec<(ObjectKey, u64)>,
+    },
+    /// Step 4: the sender's state of a key the receiver holds differently; the receiver
+    /// merges it and sends back the join if it held something the sender lacked.
+    AaeRepair {
+        /// The object.
+        key: ObjectKey,
+        /// The sender's state.
+        value: Value,
     },
     /// Step 4: send me your states of these keys; the exchange is over when it arrives.
     AaeFetch {

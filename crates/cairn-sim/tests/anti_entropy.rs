@@ -201,3 +201,100 @@ fn a_fallback_at_its_hint_bound_refuses_new_keys_but_keeps_what_it_holds() {
         "delivered and dropped"
     );
 }
+
+/// Preloads `total` keys written by `write(i)`, lets one node miss 1% of later updates
+/// (no hints, no read repair), heals, and measures what anti-entropy moves until every
+/// primary agrees: `(diverged keys, their state bytes, bytes moved)`.
+fn one_percent_divergence(
+    total: usize,
+    write: impl Fn(usize, u64) -> ClientOp,
+) -> (usize, u64, u64) {
+    let mut c = Cluster::with_config(5, 3, 16, 3, aae_only);
+    for i in 0..total {
+        assert!(c.call(i % 5, &key(i), write(i, 0), all()).is_ok());
+    }
+    c.advance(3_000);
+    let totals = |c: &Cluster| {
+        let stats = (0..5).filter_map(|i| c.node(i)).map(|n| n.aae_stats());
+        stats.fold(0, |acc, s| acc + s.bytes_sent + s.protocol_bytes)
+    };
+    c.isolate(0);
+    let one = RequestOptions {
+        w: Some(Quorum::One),
+        ..Default::default()
+    };
+    // Node 0 holds 3 of 5 replicas: updating 2% of keys diverges about 1% of them.
+    for i in (0..total).step_by(50) {
+        // The first tries may be forwarded to the isolated node (and lost); then routing
+        // knows it is away.
+        assert!((0..5).any(|_| c.call(1 + i % 4, &key(i), write(i, 1), one).is_ok()));
+    }
+    c.heal();
+    let start = totals(&c);
+    let diverged: Vec<usize> = (0..total).filter(|i| !c.converged(&key(*i))).collect();
+    let state_bytes: u64 = diverged
+        .iter()
+        .filter_map(|i| {
+            let copies = c
+                .owners(&key(*i))
+                .into_iter()
+                .filter_map(|o| c.copy(o, &key(*i)));
+            copies
+                .map(|v| cairn_proto::encode_value(&v).len() as u64)
+                .max()
+        })
+        .sum();
+    for _ in 0..200 {
+        if (0..total).all(|i| c.converged(&key(i))) {
+            break;
+        }
+        c.advance(100);
+    }
+    assert!(
+        (0..total).all(|i| c.converged(&key(i))),
+        "not converged after 20 s"
+    );
+    (diverged.len(), state_bytes, totals(&c) - start)
+}
+
+fn keys_under_test() -> usize {
+    // 2,000 keys in CI; the note's figures come from CAIRN_AAE_KEYS=10000.
+    std::env::var("CAIRN_AAE_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000)
+}
+
+#[test]
+fn repairing_one_percent_of_sets_moves_at_most_three_times_their_size() {
+    let total = keys_under_test();
+    let write = |i: usize, round: u64| {
+        let members = (0..40)
+            .map(|m| format!("member-{i}-{round}-{m:04}").into_bytes())
+            .collect();
+        ClientOp::Update(Op::Set(cairn_crdt::SetOp::Add(members)))
+    };
+    let (diverged, state, moved) = one_percent_divergence(total, write);
+    println!(
+        "sets: {diverged} of {total} keys diverged ({state} B of state); anti-entropy moved {moved} B ({:.2}x)",
+        moved as f64 / state as f64
+    );
+    assert!(diverged > 0);
+    assert!(
+        moved <= 3 * state,
+        "moved {moved} B for {state} B of divergent state"
+    );
+}
+
+#[test]
+fn repairing_one_percent_of_counters_is_dominated_by_hashes() {
+    let total = keys_under_test();
+    let (diverged, state, moved) = one_percent_divergence(total, |_, _| incr());
+    // Counters encode in about 27 bytes, less than the hashes that find them: reported,
+    // not asserted (see the issue note).
+    println!(
+        "counters: {diverged} of {total} keys diverged ({state} B of state); anti-entropy moved {moved} B ({:.2}x)",
+        moved as f64 / state as f64
+    );
+    assert!(diverged > 0);
+}

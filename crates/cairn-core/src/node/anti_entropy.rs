@@ -1,7 +1,7 @@
 //! Active anti-entropy: the scheduler and the four-step exchange of `aae::Tree`s.
 //!
-//! The initiator sends its branch hashes; the peer answers with the segment hashes of the
-//! branches that differ; the initiator sends its keys and state hashes in the segments
+//! The initiator sends its root hash, and when the peer's differs, its branch hashes; the
+//! peer answers with the segment hashes of the branches that differ; the initiator sends its keys and state hashes in the segments
 //! that differ; the peer sends its states of the keys that differ (plain `Replicate`
 //! repairs) and asks for the initiator's, which ends the exchange. Both sides merge, so a
 //! key missing or stale on either side is repaired either way.
@@ -9,14 +9,17 @@
 use cairn_ring::{NodeId, PartitionId};
 
 use super::{Node, Pending};
-use crate::aae::{SegmentId, BRANCHES};
+use crate::aae::{SegmentId, BRANCHES, BRANCH_WIDTH};
 use crate::msg::{PeerMessage, RequestId};
+use cairn_crdt::Value;
+
 use crate::store::{ObjectKey, Store};
 
 /// Most keys one exchange lists (step 3); more differing keys wait for the next exchange.
 pub const AAE_KEYS_MAX: usize = 1024;
-/// Most differing segments one exchange looks into.
-pub const AAE_SEGMENTS_MAX: usize = 64;
+/// Most differing segments one exchange looks into (all of them: `AAE_KEYS_MAX` bounds
+/// the work).
+pub const AAE_SEGMENTS_MAX: usize = crate::aae::SEGMENTS;
 
 /// What anti-entropy has done so far on this node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub struct AaeStats {
     pub keys_repaired: u64,
     /// Their encoded size.
     pub bytes_sent: u64,
+    /// Bytes of the exchanges' own messages (hashes and key lists, both directions as
+    /// sent by this node; estimated from their contents).
+    pub protocol_bytes: u64,
 }
 
 /// The scheduler's state.
@@ -36,6 +42,7 @@ pub struct AaeStats {
 pub(super) struct AaeState {
     pub(super) cursor: usize,
     pub(super) next_at_ms: u64,
+    pub(super) last_start_ms: u64,
     pub(super) in_flight: Option<RequestId>,
     pub(super) stats: AaeStats,
 }
@@ -52,6 +59,7 @@ impl<S: Store> Node<S> {
             return;
         }
         self.aae.next_at_ms = now_ms + self.cfg.aae_interval_ms;
+        self.aae.last_start_ms = now_ms;
         let pairs = self.aae_pairs();
         if pairs.is_empty() {
             return;
@@ -69,12 +77,13 @@ impl<S: Store> Node<S> {
             let id = self.register(now_ms, self.cfg.aae_timeout_ms, Pending::Aae { peer });
             self.aae.in_flight = Some(id);
             self.aae.stats.exchanges += 1;
+            self.aae.stats.protocol_bytes += 8 + 16;
             self.send(
                 peer,
-                PeerMessage::AaeBranches {
+                PeerMessage::AaeRoot {
                     id,
                     partition,
-                    branches: tree.branches(),
+                    root: tree.root(),
                 },
             );
             return;
@@ -94,6 +103,57 @@ impl<S: Store> Node<S> {
         pairs
     }
 
+    /// Step 0, at the peer: compare roots.
+    pub(super) fn on_aae_root(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        partition: PartitionId,
+        root: u64,
+    ) {
+        let Ok(tree) = self.store.aae_tree(partition) else {
+            return;
+        };
+        self.aae.stats.protocol_bytes += 1 + 16;
+        self.send(
+            from,
+            PeerMessage::AaeRootReply {
+                id,
+                partition,
+                in_sync: tree.root() == root,
+            },
+        );
+    }
+
+    /// Step 1, at the initiator: roots differ, so send the branch hashes.
+    pub(super) fn on_aae_root_reply(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        partition: PartitionId,
+        in_sync: bool,
+    ) {
+        if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
+            return;
+        }
+        if in_sync {
+            self.aae.stats.in_sync += 1;
+            return self.end_aae(id);
+        }
+        let Ok(tree) = self.store.aae_tree(partition) else {
+            return self.end_aae(id);
+        };
+        self.aae.stats.protocol_bytes += 8 * BRANCHES as u64 + 16;
+        self.send(
+            from,
+            PeerMessage::AaeBranches {
+                id,
+                partition,
+                branches: tree.branches(),
+            },
+        );
+    }
+
     /// Step 2, at the peer: which branches differ, with our segment hashes for them.
     pub(super) fn on_aae_branches(
         &mut self,
@@ -110,7 +170,20 @@ impl<S: Store> Node<S> {
             .filter(|&b| theirs.get(b) != mine.get(b))
             .filter_map(|b| u16::try_from(b).ok())
             .collect();
-        let segments = tree.branch_segments(&differ);
+        let segments: Vec<(u16, u64)> = differ
+            .iter()
+            .flat_map(|&b| {
+                let start = usize::from(b) * BRANCH_WIDTH;
+                let hashes = tree.branch_segments(&[b]);
+                hashes
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, h)| (start + i, h))
+            })
+            .filter(|&(_, h)| h != 0)
+            .filter_map(|(i, h)| Some((u16::try_from(i).ok()?, h)))
+            .collect();
+        self.aae.stats.protocol_bytes += 16 + 2 * differ.len() as u64 + 10 * segments.len() as u64;
         self.send(
             from,
             PeerMessage::AaeSegments {
@@ -129,7 +202,7 @@ impl<S: Store> Node<S> {
         id: RequestId,
         partition: PartitionId,
         branches: Vec<u16>,
-        theirs: Vec<u64>,
+        sparse: Vec<(u16, u64)>,
     ) {
         if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
             return;
@@ -141,12 +214,26 @@ impl<S: Store> Node<S> {
         let Ok(tree) = self.store.aae_tree(partition) else {
             return self.end_aae(id);
         };
+        // Their hashes for the differing branches, in order, zero where left out.
+        let mut theirs = vec![0u64; branches.len() * BRANCH_WIDTH];
+        for (segment, hash) in sparse {
+            let (branch, offset) = (
+                usize::from(segment) / BRANCH_WIDTH,
+                usize::from(segment) % BRANCH_WIDTH,
+            );
+            if let Some(i) = branches.iter().position(|b| usize::from(*b) == branch) {
+                theirs[i * BRANCH_WIDTH + offset] = hash;
+            }
+        }
         let mut segments: Vec<SegmentId> = tree.differing_segments(&branches, &theirs);
         segments.truncate(AAE_SEGMENTS_MAX);
         let Ok(keys) = self.store.aae_keys(partition, &segments, AAE_KEYS_MAX) else {
             return self.end_aae(id);
         };
-        let segments = segments.into_iter().map(|s| s.0).collect();
+        let segments: Vec<u16> = segments.into_iter().map(|s| s.0).collect();
+        self.aae.stats.protocol_bytes += 16
+            + 2 * segments.len() as u64
+            + keys.iter().map(|(k, _)| key_bytes(k) + 8).sum::<u64>();
         self.send(
             from,
             PeerMessage::AaeKeys {
@@ -175,46 +262,79 @@ impl<S: Store> Node<S> {
         let theirs: std::collections::BTreeMap<ObjectKey, u64> = theirs.into_iter().collect();
         let mine_map: std::collections::BTreeMap<&ObjectKey, u64> =
             mine.iter().map(|(k, h)| (k, *h)).collect();
+        // Keys both hold, differently: send ours; the initiator sends back the join only if
+        // it held something ours lacked (one state crosses the wire when one side is
+        // simply behind, the common case).
         for (key, hash) in &mine {
             if theirs.get(key) != Some(hash) {
-                self.repair_peer(from, key);
+                self.repair_peer(from, key, true);
             }
         }
+        // Keys only they hold: ask for them.
         let wanted: Vec<ObjectKey> = theirs
-            .iter()
-            .filter(|(k, h)| mine_map.get(k) != Some(*h))
-            .map(|(k, _)| k.clone())
+            .keys()
+            .filter(|k| !mine_map.contains_key(k))
+            .cloned()
             .collect();
+        self.aae.stats.protocol_bytes += 16 + wanted.iter().map(key_bytes).sum::<u64>();
         self.send(from, PeerMessage::AaeFetch { id, keys: wanted });
     }
 
-    /// The end, at the initiator: send the states the peer asked for.
+    /// The end, at the initiator: send the states the peer asked for. Trees that differed
+    /// may differ still (bounds cut the exchange short, or writes went on): the next
+    /// exchange starts after a tenth of `aae_interval_ms` (catching up, still paced).
     pub(super) fn on_aae_fetch(&mut self, from: NodeId, id: RequestId, keys: Vec<ObjectKey>) {
         if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
             return;
         }
         for key in keys.iter().take(AAE_KEYS_MAX) {
-            self.repair_peer(from, key);
+            self.repair_peer(from, key, false);
         }
         self.end_aae(id);
+        self.aae.next_at_ms = self.aae.last_start_ms + self.cfg.aae_interval_ms / 10;
     }
 
-    /// Sends our state of `key` to `peer` as a repair nobody waits on.
-    fn repair_peer(&mut self, peer: NodeId, key: &ObjectKey) {
+    /// Sends our state of `key` to `peer` as a repair nobody waits on; with `answer`, the
+    /// peer sends back the join if it held more.
+    fn repair_peer(&mut self, peer: NodeId, key: &ObjectKey, answer: bool) {
         let Ok(Some(value)) = self.store.object(key) else {
             return;
         };
         self.aae.stats.keys_repaired += 1;
         self.aae.stats.bytes_sent += cairn_proto::encode_value(&value).len() as u64;
-        self.send(
-            peer,
-            PeerMessage::Replicate {
+        let key = key.clone();
+        let msg = match answer {
+            true => PeerMessage::AaeRepair { key, value },
+            false => PeerMessage::Replicate {
                 id: None,
-                key: key.clone(),
+                key,
                 value,
                 hint_for: None,
             },
-        );
+        };
+        self.send(peer, msg);
+    }
+
+    /// A repair from an exchange's peer: merge it, and send the join back if it differs.
+    pub(super) fn on_aae_repair(&mut self, from: NodeId, key: ObjectKey, value: Value) {
+        if self.merge_local(&key, None, &value).is_err() {
+            return;
+        }
+        if let Ok(Some(joined)) = self.store.object(&key) {
+            if joined != value {
+                self.aae.stats.keys_repaired += 1;
+                self.aae.stats.bytes_sent += cairn_proto::encode_value(&joined).len() as u64;
+                self.send(
+                    from,
+                    PeerMessage::Replicate {
+                        id: None,
+                        key,
+                        value: joined,
+                        hint_for: None,
+                    },
+                );
+            }
+        }
     }
 
     pub(super) fn end_aae(&mut self, id: RequestId) {
@@ -223,4 +343,9 @@ impl<S: Store> Node<S> {
             self.aae.in_flight = None;
         }
     }
+}
+
+/// A key's size on the wire, about: partition, two length prefixes, bucket and key.
+fn key_bytes(key: &ObjectKey) -> u64 {
+    (4 + key.bucket.len() + key.key.len()) as u64
 }

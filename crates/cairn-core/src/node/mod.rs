@@ -386,6 +386,16 @@ impl<S: Store> Node<S> {
                 self.send(from, PeerMessage::ReadReply { id, result });
             }
             PeerMessage::ReadReply { id, result } => self.on_read_reply(now_ms, from, id, result),
+            PeerMessage::AaeRoot {
+                id,
+                partition,
+                root,
+            } => self.on_aae_root(from, id, partition, root),
+            PeerMessage::AaeRootReply {
+                id,
+                partition,
+                in_sync,
+            } => self.on_aae_root_reply(from, id, partition, in_sync),
             PeerMessage::AaeBranches {
                 id,
                 partition,
@@ -404,6 +414,7 @@ impl<S: Store> Node<S> {
                 keys,
             } => self.on_aae_keys(from, id, partition, segments, keys),
             PeerMessage::AaeFetch { id, keys } => self.on_aae_fetch(from, id, keys),
+            PeerMessage::AaeRepair { key, value } => self.on_aae_repair(from, key, value),
             PeerMessage::Reap { key, state_hash } => self.reap(&key, state_hash),
             PeerMessage::Gossip { layout } => self.on_gossip(&layout),
             PeerMessage::Ping => self.send(from, PeerMessage::Pong),
@@ -483,10 +494,9 @@ impl<S: Store> Node<S> {
     /// Removes a tombstone that no write has touched since every primary acknowledged it.
     fn reap(&mut self, key: &ObjectKey, state_hash: u64) {
         if let Ok(Some(value)) = self.store.object(key) {
-            if value.is_bottom() && crate::aae::state_hash(&value) == state_hash {
-                if self.store.stage_object_removal(key).is_ok() {
-                    self.mark_dropped(key.partition);
-                }
+            let unchanged = value.is_bottom() && crate::aae::state_hash(&value) == state_hash;
+            if unchanged && self.store.stage_object_removal(key).is_ok() {
+                self.mark_dropped(key.partition);
             }
         }
     }
@@ -1040,10 +1050,9 @@ impl<S: Store> Node<S> {
             return;
         }
         // Remove the hint only if nothing merged into it since it was sent.
-        if matches!(self.store.hint(owner, &key), Ok(Some(now)) if now == sent) {
-            if self.store.stage_hint_removal(owner, &key).is_ok() {
-                self.mark_dropped(key.partition);
-            }
+        let unchanged = matches!(self.store.hint(owner, &key), Ok(Some(now)) if now == sent);
+        if unchanged && self.store.stage_hint_removal(owner, &key).is_ok() {
+            self.mark_dropped(key.partition);
         }
     }
 
