@@ -243,6 +243,8 @@ pub enum PeerMessage {
     Gossip {
         /// The layout.
         layout: Box<Layout>,
+        /// `(node, generation, heartbeat)` for every node the sender has heard of.
+        beats: Vec<(NodeId, u64, u64)>,
     },
     /// Are you there? (Sent to nodes believed down.)
     Ping,

@@ -267,3 +267,44 @@ fn a_fallback_that_handed_its_hint_back_never_reuses_its_dots() {
     let total = counter(c.call(owners[0], "k", ClientOp::Read, all()));
     assert_eq!(total, acked);
 }
+
+#[test]
+fn gossip_tells_every_node_who_is_down_and_a_restarted_node_rejoins_by_itself() {
+    let mut c = Cluster::new(5, 3, 16, 3);
+    c.advance(3_000);
+    let owners = c.owners("g");
+    let gone = owners[1];
+    let id = |i: usize| cairn_ring::NodeId(i as u64 + 1);
+    c.crash(gone, false);
+    // No requests: only heartbeats stop moving.
+    c.advance(8_000);
+    let now = c.now();
+    for i in (0..5).filter(|&i| i != gone) {
+        assert!(
+            !c.node(i).unwrap().is_healthy(id(gone), now),
+            "node {i} still routes to the crashed node"
+        );
+    }
+    // A node that never talked to it routes around it on the first try.
+    let outsider = (0..5).find(|i| !owners.contains(i)).unwrap();
+    let first = c.call(outsider, "g", incr(1), all());
+    assert!(
+        first.is_ok(),
+        "w = all through a fallback at once: {first:?}"
+    );
+    c.restart(gone);
+    c.advance(4_000);
+    let now = c.now();
+    for i in (0..5).filter(|&i| i != gone) {
+        assert!(
+            c.node(i).unwrap().is_healthy(id(gone), now),
+            "node {i} has not seen the restart"
+        );
+    }
+    c.advance(5_000);
+    assert_eq!(
+        counter(c.call(gone, "g", ClientOp::Read, all())),
+        1,
+        "the hint came home"
+    );
+}

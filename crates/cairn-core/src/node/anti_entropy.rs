@@ -68,7 +68,7 @@ impl<S: Store> Node<S> {
         for _ in 0..pairs.len() {
             let (partition, peer) = pairs[self.aae.cursor % pairs.len()];
             self.aae.cursor = self.aae.cursor.wrapping_add(1);
-            if self.down.contains(&peer) {
+            if !self.is_healthy(peer, now_ms) {
                 continue;
             }
             let Ok(tree) = self.store.aae_tree(partition) else {

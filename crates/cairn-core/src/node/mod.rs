@@ -25,6 +25,9 @@ use crate::store::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 use crate::values::{join_values, visible};
 
 mod anti_entropy;
+mod liveness;
+
+use liveness::Liveness;
 
 use anti_entropy::AaeState;
 pub use anti_entropy::{AaeStats, AAE_KEYS_MAX, AAE_SEGMENTS_MAX};
@@ -65,8 +68,10 @@ pub struct Config {
     pub aae_timeout_ms: u64,
     /// How long a tombstone acknowledged by every primary waits before it is reaped.
     pub tombstone_grace_ms: u64,
-    /// Time between two layout gossips to the next peer.
+    /// Time between two gossips (layout and heartbeats) to the next peer.
     pub gossip_interval_ms: u64,
+    /// A node whose heartbeat has not moved for this long is down for routing.
+    pub liveness_timeout_ms: u64,
 }
 
 impl Config {
@@ -89,10 +94,14 @@ impl Config {
             aae_interval_ms: 100,
             aae_timeout_ms: 2_000,
             tombstone_grace_ms: 10_000,
-            gossip_interval_ms: 1_000,
+            gossip_interval_ms: 500,
+            liveness_timeout_ms: 5_000,
         }
     }
 }
+
+/// Most nodes a gossiped heartbeat table may name (the ring allows 256).
+const GOSSIP_NODES_MAX: usize = 1024;
 
 /// Where a request came from, so its answer can go back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,6 +211,9 @@ pub struct Node<S> {
     aae: AaeState,
     next_gossip_ms: u64,
     gossip_cursor: usize,
+    liveness: Liveness,
+    /// This run's liveness generation: the node's clock when it started.
+    generation_started_ms: u64,
     outputs: VecDeque<Output>,
 }
 
@@ -246,6 +258,8 @@ impl<S: Store> Node<S> {
             },
             next_gossip_ms: now_ms,
             gossip_cursor: 0,
+            liveness: Liveness::default(),
+            generation_started_ms: now_ms,
             outputs: VecDeque::new(),
         })
     }
@@ -416,7 +430,7 @@ impl<S: Store> Node<S> {
             PeerMessage::AaeFetch { id, keys } => self.on_aae_fetch(from, id, keys),
             PeerMessage::AaeRepair { key, value } => self.on_aae_repair(from, key, value),
             PeerMessage::Reap { key, state_hash } => self.reap(&key, state_hash),
-            PeerMessage::Gossip { layout } => self.on_gossip(&layout),
+            PeerMessage::Gossip { layout, beats } => self.on_gossip(now_ms, &layout, &beats),
             PeerMessage::Ping => self.send(from, PeerMessage::Pong),
             PeerMessage::Pong => {}
         }
@@ -456,14 +470,14 @@ impl<S: Store> Node<S> {
         }
         if now_ms >= self.next_gossip_ms {
             self.next_gossip_ms = now_ms + self.cfg.gossip_interval_ms;
-            self.gossip();
+            self.gossip(now_ms);
         }
         self.schedule_aae(now_ms);
     }
 
     /// Sends the layout to the next peer in turn; layouts merge as a CRDT, so every node
     /// learns every committed change (and restarted nodes catch up) without an operator.
-    fn gossip(&mut self) {
+    fn gossip(&mut self, now_ms: u64) {
         let me = self.cfg.id;
         let peers: Vec<NodeId> = self
             .layout
@@ -476,15 +490,13 @@ impl<S: Store> Node<S> {
         }
         let to = peers[self.gossip_cursor % peers.len()];
         self.gossip_cursor = self.gossip_cursor.wrapping_add(1);
-        self.send(
-            to,
-            PeerMessage::Gossip {
-                layout: Box::new(self.layout.clone()),
-            },
-        );
+        let beats = self.beat(now_ms);
+        let layout = Box::new(self.layout.clone());
+        self.send(to, PeerMessage::Gossip { layout, beats });
     }
 
-    fn on_gossip(&mut self, theirs: &Layout) {
+    fn on_gossip(&mut self, now_ms: u64, theirs: &Layout, beats: &[(NodeId, u64, u64)]) {
+        self.merge_beats(now_ms, beats);
         let mut merged = self.layout.clone();
         if let Ok(true) = merged.merge(theirs) {
             self.set_layout(merged);
@@ -546,7 +558,7 @@ impl<S: Store> Node<S> {
         let partition = self.layout.partition_of(&request.bucket, &request.key);
         let me = self.cfg.id;
         let targets = targets(&self.layout, partition, opts.n, |n| {
-            n == me || !self.down.contains(&n)
+            n == me || self.is_healthy(n, now_ms)
         });
         if targets.iter().any(|t| t.node == me) {
             let key = ObjectKey {
@@ -1001,7 +1013,7 @@ impl<S: Store> Node<S> {
             return;
         };
         for (owner, _) in counts {
-            if self.down.contains(&owner) || owner == self.cfg.id {
+            if owner == self.cfg.id || !self.is_healthy(owner, now_ms) {
                 continue;
             }
             let in_flight = self.handoffs_in_flight.get(&owner).copied().unwrap_or(0);

@@ -1,0 +1,83 @@
+//! Gossiped liveness, in the manner of Cassandra's gossiper: every node bumps a heartbeat
+//! each gossip round and sends its table of `(node, generation, heartbeat)` with its
+//! layout to the next peer in turn; tables merge by maximum. A node whose heartbeat has
+//! not moved for `liveness_timeout_ms` is down for routing, and so is one that let a
+//! request time out here until it is heard from again (request timeouts feed the
+//! detector). A restarted node starts a higher generation, so its beats win at once: it
+//! rejoins without an operator.
+
+use std::collections::BTreeMap;
+
+use cairn_ring::NodeId;
+
+use super::Node;
+use crate::store::Store;
+
+/// One node's heartbeat as this node knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Beat {
+    /// `(generation, heartbeat)`: ordered, so a restart (higher generation) wins.
+    pub(super) version: (u64, u64),
+    /// This node's clock when the version last moved.
+    pub(super) moved_ms: u64,
+}
+
+/// The table this node gossips.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Liveness {
+    pub(super) beats: BTreeMap<NodeId, Beat>,
+}
+
+impl<S: Store> Node<S> {
+    /// Whether routing may use `node` now: not timed out here since last heard from, and
+    /// its heartbeat moved within `liveness_timeout_ms` (or it has not been heard of yet).
+    pub fn is_healthy(&self, node: NodeId, now_ms: u64) -> bool {
+        if node == self.cfg.id {
+            return true;
+        }
+        if self.down.contains(&node) {
+            return false;
+        }
+        match self.liveness.beats.get(&node) {
+            Some(beat) => now_ms.saturating_sub(beat.moved_ms) <= self.cfg.liveness_timeout_ms,
+            None => true,
+        }
+    }
+
+    /// Bumps this node's heartbeat; the table to gossip.
+    pub(super) fn beat(&mut self, now_ms: u64) -> Vec<(NodeId, u64, u64)> {
+        let me = self.cfg.id;
+        let generation = self.generation_started_ms;
+        let entry = self.liveness.beats.entry(me).or_insert(Beat {
+            version: (generation, 0),
+            moved_ms: now_ms,
+        });
+        entry.version = (generation, entry.version.1 + 1);
+        entry.moved_ms = now_ms;
+        self.liveness
+            .beats
+            .iter()
+            .map(|(n, b)| (*n, b.version.0, b.version.1))
+            .collect()
+    }
+
+    /// Merges a gossiped table.
+    pub(super) fn merge_beats(&mut self, now_ms: u64, theirs: &[(NodeId, u64, u64)]) {
+        for &(node, generation, beat) in theirs.iter().take(super::GOSSIP_NODES_MAX) {
+            if node == self.cfg.id {
+                continue;
+            }
+            let version = (generation, beat);
+            let known = self.liveness.beats.get(&node).map(|b| b.version);
+            if known.is_none_or(|k| version > k) {
+                self.liveness.beats.insert(
+                    node,
+                    Beat {
+                        version,
+                        moved_ms: now_ms,
+                    },
+                );
+            }
+        }
+    }
+}
