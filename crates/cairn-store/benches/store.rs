@@ -10,7 +10,12 @@
 //! "Writers" are staged writes in flight: one thread, like the node's, keeps W writes
 //! staged and stages a new one for each token reported durable.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -6,8 +6,8 @@
 //!
 //! | table        | key                                   | value                                |
 //! |--------------|---------------------------------------|--------------------------------------|
-//! | `meta`       | a name (`format`, `node`, `session`)  | see [`MetaKey`]                      |
-//! | `objects`    | [`object_key`]                        | `[1] [state hash u64 LE] [encode_value]` |
+//! | `meta`       | a name (`format`, `node`, `session`)  | see `MetaKey`                      |
+//! | `objects`    | `object_key`                          | `[1] [state hash u64 LE] [encode_value]` |
 //! | `aae_keys`   | `[partition u16 BE] [segment u16 BE] [object_key]` | `[state hash u64 LE]`   |
 //! | `aae_segments` | `[partition u16 BE] [segment u16 BE]` | `[segment hash u64 LE]` (absent = 0) |
 //! | `hints`      | `[owner u64 BE] [object_key]`          | `[1] [encode_value]`                 |
@@ -25,7 +25,7 @@ use cairn_ring::{NodeId, PartitionId};
 use redb::TableDefinition;
 
 /// The layout this code writes. Format 0 is the layout before the derived tables
-/// (`aae_keys`, `aae_segments`, `hint_totals`) existed; [`crate::migrate`] upgrades it.
+/// (`aae_keys`, `aae_segments`, `hint_totals`) existed; open upgrades it (see `RedbStore::open`).
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Record version byte of object and hint records.
