@@ -230,11 +230,9 @@ fn quorum_errors_name_how_many_answered() {
 /// Reads `key` at node `at` until a read succeeds: by then routing has learnt from
 /// timeouts which primaries are away, and a write goes straight to the fallbacks (reads
 /// have no effect to leave behind when they fail).
-fn learn_who_is_down(c: &mut Cluster, at: usize, key: &str) {
+fn learn_who_is_down(c: &mut Cluster, at: usize, key: &str, options: RequestOptions) {
     for _ in 0..10 {
-        if c.call(at, key, ClientOp::Read, RequestOptions::default())
-            .is_ok()
-        {
+        if c.call(at, key, ClientOp::Read, options).is_ok() {
             return;
         }
     }
@@ -254,7 +252,7 @@ fn a_fallback_that_handed_its_hint_back_never_reuses_its_dots() {
         for &o in &owners {
             c.isolate(o);
         }
-        learn_who_is_down(&mut c, fallback, "k");
+        learn_who_is_down(&mut c, fallback, "k", RequestOptions::default());
         assert!(c
             .call(fallback, "k", incr(1), RequestOptions::default())
             .is_ok());
@@ -307,4 +305,34 @@ fn gossip_tells_every_node_who_is_down_and_a_restarted_node_rejoins_by_itself() 
         1,
         "the hint came home"
     );
+}
+
+#[test]
+fn hints_survive_a_restart_of_the_fallback() {
+    let mut c = Cluster::with_config(5, 3, 16, 3, |cfg| cfg.aae_enabled = false);
+    let owners = c.owners("s");
+    let away = owners[2];
+    c.isolate(away);
+    // `r = all`: the read succeeds once the silent primary has a stand-in.
+    learn_who_is_down(&mut c, owners[0], "s", all());
+    let write = c.call(owners[0], "s", incr(7), all());
+    assert!(write.is_ok(), "{write:?}");
+    let fallback = (0..5)
+        .find(|&i| c.node(i).unwrap().hint_backlog().unwrap().count > 0)
+        .unwrap();
+    c.crash(fallback, false);
+    c.restart(fallback);
+    assert_eq!(
+        c.node(fallback).unwrap().hint_backlog().unwrap().count,
+        1,
+        "the hint is durable"
+    );
+    c.heal();
+    c.advance(5_000);
+    assert_eq!(c.node(fallback).unwrap().hint_backlog().unwrap().count, 0);
+    let home = match c.copy(away, "s") {
+        Some(Value::Counter(k)) => k.value().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(home, 7, "delivered after the restart (anti-entropy is off)");
 }

@@ -533,8 +533,14 @@ impl<S: Store> Node<S> {
 
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let deadline = self.deadlines.first().map(|&(at, _)| at);
-        Some(deadline.map_or(self.next_probe_ms, |d| d.min(self.next_probe_ms)))
+        let mut next = self.next_probe_ms.min(self.next_gossip_ms);
+        if let Some(&(at, _)) = self.deadlines.first() {
+            next = next.min(at);
+        }
+        if self.cfg.aae_enabled && self.aae.in_flight.is_none() {
+            next = next.min(self.aae.next_at_ms);
+        }
+        Some(next)
     }
 
     // ---- routing ----
