@@ -32,11 +32,14 @@ fn print_status() {
         env!("CARGO_PKG_VERSION")
     );
     println!();
-    println!("This build holds the foundation: the convergent types and their wire format.");
+    println!("This build holds the engine, not yet the server: convergent types, their wire");
+    println!("format, the ring, the node as a state machine, its simulator, and storage.");
     let types: Vec<&str> = ValueType::ALL.iter().map(|t| t.name()).collect();
     println!("  types:        {}", types.join(", "));
     println!("  wire format:  version {}", cairn_proto::FORMAT_VERSION);
-    println!("  not yet:      server, replication, storage, HTTP API (see ARCHITECTURE.md)");
+    println!("  not yet:      QUIC transport, server, HTTP API, SDK (see ARCHITECTURE.md)");
+    println!();
+    println!("See a cluster survive faults: cargo run --release -p cairn-sim -- --seeds 100");
     println!();
     println!("Run `cairn selftest` to merge two replicas through the wire format.");
 }
