@@ -264,21 +264,68 @@ pub(crate) fn decode_totals_record(bytes: &[u8]) -> Result<(u64, u64), StoreErro
     ))
 }
 
-/// `[1] [generation]`.
+/// Node metadata, record version 2: `[2] [generation u64 LE] [epochs u32 LE] then per
+/// epoch [partition u16 LE] [epoch u64 LE] (partitions ascending) [dropped u32 LE] then per
+/// dropped partition [partition u16 LE] (ascending)`. Version 1 (`[1] [generation]`, before
+/// per-partition epochs) is still read, as a generation with no epochs.
+const NODE_RECORD_V2: u8 = 2;
+
+/// Encodes [`NodeMeta`].
 pub(crate) fn node_record(meta: &NodeMeta) -> Vec<u8> {
-    let mut out = vec![RECORD_V1];
+    let mut out = Vec::with_capacity(17 + meta.epochs.len() * 10 + meta.dropped.len() * 2);
+    out.push(NODE_RECORD_V2);
     out.extend_from_slice(&meta.generation.to_le_bytes());
+    let count = |n: usize| u32::try_from(n).expect("at most 2^16 partitions exist");
+    out.extend_from_slice(&count(meta.epochs.len()).to_le_bytes());
+    for (p, e) in &meta.epochs {
+        out.extend_from_slice(&p.0.to_le_bytes());
+        out.extend_from_slice(&e.to_le_bytes());
+    }
+    out.extend_from_slice(&count(meta.dropped.len()).to_le_bytes());
+    for p in &meta.dropped {
+        out.extend_from_slice(&p.0.to_le_bytes());
+    }
     out
 }
 
-/// Decodes [`node_record`].
+/// Reads `N` bytes off the front of `bytes`.
+fn take<'a, const N: usize>(bytes: &mut &'a [u8]) -> Result<&'a [u8; N], StoreError> {
+    let (head, rest) = bytes
+        .split_first_chunk::<N>()
+        .ok_or_else(|| corrupt("node metadata record is truncated"))?;
+    *bytes = rest;
+    Ok(head)
+}
+
+/// Decodes [`node_record`] (and version 1).
 pub(crate) fn decode_node_record(bytes: &[u8]) -> Result<NodeMeta, StoreError> {
+    let mut meta = NodeMeta::default();
     match bytes.split_first() {
-        Some((&RECORD_V1, rest)) if rest.len() == 8 => Ok(NodeMeta {
-            generation: u64_le(rest, "generation")?,
-        }),
-        _ => Err(corrupt("node metadata record is malformed")),
+        Some((&RECORD_V1, rest)) if rest.len() == 8 => {
+            meta.generation = u64_le(rest, "generation")?;
+        }
+        Some((&NODE_RECORD_V2, mut rest)) => {
+            meta.generation = u64::from_le_bytes(*take::<8>(&mut rest)?);
+            for _ in 0..u32::from_le_bytes(*take::<4>(&mut rest)?) {
+                let p = PartitionId(u16::from_le_bytes(*take::<2>(&mut rest)?));
+                let e = u64::from_le_bytes(*take::<8>(&mut rest)?);
+                if meta.epochs.insert(p, e).is_some() {
+                    return Err(corrupt("node metadata names a partition's epoch twice"));
+                }
+            }
+            for _ in 0..u32::from_le_bytes(*take::<4>(&mut rest)?) {
+                let p = PartitionId(u16::from_le_bytes(*take::<2>(&mut rest)?));
+                if !meta.dropped.insert(p) {
+                    return Err(corrupt("node metadata names a dropped partition twice"));
+                }
+            }
+            if !rest.is_empty() {
+                return Err(corrupt("node metadata record has trailing bytes"));
+            }
+        }
+        _ => return Err(corrupt("node metadata record is malformed")),
     }
+    Ok(meta)
 }
 
 /// What the previous process recorded about its session.
@@ -385,5 +432,30 @@ mod tests {
         assert!(decode_object_record(&object_record(7, b"junk")).is_err());
         assert!(decode_object_key(&[0, 0, 5, 0, 7]).is_err());
         assert!(decode_totals_record(&[0; 15]).is_err());
+    }
+
+    #[test]
+    fn node_records_round_trip_and_read_version_1() {
+        let mut m = NodeMeta {
+            generation: 9,
+            ..NodeMeta::default()
+        };
+        m.epochs.insert(PartitionId(3), 2);
+        m.epochs.insert(PartitionId(700), 1);
+        m.dropped.insert(PartitionId(5));
+        let rec = node_record(&m);
+        assert_eq!(decode_node_record(&rec).unwrap(), m);
+        for cut in 0..rec.len() {
+            assert!(
+                decode_node_record(&rec[..cut]).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        let mut long = rec.clone();
+        long.push(0);
+        assert!(decode_node_record(&long).is_err());
+        let v1 = [&[1u8][..], &7u64.to_le_bytes()].concat();
+        let old = decode_node_record(&v1).unwrap();
+        assert_eq!((old.generation, old.epochs.len()), (7, 0));
     }
 }

@@ -255,7 +255,7 @@ fn start(
     let (node, session) = read_meta(&db).map_err(|e| at_open(&file, e))?;
     let synced = opts.durability == Durability::Fsync;
     let reason = rotation_reason(session, identity, repaired);
-    let rotated = match (reason, node) {
+    let rotated = match (reason, &node) {
         (Some(reason), Some(old)) => Some(Rotation {
             from: old.generation,
             to: fresh_generation(old.generation, opts.incarnation_nonce),
@@ -268,7 +268,15 @@ fn start(
         synced,
         identity,
     };
-    let new_meta = rotated.map(|r| NodeMeta { generation: r.to });
+    // A new generation gives every partition a new actor; epochs and dropped marks carry
+    // over unchanged (they only ever add rotations).
+    let new_meta = match (rotated, node) {
+        (Some(r), Some(old)) => Some(NodeMeta {
+            generation: r.to,
+            ..old
+        }),
+        _ => None,
+    };
     write_session(&db, &this, new_meta.as_ref()).map_err(|e| at_open(&file, e))?;
     let recovery = Recovery {
         created,

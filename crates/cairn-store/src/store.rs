@@ -127,19 +127,6 @@ impl RedbStore {
         }
     }
 
-    /// Every hinted copy of `key` this node keeps, by owner (staged included). One point
-    /// read per owner with hints: hints are keyed by owner first, and owners are few.
-    pub fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError> {
-        let mut out = Vec::new();
-        for owner in self.totals()?.keys() {
-            let owner = NodeId(u64::from_be_bytes(*owner));
-            if let Some(v) = self.hint(owner, key)? {
-                out.push((owner, v));
-            }
-        }
-        Ok(out)
-    }
-
     /// Flushes, stops the writer, and records a clean shutdown.
     pub fn close(mut self) -> Result<(), StoreError> {
         self.shutdown()
@@ -508,6 +495,18 @@ impl Store for RedbStore {
     ) -> Result<WriteToken, StoreError> {
         let bytes = cairn_proto::encode_value(&value).len() as u64;
         self.stage_hint_entry(owner, key, Some(StagedHint { value, bytes }))
+    }
+
+    // One point read per owner with hints: hints are keyed by owner first, owners are few.
+    fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError> {
+        let mut out = Vec::new();
+        for owner in self.totals()?.keys() {
+            let owner = NodeId(u64::from_be_bytes(*owner));
+            if let Some(v) = self.hint(owner, key)? {
+                out.push((owner, v));
+            }
+        }
+        Ok(out)
     }
 
     fn hints(

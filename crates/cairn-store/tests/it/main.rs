@@ -7,9 +7,6 @@
     missing_docs,
     unreachable_pub
 )]
-// `NodeMeta { generation, ..NodeMeta::default() }` keeps compiling when NodeMeta gains
-// fields (per-partition epochs are on their way in cairn-core).
-#![allow(clippy::needless_update)]
 
 mod bad_files;
 mod crash;

@@ -88,9 +88,15 @@ fn step(rng: &mut Rng, redb: &mut RedbStore, mem: &mut MemStore) {
             mem.stage_hint_removal(owner, &k).unwrap();
         }
         _ => {
-            let m = NodeMeta {
+            let mut m = NodeMeta {
                 generation: rng.below(5),
+                ..NodeMeta::default()
             };
+            for _ in 0..rng.below(3) {
+                m.epochs
+                    .insert(PartitionId(rng.below(4) as u16), rng.below(9));
+                m.dropped.insert(PartitionId(rng.below(4) as u16));
+            }
             redb.stage_meta(m.clone()).unwrap();
             mem.stage_meta(m).unwrap();
         }
