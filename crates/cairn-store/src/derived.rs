@@ -1,6 +1,6 @@
-//! Derived tables (the anti-entropy index and segments, hint totals) rebuilt from the
-//! primary ones (objects, hints): the format upgrade builds them, and [`RedbStore::audit`]
-//! checks the stored ones against a rebuild.
+//! Derived tables (the anti-entropy segments, hint totals) rebuilt from the primary ones
+//! (objects, hints): the format upgrade builds them, and [`RedbStore::audit`] checks the
+//! stored ones against a rebuild.
 
 use std::collections::BTreeMap;
 
@@ -10,14 +10,14 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
 use crate::format::{
-    self, MetaKey, AAE_KEYS, AAE_SEGMENTS, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
+    self, MetaKey, AAE_KEYS_V1, AAE_SEGMENTS, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
+    OBJECTS_UPGRADE,
 };
 use crate::store::RedbStore;
 
 /// What the derived tables should hold.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Derived {
-    index: BTreeMap<Vec<u8>, u64>,
     segments: BTreeMap<[u8; 4], u64>,
     totals: BTreeMap<[u8; 8], (u64, u64)>,
     objects: u64,
@@ -38,15 +38,17 @@ pub struct Audit {
 
 type Table<'t> = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-/// Rebuilds the derived tables from `objects` and `hints`, checking every record.
+/// Rebuilds the derived tables from `objects` (keys decoded by `decode_key`: the format's
+/// own, or an older one's during an upgrade) and `hints`, checking every record.
 fn derive(
     objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    decode_key: fn(&[u8]) -> Result<cairn_core::ObjectKey, StoreError>,
     hints: &impl ReadableTable<&'static [u8], &'static [u8]>,
 ) -> Result<Derived, StoreError> {
     let mut d = Derived::default();
     for row in objects.iter().map_err(storage_error)? {
         let (k, v) = row.map_err(storage_error)?;
-        let key = format::decode_object_key(k.value())?;
+        let key = decode_key(k.value())?;
         let (hash, value) = format::decode_object_record(v.value())?;
         if state_hash(&value) != hash {
             return Err(StoreError::Corrupt(format!(
@@ -54,7 +56,6 @@ fn derive(
             )));
         }
         let s = segment_of(&key);
-        d.index.insert(format::aae_index_key(&key, s), hash);
         *d.segments
             .entry(format::segment_key(key.partition, s))
             .or_default() ^= leaf(&key, hash);
@@ -74,17 +75,8 @@ fn derive(
     Ok(d)
 }
 
-fn stored(
-    index: &Table<'_>,
-    segments: &Table<'_>,
-    totals: &Table<'_>,
-) -> Result<Derived, StoreError> {
+fn stored(segments: &Table<'_>, totals: &Table<'_>) -> Result<Derived, StoreError> {
     let mut d = Derived::default();
-    for row in index.iter().map_err(storage_error)? {
-        let (k, v) = row.map_err(storage_error)?;
-        d.index
-            .insert(k.value().to_vec(), format::u64_le(v.value(), "index hash")?);
-    }
     for row in segments.iter().map_err(storage_error)? {
         let (k, v) = row.map_err(storage_error)?;
         let (p, s) = format::decode_segment_key(k.value())?;
@@ -110,25 +102,19 @@ fn open<'t>(
 }
 
 impl RedbStore {
-    /// Rebuilds the anti-entropy index and segments and the hint totals from the committed
-    /// objects and hints, decoding every record, and compares them with the stored ones.
+    /// Rebuilds the anti-entropy segments and the hint totals from the committed objects
+    /// and hints, decoding every record (an object keyed under the wrong segment is an
+    /// error), and compares them with the stored ones.
     /// Reads every object: for tests, upgrades and an operator's `check` command.
     pub fn audit(&self) -> Result<Audit, StoreError> {
         let txn = self.shared.db.begin_read().map_err(txn_error)?;
-        let want = derive(&open(&txn, OBJECTS)?, &open(&txn, HINTS)?)?;
-        let have = stored(
-            &open(&txn, AAE_KEYS)?,
-            &open(&txn, AAE_SEGMENTS)?,
-            &open(&txn, HINT_TOTALS)?,
+        let want = derive(
+            &open(&txn, OBJECTS)?,
+            format::decode_object_key,
+            &open(&txn, HINTS)?,
         )?;
+        let have = stored(&open(&txn, AAE_SEGMENTS)?, &open(&txn, HINT_TOTALS)?)?;
         let mut problems = Vec::new();
-        if want.index != have.index {
-            problems.push(format!(
-                "aae index: {} entries stored, {} expected, or hashes differ",
-                have.index.len(),
-                want.index.len()
-            ));
-        }
         for (k, h) in &want.segments {
             if have.segments.get(k) != Some(h) {
                 problems.push(format!(
@@ -160,29 +146,55 @@ impl RedbStore {
     }
 }
 
-/// Upgrades a file in format `from` to [`FORMAT_VERSION`], in one synced transaction (a
-/// crash during it leaves the old format, and the next open upgrades again).
+/// Upgrades a file in format `from` to [`FORMAT_VERSION`] in two synced transactions; the
+/// format record changes only in the second, so a crash during the upgrade leaves the old
+/// format, and the next open upgrades again.
 ///
-/// - Format 0 had the primary tables (`meta`, `objects`, `hints`) in today's encodings but
-///   none of the derived ones; the upgrade builds `aae_keys`, `aae_segments` and
-///   `hint_totals` from the objects and hints.
+/// - Format 0 had the primary tables (`meta`, `objects`, `hints`) in format 1's encodings
+///   but none of the derived ones.
+/// - Format 1 keyed `objects` by the plain key and kept the `aae_keys` index.
+///
+/// Both upgrade the same way: the objects are re-keyed with their segment (into a side
+/// table, renamed over the old one), `aae_keys` is dropped, and `aae_segments` and
+/// `hint_totals` are rebuilt from the objects and hints.
 pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
-    if from != 0 {
+    if from > 1 {
         return Err(StoreError::Corrupt(format!(
             "no upgrade from format {from}"
         )));
     }
     let read = db.begin_read().map_err(txn_error)?;
-    let d = derive(&open(&read, OBJECTS)?, &open(&read, HINTS)?)?;
+    let d = derive(
+        &open(&read, OBJECTS)?,
+        format::decode_plain_key,
+        &open(&read, HINTS)?,
+    )?;
     drop(read);
+    // Two commits, because redb 2.6 mishandles a table created and then deleted or
+    // renamed in one transaction (its debug assertions fire; the file fails its next
+    // integrity check). The first builds the re-keyed objects in a side table while the
+    // file stays in format `from` (a crash leaves it there, and the next upgrade starts
+    // over); the second swaps it in and rebuilds the derived tables with the new format
+    // record.
     let txn = db.begin_write().map_err(txn_error)?;
+    txn.delete_table(OBJECTS_UPGRADE).map_err(table_error)?;
     {
-        let mut index = txn.open_table(AAE_KEYS).map_err(table_error)?;
-        for (k, h) in &d.index {
-            index
-                .insert(&k[..], &h.to_le_bytes()[..])
-                .map_err(storage_error)?;
+        let old = txn.open_table(OBJECTS).map_err(table_error)?;
+        let mut new = txn.open_table(OBJECTS_UPGRADE).map_err(table_error)?;
+        for row in old.iter().map_err(storage_error)? {
+            let (k, v) = row.map_err(storage_error)?;
+            let key = format::object_key(&format::decode_plain_key(k.value())?);
+            new.insert(&key[..], v.value()).map_err(storage_error)?;
         }
+    }
+    txn.commit().map_err(commit_error)?;
+    let txn = db.begin_write().map_err(txn_error)?;
+    for t in [OBJECTS, AAE_KEYS_V1, AAE_SEGMENTS, HINT_TOTALS] {
+        txn.delete_table(t).map_err(table_error)?;
+    }
+    txn.rename_table(OBJECTS_UPGRADE, OBJECTS)
+        .map_err(table_error)?;
+    {
         let mut segments = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
         for (k, h) in &d.segments {
             segments

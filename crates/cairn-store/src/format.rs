@@ -8,25 +8,33 @@
 //! |--------------|---------------------------------------|--------------------------------------|
 //! | `meta`       | a name (`format`, `node`, `session`)  | see `MetaKey`                      |
 //! | `objects`    | `object_key`                          | `[1] [state hash u64 LE] [encode_value]` |
-//! | `aae_keys`   | `[partition u16 BE] [segment u16 BE] [object_key]` | `[state hash u64 LE]`   |
 //! | `aae_segments` | `[partition u16 BE] [segment u16 BE]` | `[segment hash u64 LE]` (absent = 0) |
-//! | `hints`      | `[owner u64 BE] [object_key]`          | `[1] [encode_value]`                 |
+//! | `hints`      | `[owner u64 BE] [plain key]`           | `[1] [encode_value]`                 |
 //! | `hint_totals`| `[owner u64 BE]`                      | `[count u64 LE] [bytes u64 LE]`      |
 //!
-//! `object_key` is `[partition u16 BE] [escaped bucket] [0x00 0x00] [key]`, where the
+//! `plain key` is `[partition u16 BE] [escaped bucket] [0x00 0x00] [key]`, where the
 //! bucket's `0x00` bytes are written `0x00 0x01`. The terminator sorts before every escaped
-//! byte, so byte order on encoded keys is exactly `ObjectKey`'s order (partition, bucket,
-//! key) — range scans come out in the order the `Store` trait promises.
+//! byte, so byte order on plain keys is exactly `ObjectKey`'s order (partition, bucket,
+//! key). `object_key` is `[partition u16 BE] [segment u16 BE] [escaped bucket] [0x00 0x00]
+//! [key]`: the plain key with the object's anti-entropy segment
+//! (`cairn_core::aae::segment_of`) after the partition, so one segment's objects are one
+//! range of the `objects` table and no separate index is kept. Within a segment, byte
+//! order is `ObjectKey` order.
+//!
+//! Format 1 keyed `objects` by the plain key and kept an `aae_keys` table
+//! (`[partition] [segment] [plain key]` → `[state hash u64 LE]`); format 0 had neither
+//! `aae_keys`, `aae_segments` nor `hint_totals`. Open upgrades both (`derived::upgrade`).
 
-use cairn_core::aae::SegmentId;
+use cairn_core::aae::{segment_of, SegmentId};
 use cairn_core::{NodeMeta, ObjectKey, StoreError};
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
 use redb::TableDefinition;
 
 /// The layout this code writes. Format 0 is the layout before the derived tables
-/// (`aae_keys`, `aae_segments`, `hint_totals`) existed; open upgrades it (see `RedbStore::open`).
-pub const FORMAT_VERSION: u32 = 1;
+/// (`aae_keys`, `aae_segments`, `hint_totals`) existed; format 1 keyed objects without
+/// their segment and kept the `aae_keys` index; open upgrades both (see `RedbStore::open`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Record version byte of object and hint records.
 const RECORD_V1: u8 = 1;
@@ -36,7 +44,10 @@ pub(crate) type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
 pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("meta");
 pub(crate) const OBJECTS: Bytes = TableDefinition::new("objects");
-pub(crate) const AAE_KEYS: Bytes = TableDefinition::new("aae_keys");
+/// Format 1's segment index; dropped by the upgrade to format 2.
+pub(crate) const AAE_KEYS_V1: Bytes = TableDefinition::new("aae_keys");
+/// Where the upgrade to format 2 builds the re-keyed objects before renaming them.
+pub(crate) const OBJECTS_UPGRADE: Bytes = TableDefinition::new("objects_upgrade");
 pub(crate) const AAE_SEGMENTS: Bytes = TableDefinition::new("aae_segments");
 pub(crate) const HINTS: Bytes = TableDefinition::new("hints");
 pub(crate) const HINT_TOTALS: Bytes = TableDefinition::new("hint_totals");
@@ -63,15 +74,29 @@ fn corrupt(what: &str) -> StoreError {
 
 // ---- keys ----
 
-/// Encodes an object key so that byte order is `ObjectKey` order.
+/// Encodes an object key: `[partition] [segment] [escaped bucket] [00 00] [key]`.
 pub(crate) fn object_key(key: &ObjectKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + key.bucket.len() + key.key.len() + 2);
-    push_object_key(&mut out, key);
+    let mut out = Vec::with_capacity(6 + key.bucket.len() + key.key.len() + 2);
+    out.extend_from_slice(&segment_key(key.partition, segment_of(key)));
+    push_escaped(&mut out, key);
     out
 }
 
-fn push_object_key(out: &mut Vec<u8>, key: &ObjectKey) {
+/// The plain key `[partition] [escaped bucket] [00 00] [key]` (hints; format 1 objects).
+#[cfg(test)]
+pub(crate) fn plain_key(key: &ObjectKey) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + key.bucket.len() + key.key.len());
+    push_plain_key(&mut out, key);
+    out
+}
+
+fn push_plain_key(out: &mut Vec<u8>, key: &ObjectKey) {
     out.extend_from_slice(&key.partition.0.to_be_bytes());
+    push_escaped(out, key);
+}
+
+/// `[escaped bucket] [00 00] [key]`.
+fn push_escaped(out: &mut Vec<u8>, key: &ObjectKey) {
     for &b in key.bucket.iter() {
         out.push(b);
         if b == 0 {
@@ -82,11 +107,28 @@ fn push_object_key(out: &mut Vec<u8>, key: &ObjectKey) {
     out.extend_from_slice(&key.key);
 }
 
-/// Decodes [`object_key`].
+/// Decodes [`object_key`], checking that the segment is the key's.
 pub(crate) fn decode_object_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
+    let (seg, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| corrupt("object key shorter than its partition and segment"))?;
+    let (p, s) = decode_segment_key(seg)?;
+    let key = decode_escaped(p, rest)?;
+    if segment_of(&key) != s {
+        return Err(corrupt("object key in the wrong segment"));
+    }
+    Ok(key)
+}
+
+/// Decodes [`plain_key`].
+pub(crate) fn decode_plain_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
     let (p, rest) = bytes
         .split_first_chunk::<2>()
         .ok_or_else(|| corrupt("object key shorter than its partition"))?;
+    decode_escaped(PartitionId(u16::from_be_bytes(*p)), rest)
+}
+
+fn decode_escaped(partition: PartitionId, rest: &[u8]) -> Result<ObjectKey, StoreError> {
     let mut bucket = Vec::new();
     let mut i = 0;
     loop {
@@ -104,7 +146,7 @@ pub(crate) fn decode_object_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
         }
     }
     Ok(ObjectKey {
-        partition: PartitionId(u16::from_be_bytes(*p)),
+        partition,
         bucket: bucket.into_boxed_slice(),
         key: rest[i + 2..].into(),
     })
@@ -117,7 +159,7 @@ pub(crate) fn partition_range(p: PartitionId) -> (Vec<u8>, Option<Vec<u8>>) {
     (start, end)
 }
 
-/// `[partition] [segment]`: the key of a segment hash and the prefix of its index entries.
+/// `[partition] [segment]`: the key of a segment hash and the prefix of its objects' keys.
 pub(crate) fn segment_key(p: PartitionId, s: SegmentId) -> [u8; 4] {
     let [a, b] = p.0.to_be_bytes();
     let [c, d] = s.0.to_be_bytes();
@@ -135,27 +177,11 @@ pub(crate) fn decode_segment_key(bytes: &[u8]) -> Result<(PartitionId, SegmentId
     }
 }
 
-/// The index entry of an object in its segment.
-pub(crate) fn aae_index_key(key: &ObjectKey, s: SegmentId) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + key.bucket.len() + key.key.len());
-    out.extend_from_slice(&segment_key(key.partition, s));
-    push_object_key(&mut out, key);
-    out
-}
-
-/// Decodes [`aae_index_key`], returning the object key.
-pub(crate) fn decode_aae_index_key(bytes: &[u8]) -> Result<ObjectKey, StoreError> {
-    let rest = bytes
-        .get(4..)
-        .ok_or_else(|| corrupt("aae index key too short"))?;
-    decode_object_key(rest)
-}
-
-/// `[owner] [object key]`.
+/// `[owner] [plain key]`.
 pub(crate) fn hint_key(owner: NodeId, key: &ObjectKey) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + key.bucket.len() + key.key.len());
     out.extend_from_slice(&owner.0.to_be_bytes());
-    push_object_key(&mut out, key);
+    push_plain_key(&mut out, key);
     out
 }
 
@@ -164,7 +190,7 @@ pub(crate) fn decode_hint_key(bytes: &[u8]) -> Result<(NodeId, ObjectKey), Store
     let (owner, rest) = bytes
         .split_first_chunk::<8>()
         .ok_or_else(|| corrupt("hint key shorter than its owner"))?;
-    Ok((NodeId(u64::from_be_bytes(*owner)), decode_object_key(rest)?))
+    Ok((NodeId(u64::from_be_bytes(*owner)), decode_plain_key(rest)?))
 }
 
 /// `[owner u64 BE]`.
@@ -409,14 +435,25 @@ mod tests {
         }
         for x in &keys {
             assert_eq!(&decode_object_key(&object_key(x)).unwrap(), x);
+            assert_eq!(&decode_plain_key(&plain_key(x)).unwrap(), x);
             for y in &keys {
+                assert_eq!(plain_key(x).cmp(&plain_key(y)), x.cmp(y), "{x:?} vs {y:?}");
+                let by_segment = (x.partition, segment_of(x)).cmp(&(y.partition, segment_of(y)));
                 assert_eq!(
                     object_key(x).cmp(&object_key(y)),
-                    x.cmp(y),
+                    by_segment.then(x.cmp(y)),
                     "{x:?} vs {y:?}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn object_keys_in_the_wrong_segment_are_refused() {
+        let k = key(3, b"b", b"k");
+        let mut bytes = object_key(&k);
+        bytes[3] ^= 1;
+        assert!(decode_object_key(&bytes).is_err());
     }
 
     #[test]

@@ -63,7 +63,6 @@ impl Overlay {
                         self.node = None;
                     }
                 }
-                Op::Index { .. } => {}
             }
         }
     }

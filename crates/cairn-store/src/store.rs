@@ -15,7 +15,7 @@ use cairn_ring::{NodeId, PartitionId};
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{storage_error, table_error, txn_error};
-use crate::format::{self, MetaKey, AAE_KEYS, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{self, MetaKey, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Staged, StagedHint, StagedObject};
 use crate::writer::{Op, Shared, Write};
@@ -158,7 +158,7 @@ impl RedbStore {
         }
     }
 
-    /// Stages `new` for `key` with its index entry and segment hash.
+    /// Stages `new` for `key` with its segment hash.
     fn stage_stored(
         &mut self,
         key: ObjectKey,
@@ -184,10 +184,6 @@ impl RedbStore {
             Op::Object {
                 key: k.clone(),
                 record,
-            },
-            Op::Index {
-                key: format::aae_index_key(&key, segment),
-                hash: new_hash,
             },
             Op::Segment {
                 key: seg_key,
@@ -454,7 +450,8 @@ impl Store for RedbStore {
                 .map(|(_, e)| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
                 .collect::<BTreeMap<_, _>>()
         })?;
-        let t = txn.open_table(AAE_KEYS).map_err(table_error)?;
+        // Objects are keyed by segment first: each wanted segment is one range.
+        let t = txn.open_table(OBJECTS).map_err(table_error)?;
         let mut found: BTreeMap<ObjectKey, u64> = BTreeMap::new();
         for s in &wanted {
             let lo = format::segment_key(partition, *s);
@@ -464,9 +461,9 @@ impl Store for RedbStore {
                 if !k.value().starts_with(&lo) || taken >= limit {
                     break;
                 }
-                let key = format::decode_aae_index_key(k.value())?;
+                let key = format::decode_object_key(k.value())?;
                 if !staged.contains_key(&key) {
-                    found.insert(key, format::u64_le(v.value(), "index hash")?);
+                    found.insert(key, format::object_record_hash(v.value())?);
                     taken += 1;
                 }
             }

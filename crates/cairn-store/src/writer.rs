@@ -1,7 +1,7 @@
 //! Group commit: one writer thread, a bounded queue, one redb transaction per batch.
 //!
 //! The node stages writes from its own thread; each staged write is a list of [`Op`]s
-//! (an object, its index entry and its segment hash; or a hint and its owner's totals)
+//! (an object and its segment hash; or a hint and its owner's totals)
 //! sent whole, so a batch never splits one. The writer takes the first queued write, then
 //! everything else already queued (up to `batch_writes_max`), waiting at most
 //! `batch_wait` for more, and commits them in one transaction. Writes that arrive during
@@ -17,7 +17,7 @@ use cairn_core::{StoreError, WriteToken};
 use redb::{Database, WriteTransaction};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
-use crate::format::{MetaKey, AAE_KEYS, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{MetaKey, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::overlay::Overlay;
 use crate::Durability;
 
@@ -27,10 +27,6 @@ pub(crate) enum Op {
     Object {
         key: Vec<u8>,
         record: Option<Vec<u8>>,
-    },
-    Index {
-        key: Vec<u8>,
-        hash: Option<u64>,
     },
     Segment {
         key: [u8; 4],
@@ -180,7 +176,6 @@ pub(crate) fn apply<'a>(
     ops: impl Iterator<Item = &'a Op>,
 ) -> Result<(), StoreError> {
     let mut objects = txn.open_table(OBJECTS).map_err(table_error)?;
-    let mut index = txn.open_table(AAE_KEYS).map_err(table_error)?;
     let mut segments = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
     let mut hints = txn.open_table(HINTS).map_err(table_error)?;
     let mut totals = txn.open_table(HINT_TOTALS).map_err(table_error)?;
@@ -192,10 +187,6 @@ pub(crate) fn apply<'a>(
                 record: Some(r),
             } => objects.insert(&key[..], &r[..]).map(drop),
             Op::Object { key, record: None } => objects.remove(&key[..]).map(drop),
-            Op::Index { key, hash: Some(h) } => {
-                index.insert(&key[..], &h.to_le_bytes()[..]).map(drop)
-            }
-            Op::Index { key, hash: None } => index.remove(&key[..]).map(drop),
             Op::Segment { key, hash: 0 } => segments.remove(&key[..]).map(drop),
             Op::Segment { key, hash } => {
                 segments.insert(&key[..], &hash.to_le_bytes()[..]).map(drop)

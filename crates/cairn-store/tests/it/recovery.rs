@@ -8,6 +8,7 @@ use cairn_core::{NodeMeta, Store};
 use cairn_crdt::{Value, ValueType};
 use cairn_ring::{NodeId, PartitionId};
 use cairn_store::{Durability, RedbStore, RotationReason};
+use redb::ReadableTable;
 
 use crate::util::{key, opts, value, Rng, TempDir};
 
@@ -110,8 +111,48 @@ fn a_new_store_has_no_generation_for_the_node_to_inherit() {
     assert!(!dir.path().join("node.redb.new").exists());
 }
 
+type Bytes<'a> = redb::TableDefinition<'a, &'static [u8], &'static [u8]>;
+
+/// Format 1, built from a format-2 file by hand, from the format's description: objects
+/// keyed `[partition] [escaped bucket] [00 00] [key]` (format 2's key without the segment
+/// bytes 2..4), and an `aae_keys` index `[partition] [segment] [that key]` → state hash.
+fn downgrade_to_format_1(path: &std::path::Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    let objects: Bytes<'_> = redb::TableDefinition::new("objects");
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = {
+        let t = txn.open_table(objects).unwrap();
+        let rows = t.iter().unwrap().map(|r| {
+            let (k, v) = r.unwrap();
+            (k.value().to_vec(), v.value().to_vec())
+        });
+        rows.collect()
+    };
+    assert!(!rows.is_empty());
+    assert!(txn.delete_table(objects).unwrap());
+    {
+        let mut t = txn.open_table(objects).unwrap();
+        let mut index = txn
+            .open_table::<&[u8], &[u8]>(redb::TableDefinition::new("aae_keys"))
+            .unwrap();
+        for (k, v) in rows {
+            let plain = [&k[..2], &k[4..]].concat();
+            t.insert(&plain[..], &v[..]).unwrap();
+            let entry = [&k[..4], &plain[..]].concat();
+            index.insert(&entry[..], &v[1..9]).unwrap();
+        }
+    }
+    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
+    txn.open_table(meta)
+        .unwrap()
+        .insert("format", &1u32.to_le_bytes()[..])
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 /// Format 0, built from a format-1 file by removing what format 1 added.
 fn downgrade_to_format_0(path: &std::path::Path) {
+    downgrade_to_format_1(path);
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
     for t in ["aae_keys", "aae_segments", "hint_totals"] {
@@ -126,34 +167,74 @@ fn downgrade_to_format_0(path: &std::path::Path) {
     txn.commit().unwrap();
 }
 
-#[test]
-fn format_0_is_upgraded_and_its_derived_tables_rebuilt() {
+/// Writes a store, downgrades it to format `from`, and checks that open upgrades it once
+/// and that it then reads as before: objects, AAE trees and keys, hints.
+fn upgrade_from(from: u32, downgrade: fn(&std::path::Path)) {
     let dir = TempDir::new("upgrade");
     let mut rng = Rng::new(8);
     let mut s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    let mut keys = Vec::new();
     for i in 0..300 {
-        s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+        let k = key(&mut rng);
+        s.stage_object(k.clone(), value(&mut rng)).unwrap();
+        keys.push(k);
         s.stage_hint(NodeId(i % 3), key(&mut rng), value(&mut rng))
             .unwrap();
     }
-    let trees: Vec<_> = (0..2)
-        .map(|p| s.aae_tree(PartitionId(p)).unwrap())
-        .collect();
-    let backlog = s.hint_backlog().unwrap();
+    let every_segment: Vec<_> = (0..1024).map(cairn_core::aae::SegmentId).collect();
+    let read = |s: &RedbStore| {
+        let objects: Vec<_> = keys.iter().map(|k| s.object(k).unwrap()).collect();
+        let aae: Vec<_> = (0..2)
+            .map(|p| {
+                let p = PartitionId(p);
+                (
+                    s.aae_tree(p).unwrap(),
+                    s.aae_keys(p, &every_segment, usize::MAX).unwrap(),
+                )
+            })
+            .collect();
+        (objects, aae, s.hint_backlog().unwrap())
+    };
+    let before = read(&s);
     s.close().unwrap();
-    downgrade_to_format_0(&dir.file());
+    downgrade(&dir.file());
     assert!(
         RedbStore::open(dir.file(), opts(Durability::None)).is_ok_and(|s| {
-            let upgraded = s.recovery().upgraded_from == Some(0);
-            let same = (0..2).all(|p| s.aae_tree(PartitionId(p)).unwrap() == trees[p as usize]);
-            upgraded
-                && same
-                && s.hint_backlog().unwrap() == backlog
+            s.recovery().upgraded_from == Some(from)
+                && read(&s) == before
                 && s.audit().unwrap().problems.is_empty()
         })
     );
     let s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
     assert_eq!(s.recovery().upgraded_from, None, "upgraded once");
+    assert!(read(&s) == before);
+}
+
+#[test]
+fn format_0_is_upgraded_and_its_derived_tables_rebuilt() {
+    upgrade_from(0, downgrade_to_format_0);
+}
+
+#[test]
+fn format_1_is_upgraded_its_objects_rekeyed_and_its_index_dropped() {
+    upgrade_from(1, downgrade_to_format_1);
+}
+
+/// An upgrade interrupted after its first commit left format 1 and a side table of
+/// re-keyed objects; the next open starts over.
+#[test]
+fn an_interrupted_upgrade_from_format_1_starts_over() {
+    upgrade_from(1, |path| {
+        downgrade_to_format_1(path);
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let side: Bytes<'_> = redb::TableDefinition::new("objects_upgrade");
+        txn.open_table(side)
+            .unwrap()
+            .insert(&b"stale"[..], &b"junk"[..])
+            .unwrap();
+        txn.commit().unwrap();
+    });
 }
 
 #[test]
