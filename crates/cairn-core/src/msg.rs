@@ -112,6 +112,9 @@ pub enum ReplicaError {
     /// The replica's storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The key does not hash to the partition the message names.
+    #[error("the key does not belong to the partition named")]
+    WrongPartition,
     /// The replica keeps as many hints as its bounds allow and stands in for no new key.
     #[error("hint backlog full ({count} hints, {bytes} bytes)")]
     HintBacklogFull {

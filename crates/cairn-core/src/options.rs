@@ -124,7 +124,8 @@ pub struct Resolved {
 pub struct InvalidOptions(pub String);
 
 impl Resolved {
-    /// Applies `req` over `bucket` and checks the result against `nodes` in the cluster.
+    /// Applies `req` over `bucket` and checks the result against the `nodes` replicas the
+    /// cluster can give a key (its storage nodes, at most the layout's replication).
     pub fn new(
         bucket: &BucketProps,
         req: &RequestOptions,

@@ -198,6 +198,8 @@ impl Cluster {
             Err(e) => unreachable!("MemStore never fails: {e}"),
         }
         self.drain(i);
+        // Commit the new generation, so the node is ready to coordinate.
+        self.settle();
     }
 
     /// Moves time by `ms`, one millisecond at a time: every message in flight is
@@ -217,6 +219,31 @@ impl Cluster {
             }
             self.settle();
         }
+    }
+
+    /// Delivers the messages in flight (and those they cause) without committing any store:
+    /// replies may carry state that is staged but not yet durable.
+    pub fn deliver_only(&mut self) {
+        while let Some((from, to, msg)) = self.queue.pop_front() {
+            if self.cut.contains(&(from, to)) {
+                continue;
+            }
+            let now = self.local_now(to);
+            if let Some(node) = self.nodes[to].as_mut() {
+                node.handle_peer(now, NodeId(from as u64 + 1), msg);
+            }
+            self.drain(to);
+        }
+    }
+
+    /// Commits node `i`'s staged writes (only).
+    pub fn commit(&mut self, i: usize) {
+        let now = self.local_now(i);
+        if let Some(node) = self.nodes[i].as_mut() {
+            let tokens = node.store_mut().commit();
+            node.handle_persisted(now, &tokens);
+        }
+        self.drain(i);
     }
 
     /// Node `i`'s copy of `key` (its objects table).

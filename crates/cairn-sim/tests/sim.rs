@@ -132,11 +132,9 @@ fn a_crashed_node_never_reissues_a_dot_and_a_wiped_one_takes_a_new_actor() {
     let generation = c.node(node).unwrap().generation();
     c.crash(node, false);
     c.restart(node);
-    assert_eq!(
-        c.node(node).unwrap().generation(),
-        generation,
-        "nothing durable was lost"
-    );
+    let restarted = c.node(node).unwrap().generation();
+    assert_ne!(restarted, generation, "every start takes a new generation");
+    let generation = restarted;
     c.crash(node, true);
     c.restart(node);
     assert_ne!(
@@ -335,4 +333,38 @@ fn hints_survive_a_restart_of_the_fallback() {
         other => panic!("{other:?}"),
     };
     assert_eq!(home, 7, "delivered after the restart (anti-entropy is off)");
+}
+
+#[test]
+fn staged_state_that_leaked_before_a_crash_never_shares_a_dot_with_later_writes() {
+    // Found in review: a read served a staged (not yet durable) add to another node; the
+    // coordinator crashed before its commit and, restarted with the same actor, gave its
+    // next add the same dot, which the other node took for the one it had seen.
+    let add = |x: &str| ClientOp::Update(Op::Set(SetOp::Add(vec![x.as_bytes().to_vec()])));
+    let mut c = Cluster::new(3, 3, 16, 3);
+    let owners = c.owners("s");
+    let (a, b, other) = (owners[0], owners[1], owners[2]);
+    let one = RequestOptions {
+        w: Some(Quorum::One),
+        ..Default::default()
+    };
+    c.request(a, "s", add("x"), one); // staged at `a`, not durable
+    c.request(b, "s", ClientOp::Read, all()); // reads `a`'s staged copy
+    c.deliver_only();
+    c.deliver_only();
+    c.commit(b);
+    c.commit(other); // read repair made the leaked add durable elsewhere
+    c.crash(a, false); // `a` loses its staged add
+    c.restart(a);
+    assert!(c.call(a, "s", add("y"), one).is_ok());
+    c.advance(3_000);
+    let read = c.call(b, "s", ClientOp::Read, all());
+    let Ok(ClientReply::Value(Some(Value::Set(set)))) = read else {
+        panic!("{read:?}")
+    };
+    assert!(
+        set.contains(b"y"),
+        "the acknowledged add was lost: {:?}",
+        set.members().collect::<Vec<_>>()
+    );
 }

@@ -211,6 +211,12 @@ impl<S: Store> Node<S> {
             self.aae.stats.in_sync += 1;
             return self.end_aae(id);
         }
+        // Peer input: distinct branches that exist, or the exchange ends.
+        let distinct: std::collections::BTreeSet<u16> = branches.iter().copied().collect();
+        if distinct.len() != branches.len() || branches.iter().any(|b| usize::from(*b) >= BRANCHES)
+        {
+            return self.end_aae(id);
+        }
         let Ok(tree) = self.store.aae_tree(partition) else {
             return self.end_aae(id);
         };
@@ -254,7 +260,15 @@ impl<S: Store> Node<S> {
         segments: Vec<u16>,
         theirs: Vec<(ObjectKey, u64)>,
     ) {
-        let segments: Vec<SegmentId> = segments.into_iter().map(SegmentId).collect();
+        let segments: Vec<SegmentId> = segments
+            .into_iter()
+            .filter(|s| usize::from(*s) < crate::aae::SEGMENTS)
+            .map(SegmentId)
+            .collect();
+        let theirs: Vec<(ObjectKey, u64)> = theirs
+            .into_iter()
+            .filter(|(k, _)| k.partition == partition && self.owns_partition_of(k))
+            .collect();
         let mine = self
             .store
             .aae_keys(partition, &segments, AAE_KEYS_MAX)

@@ -93,12 +93,18 @@ impl Config {
             aae_enabled: true,
             aae_interval_ms: 100,
             aae_timeout_ms: 2_000,
-            tombstone_grace_ms: 10_000,
+            // Longer than any request (TIMEOUT_MS_MAX) and than hints are expected to wait:
+            // a copy that comes back after the grace can resurrect what was reaped
+            // (Cassandra's gc_grace rule; see ARCHITECTURE.md).
+            tombstone_grace_ms: 24 * 60 * 60 * 1000,
             gossip_interval_ms: 500,
             liveness_timeout_ms: 5_000,
         }
     }
 }
+
+/// How much longer a forwarding node waits than the coordinator's own deadline.
+const FORWARD_SLACK_MS: u64 = 1_000;
 
 /// Most nodes a gossiped heartbeat table may name (the ring allows 256).
 const GOSSIP_NODES_MAX: usize = 1024;
@@ -121,7 +127,8 @@ struct WriteState {
     /// What to answer on success.
     reply: ClientReply,
     acked: Vec<NodeId>,
-    failed: usize,
+    /// Targets that answered with an error (each counted once, duplicates or not).
+    failed: Vec<NodeId>,
     replied: bool,
     /// For a delete: the tombstone's state hash, to reap it once every primary has it.
     tombstone: Option<u64>,
@@ -135,7 +142,8 @@ struct ReadState {
     targets: Vec<Target>,
     opts: Resolved,
     replies: Vec<(Target, Option<Value>)>,
-    failed: usize,
+    /// Targets that answered with an error (each counted once, duplicates or not).
+    failed: Vec<NodeId>,
     replied: bool,
     /// What the read is for.
     then: Then,
@@ -214,6 +222,8 @@ pub struct Node<S> {
     liveness: Liveness,
     /// This run's liveness generation: the node's clock when it started.
     generation_started_ms: u64,
+    /// Until this metadata write is durable, the node coordinates nothing.
+    starting: Option<WriteToken>,
     outputs: VecDeque<Output>,
 }
 
@@ -223,17 +233,20 @@ impl<S: Store> Node<S> {
     /// incarnation is ever reused. The metadata write is staged: the driver reports it
     /// persisted like any other.
     pub fn new(cfg: Config, layout: Layout, mut store: S, now_ms: u64) -> Result<Self, StoreError> {
+        // Every start takes a new generation, durable before this node coordinates: its
+        // last run may have let staged (never durable) state leave in a read, a repair
+        // or an anti-entropy exchange, so its old actors' next dots may exist elsewhere.
         let meta = match store.meta()? {
-            Some(meta) => meta,
-            None => {
-                let meta = NodeMeta {
-                    generation: cfg.incarnation_nonce,
-                    ..NodeMeta::default()
-                };
-                store.stage_meta(meta.clone())?;
-                meta
-            }
+            Some(meta) => NodeMeta {
+                generation: meta.generation.wrapping_add(1),
+                ..meta
+            },
+            None => NodeMeta {
+                generation: cfg.incarnation_nonce,
+                ..NodeMeta::default()
+            },
         };
+        let meta_token = store.stage_meta(meta.clone())?;
         let hlc = Hlc::new(cfg.max_clock_drift_ms);
         // Ids must not repeat across restarts (peers deduplicate forwards by them).
         let first_id = mix(cfg.incarnation_nonce) >> 1;
@@ -260,6 +273,7 @@ impl<S: Store> Node<S> {
             gossip_cursor: 0,
             liveness: Liveness::default(),
             generation_started_ms: now_ms,
+            starting: Some(meta_token),
             outputs: VecDeque::new(),
         })
     }
@@ -373,7 +387,28 @@ impl<S: Store> Node<S> {
     pub fn handle_peer(&mut self, now_ms: u64, from: NodeId, msg: PeerMessage) {
         self.down.remove(&from);
         match msg {
+            PeerMessage::Read { id, key, .. } if !self.owns_partition_of(&key) => {
+                let result = Err(ReplicaError::WrongPartition);
+                self.send(from, PeerMessage::ReadReply { id, result });
+            }
+            PeerMessage::Replicate { id, key, .. } if !self.owns_partition_of(&key) => {
+                if let Some(id) = id {
+                    let result = Err(ReplicaError::WrongPartition);
+                    self.send(from, PeerMessage::ReplicateAck { id, result });
+                }
+            }
+            PeerMessage::AaeRepair { key, .. } if !self.owns_partition_of(&key) => {}
             PeerMessage::Forward { id, request } => {
+                if self.forwards_seen.len() >= self.cfg.pending_max {
+                    let err = ClientError::Unavailable("too many forwards to remember");
+                    return self.send(
+                        from,
+                        PeerMessage::ForwardReply {
+                            id,
+                            result: Err(err),
+                        },
+                    );
+                }
                 if !self.first_forward(now_ms, from, id) {
                     return;
                 }
@@ -384,8 +419,11 @@ impl<S: Store> Node<S> {
                 }
             }
             PeerMessage::ForwardReply { id, result } => {
-                if let Some(Pending::Forward { origin, .. }) = self.pending.remove(&id) {
-                    self.answer(origin, result);
+                if matches!(self.pending.get(&id), Some(Pending::Forward { to, .. }) if *to == from)
+                {
+                    if let Some(Pending::Forward { origin, .. }) = self.pending.remove(&id) {
+                        self.answer(origin, result);
+                    }
                 }
             }
             PeerMessage::Replicate {
@@ -439,6 +477,9 @@ impl<S: Store> Node<S> {
     /// Writes the store has made durable.
     pub fn handle_persisted(&mut self, now_ms: u64, tokens: &[WriteToken]) {
         for token in tokens {
+            if self.starting == Some(*token) {
+                self.starting = None;
+            }
             match self.waiters.remove(token) {
                 Some(Waiter::LocalWrite(id)) => self.replicate_write(now_ms, id),
                 Some(Waiter::Ack { to, id }) => {
@@ -460,6 +501,8 @@ impl<S: Store> Node<S> {
         }
         if now_ms >= self.next_probe_ms {
             self.next_probe_ms = now_ms + self.cfg.probe_interval_ms;
+            // Forgotten once their senders have surely given up (pruned here, not per message).
+            self.forwards_seen.retain(|_, until| *until > now_ms);
             let down: Vec<NodeId> = self.down.iter().copied().collect();
             for node in down {
                 self.send(node, PeerMessage::Ping);
@@ -507,20 +550,24 @@ impl<S: Store> Node<S> {
     fn reap(&mut self, key: &ObjectKey, state_hash: u64) {
         if let Ok(Some(value)) = self.store.object(key) {
             let unchanged = value.is_bottom() && crate::aae::state_hash(&value) == state_hash;
-            if unchanged && self.store.stage_object_removal(key).is_ok() {
+            if unchanged {
+                // The mark first: a crash must not keep the removal and lose the mark.
                 self.mark_dropped(key.partition);
+                let _ = self.store.stage_object_removal(key);
             }
         }
+    }
+
+    /// Whether `key` hashes to the partition it names (peers' keys are not trusted: a wrong
+    /// partition would make a second copy of the key that nobody reads).
+    fn owns_partition_of(&self, key: &ObjectKey) -> bool {
+        self.layout.partition_of(&key.bucket, &key.key) == key.partition
     }
 
     /// Records a forward; false if it was seen before (a duplicate, or a replay).
     fn first_forward(&mut self, now_ms: u64, from: NodeId, id: RequestId) -> bool {
         // A forward's sender gives up after at most TIMEOUT_MS_MAX.
         let keep_until = now_ms.saturating_add(2 * crate::options::TIMEOUT_MS_MAX);
-        self.forwards_seen.retain(|_, until| *until > now_ms);
-        if self.forwards_seen.len() >= self.cfg.pending_max {
-            return false;
-        }
         self.forwards_seen.insert((from, id), keep_until).is_none()
     }
 
@@ -546,6 +593,12 @@ impl<S: Store> Node<S> {
     // ---- routing ----
 
     fn route(&mut self, now_ms: u64, origin: Origin, request: ClientRequest, forwarded: bool) {
+        if self.starting.is_some() {
+            return self.answer(
+                origin,
+                Err(ClientError::Unavailable("the node is starting")),
+            );
+        }
         if self.pending.len() >= self.cfg.pending_max {
             return self.answer(
                 origin,
@@ -578,7 +631,10 @@ impl<S: Store> Node<S> {
         match (first, forwarded) {
             (Some(t), false) => {
                 let to = t.node;
-                let id = self.register(now_ms, opts.timeout_ms, Pending::Forward { origin, to });
+                // The coordinator answers within `timeout_ms`; wait a little longer, so a
+                // slow but healthy coordinator is not taken for a dead one.
+                let wait = opts.timeout_ms.saturating_add(FORWARD_SLACK_MS);
+                let id = self.register(now_ms, wait, Pending::Forward { origin, to });
                 self.send(to, PeerMessage::Forward { id, request });
             }
             (_, true) => self.answer(
@@ -676,7 +732,7 @@ impl<S: Store> Node<S> {
             delta,
             reply,
             acked: Vec::new(),
-            failed: 0,
+            failed: Vec::new(),
             replied: false,
             tombstone,
         };
@@ -727,7 +783,13 @@ impl<S: Store> Node<S> {
                         w.acked.push(from)
                     }
                     Ok(()) => {}
-                    Err(_) => w.failed += 1,
+                    Err(_)
+                        if w.targets.iter().any(|t| t.node == from)
+                            && !w.failed.contains(&from) =>
+                    {
+                        w.failed.push(from)
+                    }
+                    Err(_) => {}
                 }
                 self.check_write(now_ms, id);
             }
@@ -746,7 +808,7 @@ impl<S: Store> Node<S> {
             .iter()
             .filter(|n| w.targets.iter().any(|t| t.node == **n && t.primary))
             .count();
-        let answered = acks + w.failed;
+        let answered = acks + w.failed.iter().filter(|n| !w.acked.contains(n)).count();
         let done = answered >= w.targets.len();
         let mut answer = None;
         if !w.replied {
@@ -778,7 +840,10 @@ impl<S: Store> Node<S> {
             .targets
             .iter()
             .all(|t| t.primary && w.acked.contains(&t.node));
-        if everyone && w.targets.len() == usize::from(w.opts.n) {
+        // Every replica of the partition, not just the request's `n`: a smaller `n` leaves
+        // copies on replicas that never saw the delete.
+        let replicas = self.layout.replicas(w.key.partition).len();
+        if everyone && w.targets.len() == replicas {
             let owners = w.targets.iter().map(|t| t.node).collect();
             let pending = Pending::Reap {
                 key: w.key,
@@ -807,7 +872,7 @@ impl<S: Store> Node<S> {
             targets: targets.clone(),
             opts,
             replies: Vec::new(),
-            failed: 0,
+            failed: Vec::new(),
             replied: false,
             then,
         };
@@ -841,12 +906,12 @@ impl<S: Store> Node<S> {
         let Some(target) = r.targets.iter().find(|t| t.node == from).copied() else {
             return;
         };
-        if r.replies.iter().any(|(t, _)| t.node == from) {
+        if r.replies.iter().any(|(t, _)| t.node == from) || r.failed.contains(&from) {
             return;
         }
         match result {
             Ok(value) => r.replies.push((target, value)),
-            Err(_) => r.failed += 1,
+            Err(_) => r.failed.push(from),
         }
         self.check_read(now_ms, id);
     }
@@ -857,7 +922,7 @@ impl<S: Store> Node<S> {
         };
         let oks = r.replies.len();
         let primaries = r.replies.iter().filter(|(t, _)| t.primary).count();
-        let done = oks + r.failed >= r.targets.len();
+        let done = oks + r.failed.len() >= r.targets.len();
         if !r.replied && oks >= usize::from(r.opts.r) && primaries >= usize::from(r.opts.pr) {
             r.replied = true;
             let merged = join_values(r.replies.iter().filter_map(|(_, v)| v.as_ref()));
@@ -914,7 +979,6 @@ impl<S: Store> Node<S> {
         let Some(Pending::Read(r)) = self.pending.remove(&read_id) else {
             return;
         };
-        self.deadlines.retain(|(_, i)| *i != read_id);
         let local = match self.load_all(&r.key) {
             Ok(v) => v,
             Err(e) => return self.answer(r.origin, Err(e.into())),
@@ -1060,6 +1124,10 @@ impl<S: Store> Node<S> {
     }
 
     fn on_handoff_ack(&mut self, id: RequestId, from: NodeId, ok: bool) {
+        if !matches!(self.pending.get(&id), Some(Pending::Handoff { owner, .. }) if *owner == from)
+        {
+            return;
+        }
         let Some(Pending::Handoff { owner, key, sent }) = self.pending.remove(&id) else {
             return;
         };
@@ -1069,8 +1137,10 @@ impl<S: Store> Node<S> {
         }
         // Remove the hint only if nothing merged into it since it was sent.
         let unchanged = matches!(self.store.hint(owner, &key), Ok(Some(now)) if now == sent);
-        if unchanged && self.store.stage_hint_removal(owner, &key).is_ok() {
+        if unchanged {
+            // The mark first: a crash must not keep the removal and lose the mark.
             self.mark_dropped(key.partition);
+            let _ = self.store.stage_hint_removal(owner, &key);
         }
     }
 
@@ -1093,7 +1163,12 @@ impl<S: Store> Node<S> {
                     .collect();
                 self.suspect(silent);
                 if let Some(Pending::Write(w)) = self.pending.get_mut(&id) {
-                    w.failed = w.targets.len().saturating_sub(w.acked.len());
+                    w.failed = w
+                        .targets
+                        .iter()
+                        .map(|t| t.node)
+                        .filter(|n| !w.acked.contains(n))
+                        .collect();
                 }
                 self.check_write(now_ms, id);
                 self.pending.remove(&id);
@@ -1107,7 +1182,13 @@ impl<S: Store> Node<S> {
                     .collect();
                 self.suspect(silent);
                 if let Some(Pending::Read(r)) = self.pending.get_mut(&id) {
-                    r.failed = r.targets.len().saturating_sub(r.replies.len());
+                    let answered: Vec<NodeId> = r.replies.iter().map(|(t, _)| t.node).collect();
+                    r.failed = r
+                        .targets
+                        .iter()
+                        .map(|t| t.node)
+                        .filter(|n| !answered.contains(n))
+                        .collect();
                 }
                 self.check_read(now_ms, id);
                 self.pending.remove(&id);
