@@ -154,8 +154,9 @@ fn durable_writes(inflight: usize, total: u64) -> (f64, Vec<Duration>, f64, f64)
     (rate, latencies, per_batch, bytes_per_write)
 }
 
-/// Read latency of committed objects, 100k keys loaded.
-fn reads(n: u64) -> (Duration, Duration) {
+/// Read latency of committed objects, 100k keys loaded; and `aae_tree`'s cost, the first
+/// call for a partition (which reads its 1024 segment hashes) and later ones.
+fn reads(n: u64) -> (Duration, Duration, Duration, Duration) {
     let path = fresh("reads.redb");
     let mut o = Options::new(1);
     o.durability = Durability::None;
@@ -174,9 +175,28 @@ fn reads(n: u64) -> (Duration, Duration) {
         times.push(t.elapsed());
         assert!(v.is_some());
     }
-    s.close().unwrap();
     times.sort();
-    (pct(&times, 0.5), pct(&times, 0.99))
+    let mut first = Vec::new();
+    for p in 0..64 {
+        let t = Instant::now();
+        std::hint::black_box(s.aae_tree(PartitionId(p)).unwrap());
+        first.push(t.elapsed());
+    }
+    first.sort();
+    let mut later = Vec::new();
+    for i in 0..10_000u16 {
+        let t = Instant::now();
+        std::hint::black_box(s.aae_tree(PartitionId(i % 64)).unwrap());
+        later.push(t.elapsed());
+    }
+    later.sort();
+    s.close().unwrap();
+    (
+        pct(&times, 0.5),
+        pct(&times, 0.99),
+        pct(&first, 0.5),
+        pct(&later, 0.5),
+    )
 }
 
 /// A file backend that counts the bytes redb writes.
@@ -305,14 +325,18 @@ fn main() {
             bytes,
         );
     }
-    let (mut r50, mut r99) = (Vec::new(), Vec::new());
+    let (mut r50, mut r99, mut t1, mut tn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        let (p50, p99) = reads(200_000 / scale as u64);
+        let (p50, p99, first, later) = reads(200_000 / scale as u64);
         r50.push(p50.as_secs_f64() * 1e6);
         r99.push(p99.as_secs_f64() * 1e6);
+        t1.push(first.as_secs_f64() * 1e6);
+        tn.push(later.as_secs_f64() * 1e6);
     }
     summary("read p50 (100k keys, committed)", "us", r50);
     summary("read p99", "us", r99);
+    summary("aae_tree p50, first call for a partition", "us", t1);
+    summary("aae_tree p50, later calls", "us", tn);
     let mut bytes = Vec::new();
     let mut size = 0;
     for _ in 0..RUNS {

@@ -1,6 +1,6 @@
-//! Derived tables (the anti-entropy segments, hint totals) rebuilt from the primary ones
-//! (objects, hints): the format upgrade builds them, and [`RedbStore::audit`] checks the
-//! stored ones against a rebuild.
+//! Derived rows (the anti-entropy segment hashes, kept in `objects`; the hint totals)
+//! rebuilt from the primary ones (objects, hints): the format upgrade builds them, and
+//! [`RedbStore::audit`] checks the stored ones against a rebuild.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
 use crate::format::{
-    self, MetaKey, AAE_KEYS_V1, AAE_SEGMENTS, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
+    self, MetaKey, AAE_KEYS_V1, AAE_SEGMENTS_V2, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
     OBJECTS_UPGRADE,
 };
 use crate::store::RedbStore;
@@ -38,16 +38,26 @@ pub struct Audit {
 
 type Table<'t> = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-/// Rebuilds the derived tables from `objects` (keys decoded by `decode_key`: the format's
-/// own, or an older one's during an upgrade) and `hints`, checking every record.
+/// Rebuilds the derived rows from `objects` (keys decoded by `decode_key`: the format's
+/// own, or an older one's during an upgrade) and `hints`, checking every record. With
+/// `segment_rows` (the current format), the segment hashes stored in `objects` are
+/// collected into `stored` instead of being read as objects.
 fn derive(
     objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
     decode_key: fn(&[u8]) -> Result<cairn_core::ObjectKey, StoreError>,
+    segment_rows: bool,
     hints: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    stored: &mut BTreeMap<[u8; 4], u64>,
 ) -> Result<Derived, StoreError> {
     let mut d = Derived::default();
     for row in objects.iter().map_err(storage_error)? {
         let (k, v) = row.map_err(storage_error)?;
+        if segment_rows && format::is_segment_key(k.value()) {
+            let (p, s) = format::decode_segment_key(k.value())?;
+            let h = format::u64_le(v.value(), "segment hash")?;
+            stored.insert(format::segment_key(p, s), h);
+            continue;
+        }
         let key = decode_key(k.value())?;
         let (hash, value) = format::decode_object_record(v.value())?;
         if state_hash(&value) != hash {
@@ -75,23 +85,17 @@ fn derive(
     Ok(d)
 }
 
-fn stored(segments: &Table<'_>, totals: &Table<'_>) -> Result<Derived, StoreError> {
-    let mut d = Derived::default();
-    for row in segments.iter().map_err(storage_error)? {
-        let (k, v) = row.map_err(storage_error)?;
-        let (p, s) = format::decode_segment_key(k.value())?;
-        let h = format::u64_le(v.value(), "segment hash")?;
-        d.segments.insert(format::segment_key(p, s), h);
-    }
+fn stored_totals(totals: &Table<'_>) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
+    let mut out = BTreeMap::new();
     for row in totals.iter().map_err(storage_error)? {
         let (k, v) = row.map_err(storage_error)?;
         let owner = format::decode_owner_key(k.value())?;
-        d.totals.insert(
+        out.insert(
             format::owner_key(owner),
             format::decode_totals_record(v.value())?,
         );
     }
-    Ok(d)
+    Ok(out)
 }
 
 fn open<'t>(
@@ -108,34 +112,33 @@ impl RedbStore {
     /// Reads every object: for tests, upgrades and an operator's `check` command.
     pub fn audit(&self) -> Result<Audit, StoreError> {
         let txn = self.shared.db.begin_read().map_err(txn_error)?;
+        let mut have = BTreeMap::new();
         let want = derive(
             &open(&txn, OBJECTS)?,
             format::decode_object_key,
+            true,
             &open(&txn, HINTS)?,
+            &mut have,
         )?;
-        let have = stored(&open(&txn, AAE_SEGMENTS)?, &open(&txn, HINT_TOTALS)?)?;
+        let have_totals = stored_totals(&open(&txn, HINT_TOTALS)?)?;
         let mut problems = Vec::new();
         for (k, h) in &want.segments {
-            if have.segments.get(k) != Some(h) {
+            if have.get(k) != Some(h) {
                 problems.push(format!(
                     "aae segment {k:?}: stored {:?}, expected {h}",
-                    have.segments.get(k)
+                    have.get(k)
                 ));
             }
         }
-        for k in have
-            .segments
-            .keys()
-            .filter(|k| !want.segments.contains_key(*k))
-        {
+        for k in have.keys().filter(|k| !want.segments.contains_key(*k)) {
             problems.push(format!(
                 "aae segment {k:?} stored but no object hashes there"
             ));
         }
-        if want.totals != have.totals {
+        if want.totals != have_totals {
             problems.push(format!(
-                "hint totals: stored {:?}, expected {:?}",
-                have.totals, want.totals
+                "hint totals: stored {have_totals:?}, expected {:?}",
+                want.totals
             ));
         }
         Ok(Audit {
@@ -146,61 +149,80 @@ impl RedbStore {
     }
 }
 
-/// Upgrades a file in format `from` to [`FORMAT_VERSION`] in two synced transactions; the
-/// format record changes only in the second, so a crash during the upgrade leaves the old
+/// Upgrades a file in format `from` to [`FORMAT_VERSION`] in synced transactions; the
+/// format record changes only in the last, so a crash during the upgrade leaves the old
 /// format, and the next open upgrades again.
 ///
 /// - Format 0 had the primary tables (`meta`, `objects`, `hints`) in format 1's encodings
 ///   but none of the derived ones.
 /// - Format 1 keyed `objects` by the plain key and kept the `aae_keys` index.
+/// - Format 2 kept the segment hashes in their own `aae_segments` table.
 ///
-/// Both upgrade the same way: the objects are re-keyed with their segment (into a side
-/// table, renamed over the old one), `aae_keys` is dropped, and `aae_segments` and
-/// `hint_totals` are rebuilt from the objects and hints.
+/// Formats 0 and 1 re-key the objects with their segment (into a side table, renamed over
+/// the old one) and drop `aae_keys`; all three drop `aae_segments`, write the segment hashes
+/// into `objects` and rebuild `hint_totals`, the hashes and totals rebuilt from the objects
+/// and hints.
 pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
-    if from > 1 {
+    if from > 2 {
         return Err(StoreError::Corrupt(format!(
             "no upgrade from format {from}"
         )));
     }
+    let rekey = from < 2;
+    let decode_key = if rekey {
+        format::decode_plain_key
+    } else {
+        format::decode_object_key
+    };
     let read = db.begin_read().map_err(txn_error)?;
     let d = derive(
         &open(&read, OBJECTS)?,
-        format::decode_plain_key,
+        decode_key,
+        false,
         &open(&read, HINTS)?,
+        &mut BTreeMap::new(),
     )?;
     drop(read);
-    // Two commits, because redb 2.6 mishandles a table created and then deleted or
-    // renamed in one transaction (its debug assertions fire; the file fails its next
-    // integrity check). The first builds the re-keyed objects in a side table while the
-    // file stays in format `from` (a crash leaves it there, and the next upgrade starts
-    // over); the second swaps it in and rebuilds the derived tables with the new format
-    // record.
-    let txn = db.begin_write().map_err(txn_error)?;
-    txn.delete_table(OBJECTS_UPGRADE).map_err(table_error)?;
-    {
-        let old = txn.open_table(OBJECTS).map_err(table_error)?;
-        let mut new = txn.open_table(OBJECTS_UPGRADE).map_err(table_error)?;
-        for row in old.iter().map_err(storage_error)? {
-            let (k, v) = row.map_err(storage_error)?;
-            let key = format::object_key(&format::decode_plain_key(k.value())?);
-            new.insert(&key[..], v.value()).map_err(storage_error)?;
-        }
-    }
-    txn.commit().map_err(commit_error)?;
-    let txn = db.begin_write().map_err(txn_error)?;
-    for t in [OBJECTS, AAE_KEYS_V1, AAE_SEGMENTS, HINT_TOTALS] {
-        txn.delete_table(t).map_err(table_error)?;
-    }
-    txn.rename_table(OBJECTS_UPGRADE, OBJECTS)
-        .map_err(table_error)?;
-    {
-        let mut segments = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
+    let put_segments = |t: &mut redb::Table<'_, &'static [u8], &'static [u8]>| {
         for (k, h) in &d.segments {
-            segments
-                .insert(&k[..], &h.to_le_bytes()[..])
+            t.insert(&k[..], &h.to_le_bytes()[..])
                 .map_err(storage_error)?;
         }
+        Ok::<_, StoreError>(())
+    };
+    if rekey {
+        // Two commits, because redb 2.6 mishandles a table created and then deleted or
+        // renamed in one transaction (its debug assertions fire; the file fails its next
+        // integrity check). The first builds the re-keyed objects and their segment hashes
+        // in a side table while the file stays in format `from` (a crash leaves it there,
+        // and the next upgrade starts over); the second swaps it in and rebuilds the
+        // totals with the new format record.
+        let txn = db.begin_write().map_err(txn_error)?;
+        txn.delete_table(OBJECTS_UPGRADE).map_err(table_error)?;
+        {
+            let old = txn.open_table(OBJECTS).map_err(table_error)?;
+            let mut new = txn.open_table(OBJECTS_UPGRADE).map_err(table_error)?;
+            for row in old.iter().map_err(storage_error)? {
+                let (k, v) = row.map_err(storage_error)?;
+                let key = format::object_key(&format::decode_plain_key(k.value())?);
+                new.insert(&key[..], v.value()).map_err(storage_error)?;
+            }
+            put_segments(&mut new)?;
+        }
+        txn.commit().map_err(commit_error)?;
+    }
+    let txn = db.begin_write().map_err(txn_error)?;
+    for t in [AAE_KEYS_V1, AAE_SEGMENTS_V2, HINT_TOTALS] {
+        txn.delete_table(t).map_err(table_error)?;
+    }
+    if rekey {
+        txn.delete_table(OBJECTS).map_err(table_error)?;
+        txn.rename_table(OBJECTS_UPGRADE, OBJECTS)
+            .map_err(table_error)?;
+    } else {
+        put_segments(&mut txn.open_table(OBJECTS).map_err(table_error)?)?;
+    }
+    {
         let mut totals = txn.open_table(HINT_TOTALS).map_err(table_error)?;
         for (o, (c, b)) in &d.totals {
             totals

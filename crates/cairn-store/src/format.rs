@@ -8,7 +8,7 @@
 //! |--------------|---------------------------------------|--------------------------------------|
 //! | `meta`       | a name (`format`, `node`, `session`)  | see `MetaKey`                      |
 //! | `objects`    | `object_key`                          | `[1] [state hash u64 LE] [encode_value]` |
-//! | `aae_segments` | `[partition u16 BE] [segment u16 BE]` | `[segment hash u64 LE]` (absent = 0) |
+//! | `objects`    | `segment_key`: `[partition u16 BE] [segment u16 BE]` | `[segment hash u64 LE]` (absent = 0) |
 //! | `hints`      | `[owner u64 BE] [plain key]`           | `[1] [encode_value]`                 |
 //! | `hint_totals`| `[owner u64 BE]`                      | `[count u64 LE] [bytes u64 LE]`      |
 //!
@@ -21,9 +21,15 @@
 //! range of the `objects` table and no separate index is kept. Within a segment, byte
 //! order is `ObjectKey` order.
 //!
-//! Format 1 keyed `objects` by the plain key and kept an `aae_keys` table
+//! A segment's hash lives in the `objects` table too, at `segment_key` (the 4-byte
+//! `[partition] [segment]` prefix, which sorts just before that segment's objects; object
+//! keys are at least 6 bytes long, so the length tells the two rows apart). An update then
+//! dirties the one leaf page holding both the object and its segment's hash, not two.
+//!
+//! Format 2 kept the segment hashes in a separate `aae_segments` table with the same keys
+//! and values. Format 1 keyed `objects` by the plain key and kept an `aae_keys` table
 //! (`[partition] [segment] [plain key]` → `[state hash u64 LE]`); format 0 had neither
-//! `aae_keys`, `aae_segments` nor `hint_totals`. Open upgrades both (`derived::upgrade`).
+//! `aae_keys`, `aae_segments` nor `hint_totals`. Open upgrades all three (`derived::upgrade`).
 
 use cairn_core::aae::{segment_of, SegmentId};
 use cairn_core::{NodeMeta, ObjectKey, StoreError};
@@ -33,8 +39,9 @@ use redb::TableDefinition;
 
 /// The layout this code writes. Format 0 is the layout before the derived tables
 /// (`aae_keys`, `aae_segments`, `hint_totals`) existed; format 1 keyed objects without
-/// their segment and kept the `aae_keys` index; open upgrades both (see `RedbStore::open`).
-pub const FORMAT_VERSION: u32 = 2;
+/// their segment and kept the `aae_keys` index; format 2 kept the segment hashes in their
+/// own `aae_segments` table; open upgrades all three (see `RedbStore::open`).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Record version byte of object and hint records.
 const RECORD_V1: u8 = 1;
@@ -48,7 +55,9 @@ pub(crate) const OBJECTS: Bytes = TableDefinition::new("objects");
 pub(crate) const AAE_KEYS_V1: Bytes = TableDefinition::new("aae_keys");
 /// Where the upgrade to format 2 builds the re-keyed objects before renaming them.
 pub(crate) const OBJECTS_UPGRADE: Bytes = TableDefinition::new("objects_upgrade");
-pub(crate) const AAE_SEGMENTS: Bytes = TableDefinition::new("aae_segments");
+/// Formats 1 and 2's segment hashes; dropped by the upgrade to format 3 (they moved into
+/// `objects`).
+pub(crate) const AAE_SEGMENTS_V2: Bytes = TableDefinition::new("aae_segments");
 pub(crate) const HINTS: Bytes = TableDefinition::new("hints");
 pub(crate) const HINT_TOTALS: Bytes = TableDefinition::new("hint_totals");
 
@@ -164,6 +173,12 @@ pub(crate) fn segment_key(p: PartitionId, s: SegmentId) -> [u8; 4] {
     let [a, b] = p.0.to_be_bytes();
     let [c, d] = s.0.to_be_bytes();
     [a, b, c, d]
+}
+
+/// Whether a key of the `objects` table is a [`segment_key`] (a segment hash) rather than
+/// an [`object_key`].
+pub(crate) fn is_segment_key(bytes: &[u8]) -> bool {
+    bytes.len() == 4
 }
 
 /// Decodes [`segment_key`].

@@ -11,9 +11,7 @@ use redb::{Builder, Database, StorageBackend};
 use crate::error::{
     at_open, commit_error, database_error, refuse, storage_error, table_error, txn_error,
 };
-use crate::format::{
-    self, MetaKey, Session, AAE_SEGMENTS, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
-};
+use crate::format::{self, MetaKey, Session, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::overlay::Overlay;
 use crate::store::RedbStore;
 use crate::writer::{self, Batching, Counters, Done, Shared};
@@ -212,7 +210,7 @@ pub(crate) fn initialize(db: &Database, identity: Option<(u64, u64)>) -> Result<
         };
         meta.insert(MetaKey::SESSION, &format::session_record(&session)[..])
             .map_err(storage_error)?;
-        for t in [OBJECTS, AAE_SEGMENTS, HINTS, HINT_TOTALS] {
+        for t in [OBJECTS, HINTS, HINT_TOTALS] {
             txn.open_table(t).map_err(table_error)?;
         }
     }
@@ -368,7 +366,7 @@ fn read_format(db: &Database) -> Result<Option<u32>, StoreError> {
 /// The node metadata and last session, after checking that every table exists.
 fn read_meta(db: &Database) -> Result<(Option<NodeMeta>, Option<Session>), StoreError> {
     let txn = db.begin_read().map_err(txn_error)?;
-    for t in [OBJECTS, AAE_SEGMENTS, HINTS, HINT_TOTALS] {
+    for t in [OBJECTS, HINTS, HINT_TOTALS] {
         txn.open_table(t).map_err(table_error)?;
     }
     let meta = txn.open_table(META).map_err(table_error)?;

@@ -5,10 +5,11 @@
 //! committed that write, it drops the entry (a later write to the same key keeps it). The
 //! overlay therefore holds at most the queue's and one batch's worth of writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cairn_core::{NodeMeta, ObjectKey};
 use cairn_crdt::Value;
+use cairn_ring::PartitionId;
 
 use crate::writer::Op;
 
@@ -41,6 +42,12 @@ pub(crate) struct Overlay {
     pub(crate) hints: BTreeMap<Vec<u8>, Staged<(ObjectKey, Option<StagedHint>)>>,
     pub(crate) totals: BTreeMap<[u8; 8], Staged<(u64, u64)>>,
     pub(crate) node: Option<Staged<NodeMeta>>,
+    /// Every segment hash of the partitions whose tree has been asked for, staged writes
+    /// included: `aae_tree` answers from here. Built from the committed rows and the staged
+    /// segments when a partition is first asked for (under this lock, so in one consistent
+    /// view), then set by every staged write to the partition. Commits do not change it
+    /// (a commit moves a staged hash to disk unchanged), so `forget` leaves it alone.
+    pub(crate) trees: HashMap<PartitionId, Box<[u64]>>,
 }
 
 impl Overlay {

@@ -15,7 +15,7 @@ use cairn_ring::{NodeId, PartitionId};
 use redb::{ReadTransaction, ReadableTable};
 
 use crate::error::{storage_error, table_error, txn_error};
-use crate::format::{self, MetaKey, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{self, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Staged, StagedHint, StagedObject};
 use crate::writer::{Op, Shared, Write};
@@ -167,6 +167,7 @@ impl RedbStore {
         self.check_writable()?;
         let k = format::object_key(&key);
         let segment = segment_of(&key);
+        let partition = key.partition;
         let seg_key = format::segment_key(key.partition, segment);
         let (old, seg_old) = self.current_hash_and_segment(&k, &seg_key)?;
         let new_hash = new.as_ref().map(|s| s.hash);
@@ -202,6 +203,9 @@ impl RedbStore {
                 },
             );
             overlay.segments.insert(seg_key, Staged { seq, item: seg });
+            if let Some(tree) = overlay.trees.get_mut(&partition) {
+                tree[usize::from(segment.0)] = seg;
+            }
         }
         self.stage(seq, ops)
     }
@@ -224,10 +228,10 @@ impl RedbStore {
             return Ok((o, s));
         }
         let txn = self.read()?;
+        let t = txn.open_table(OBJECTS).map_err(table_error)?;
         let obj = match obj {
             Some(o) => o,
             None => {
-                let t = txn.open_table(OBJECTS).map_err(table_error)?;
                 let got = t.get(k).map_err(storage_error)?;
                 got.map(|g| format::object_record_hash(g.value()))
                     .transpose()?
@@ -235,7 +239,7 @@ impl RedbStore {
         };
         let seg = match seg {
             Some(s) => s,
-            None => db_segment(&txn, s)?,
+            None => db_segment(&t, s)?,
         };
         Ok((obj, seg))
     }
@@ -359,8 +363,11 @@ impl RedbStore {
     }
 }
 
-fn db_segment(txn: &ReadTransaction, s: &[u8; 4]) -> Result<u64, StoreError> {
-    let t = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
+/// A committed segment hash: a row of `objects` (absent = 0).
+fn db_segment(
+    t: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    s: &[u8; 4],
+) -> Result<u64, StoreError> {
     let got = t.get(&s[..]).map_err(storage_error)?;
     got.map_or(Ok(0), |g| format::u64_le(g.value(), "segment hash"))
 }
@@ -406,32 +413,30 @@ impl Store for RedbStore {
     }
 
     fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError> {
-        let lo = format::segment_key(partition, SegmentId(0));
-        let hi = format::segment_key(partition, SegmentId(u16::MAX));
-        let (txn, staged) = self.snapshot(|o| {
-            o.segments
-                .range(lo..=hi)
-                .map(|(k, v)| (*k, v.item))
-                .collect::<Vec<_>>()
-        })?;
+        let mut overlay = self.shared.overlay();
+        if let Some(tree) = overlay.trees.get(&partition) {
+            let segments = tree.to_vec();
+            drop(overlay);
+            return Tree::from_segments(segments)
+                .ok_or_else(|| StoreError::Corrupt("tree size".into()));
+        }
+        // First ask for this partition: 1024 point reads of the committed segment rows,
+        // then the staged ones, all under the overlay lock (one consistent view, and no
+        // staged write to the partition can slip between the build and the cache).
+        let txn = self.read()?;
+        let t = txn.open_table(OBJECTS).map_err(table_error)?;
         let mut segments = vec![0u64; SEGMENTS];
-        let t = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
-        let rows = t.range(&lo[..]..=&hi[..]).map_err(storage_error)?;
-        let mut set = |k: &[u8], h: u64| -> Result<(), StoreError> {
-            let (_, s) = format::decode_segment_key(k)?;
-            let slot = segments
-                .get_mut(usize::from(s.0))
-                .ok_or_else(|| StoreError::Corrupt(format!("segment {} out of range", s.0)))?;
-            *slot = h;
-            Ok(())
-        };
-        for row in rows {
-            let (k, v) = row.map_err(storage_error)?;
-            set(k.value(), format::u64_le(v.value(), "segment hash")?)?;
+        for (s, slot) in (0u16..).zip(segments.iter_mut()) {
+            let k = format::segment_key(partition, SegmentId(s));
+            *slot = match overlay.segments.get(&k) {
+                Some(e) => e.item,
+                None => db_segment(&t, &k)?,
+            };
         }
-        for (k, h) in staged {
-            set(&k, h)?;
-        }
+        overlay
+            .trees
+            .insert(partition, segments.clone().into_boxed_slice());
+        drop(overlay);
         Tree::from_segments(segments).ok_or_else(|| StoreError::Corrupt("tree size".into()))
     }
 
@@ -460,6 +465,9 @@ impl Store for RedbStore {
                 let (k, v) = row.map_err(storage_error)?;
                 if !k.value().starts_with(&lo) || taken >= limit {
                     break;
+                }
+                if format::is_segment_key(k.value()) {
+                    continue; // the segment's hash, stored just before its objects
                 }
                 let key = format::decode_object_key(k.value())?;
                 if !staged.contains_key(&key) {

@@ -1,7 +1,7 @@
 //! Group commit: one writer thread, a bounded queue, one redb transaction per batch.
 //!
 //! The node stages writes from its own thread; each staged write is a list of [`Op`]s
-//! (an object and its segment hash; or a hint and its owner's totals)
+//! (an object and its segment hash, both rows of `objects`; or a hint and its owner's totals)
 //! sent whole, so a batch never splits one. The writer takes the first queued write, then
 //! everything else already queued (up to `batch_writes_max`), waiting at most
 //! `batch_wait` for more, and commits them in one transaction. Writes that arrive during
@@ -17,7 +17,7 @@ use cairn_core::{StoreError, WriteToken};
 use redb::{Database, WriteTransaction};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
-use crate::format::{MetaKey, AAE_SEGMENTS, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::overlay::Overlay;
 use crate::Durability;
 
@@ -176,7 +176,6 @@ pub(crate) fn apply<'a>(
     ops: impl Iterator<Item = &'a Op>,
 ) -> Result<(), StoreError> {
     let mut objects = txn.open_table(OBJECTS).map_err(table_error)?;
-    let mut segments = txn.open_table(AAE_SEGMENTS).map_err(table_error)?;
     let mut hints = txn.open_table(HINTS).map_err(table_error)?;
     let mut totals = txn.open_table(HINT_TOTALS).map_err(table_error)?;
     let mut meta = txn.open_table(META).map_err(table_error)?;
@@ -187,9 +186,10 @@ pub(crate) fn apply<'a>(
                 record: Some(r),
             } => objects.insert(&key[..], &r[..]).map(drop),
             Op::Object { key, record: None } => objects.remove(&key[..]).map(drop),
-            Op::Segment { key, hash: 0 } => segments.remove(&key[..]).map(drop),
+            // Segment hashes are rows of `objects`, next to their segment's objects.
+            Op::Segment { key, hash: 0 } => objects.remove(&key[..]).map(drop),
             Op::Segment { key, hash } => {
-                segments.insert(&key[..], &hash.to_le_bytes()[..]).map(drop)
+                objects.insert(&key[..], &hash.to_le_bytes()[..]).map(drop)
             }
             Op::Hint {
                 key,

@@ -113,10 +113,46 @@ fn a_new_store_has_no_generation_for_the_node_to_inherit() {
 
 type Bytes<'a> = redb::TableDefinition<'a, &'static [u8], &'static [u8]>;
 
+/// Format 2, built from a format-3 file by hand, from the format's description: the
+/// segment hashes (4-byte keys `[partition] [segment]` in `objects`) move to their own
+/// `aae_segments` table.
+fn downgrade_to_format_2(path: &std::path::Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    let objects: Bytes<'_> = redb::TableDefinition::new("objects");
+    let segments: Bytes<'_> = redb::TableDefinition::new("aae_segments");
+    {
+        let mut t = txn.open_table(objects).unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = t
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            })
+            .filter(|(k, _)| k.len() == 4)
+            .collect();
+        assert!(!rows.is_empty());
+        let mut seg = txn.open_table(segments).unwrap();
+        for (k, v) in rows {
+            assert_eq!(v.len(), 8);
+            t.remove(&k[..]).unwrap();
+            seg.insert(&k[..], &v[..]).unwrap();
+        }
+    }
+    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
+    txn.open_table(meta)
+        .unwrap()
+        .insert("format", &2u32.to_le_bytes()[..])
+        .unwrap();
+    txn.commit().unwrap();
+}
+
 /// Format 1, built from a format-2 file by hand, from the format's description: objects
 /// keyed `[partition] [escaped bucket] [00 00] [key]` (format 2's key without the segment
 /// bytes 2..4), and an `aae_keys` index `[partition] [segment] [that key]` → state hash.
 fn downgrade_to_format_1(path: &std::path::Path) {
+    downgrade_to_format_2(path);
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
     let objects: Bytes<'_> = redb::TableDefinition::new("objects");
@@ -213,6 +249,11 @@ fn upgrade_from(from: u32, downgrade: fn(&std::path::Path)) {
 #[test]
 fn format_0_is_upgraded_and_its_derived_tables_rebuilt() {
     upgrade_from(0, downgrade_to_format_0);
+}
+
+#[test]
+fn format_2_is_upgraded_its_segment_hashes_moved_into_objects() {
+    upgrade_from(2, downgrade_to_format_2);
 }
 
 #[test]
