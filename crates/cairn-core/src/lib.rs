@@ -24,7 +24,9 @@
 //! let mut config = Config::new(NodeId(1), 42);
 //! config.bucket_props = bucket;
 //! let mut node = Node::new(config, layout, MemStore::new(), 0).unwrap();
-//! node.store_mut().commit(); // the node's metadata
+//! // A node coordinates nothing until its new generation is durable.
+//! let started = node.store_mut().commit();
+//! node.handle_persisted(0, &started);
 //! let request = ClientRequest {
 //!     bucket: b"likes".as_slice().into(),
 //!     key: b"post:1".as_slice().into(),
