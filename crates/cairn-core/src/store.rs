@@ -237,9 +237,19 @@ impl MemStore {
     /// Stages `new` for `key` (`None`: removal), updating the tree in the same layer.
     fn stage(&mut self, key: ObjectKey, new: Option<Stored>) -> WriteToken {
         let old = self.stored(&key).map(|s| s.hash);
-        let mut tree = self.tree(key.partition);
-        tree.update(&key, old, new.as_ref().map(|s| s.hash));
-        self.staged.trees.insert(key.partition, tree);
+        // The staged tree starts as a copy of the durable one, once per commit.
+        if !self.staged.trees.contains_key(&key.partition) {
+            let durable = self
+                .durable
+                .trees
+                .get(&key.partition)
+                .cloned()
+                .unwrap_or_default();
+            self.staged.trees.insert(key.partition, durable);
+        }
+        if let Some(tree) = self.staged.trees.get_mut(&key.partition) {
+            tree.update(&key, old, new.as_ref().map(|s| s.hash));
+        }
         self.staged.objects.insert(key, new);
         self.token()
     }

@@ -55,11 +55,12 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let (mut failed, mut ops, mut repaired) = (0u64, 0usize, 0u64);
+    let (mut failed, mut ops, mut repaired, mut messages) = (0u64, 0usize, 0u64, 0u64);
     let mut convergence: Vec<u64> = Vec::new();
     for seed in args.start..args.start.saturating_add(args.seeds) {
         let report = Sim::new(SimConfig::with_keys(seed, args.keys)).run();
         ops += report.ops;
+        messages += report.messages;
         repaired += report.aae_keys_repaired;
         convergence.extend(report.convergence_ms);
         if args.verbose {
@@ -92,9 +93,10 @@ fn main() -> ExitCode {
         );
     }
     println!(
-        "{} seeds, {failed} failed; {ops} client operations in {secs:.1} s = {:.0} simulated ops/s",
+        "{} seeds, {failed} failed; {ops} client operations and {messages} peer messages in {secs:.1} s = {:.0} simulated ops/s, {:.0} messages/s",
         args.seeds,
-        ops as f64 / secs.max(1e-9)
+        ops as f64 / secs.max(1e-9),
+        messages as f64 / secs.max(1e-9)
     );
     if failed > 0 {
         ExitCode::FAILURE
