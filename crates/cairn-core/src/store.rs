@@ -335,10 +335,17 @@ impl Store for MemStore {
     }
 
     fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError> {
-        let live = self.live_hints().into_iter();
-        Ok(live
-            .filter(|((_, k), _)| k == key)
-            .map(|((o, _), (v, _))| (*o, v.clone()))
+        // Staged entries (values or removals) shadow durable ones.
+        type Hints = BTreeMap<(NodeId, ObjectKey), Option<(Value, u64)>>;
+        let of_key = |table: &Hints| -> BTreeMap<NodeId, Option<(Value, u64)>> {
+            let rows = table.iter().filter(|((_, k), _)| k == key);
+            rows.map(|((o, _), v)| (*o, v.clone())).collect()
+        };
+        let mut found = of_key(&self.durable.hints);
+        found.extend(of_key(&self.staged.hints));
+        Ok(found
+            .into_iter()
+            .filter_map(|(o, v)| Some((o, v?.0)))
             .collect())
     }
 

@@ -85,7 +85,10 @@ fn derive(
     Ok(d)
 }
 
-fn stored_totals(totals: &Table<'_>) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
+/// The hint totals as stored, by owner key.
+pub(crate) fn stored_totals(
+    totals: &Table<'_>,
+) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
     let mut out = BTreeMap::new();
     for row in totals.iter().map_err(storage_error)? {
         let (k, v) = row.map_err(storage_error)?;

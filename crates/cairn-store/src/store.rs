@@ -12,7 +12,7 @@ use cairn_core::aae::{leaf, segment_of, state_hash, SegmentId, Tree, SEGMENTS};
 use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
-use redb::{ReadTransaction, ReadableTable};
+use redb::ReadTransaction;
 
 use crate::error::{storage_error, table_error, txn_error};
 use crate::format::{self, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
@@ -262,16 +262,7 @@ impl RedbStore {
 
     fn db_totals(txn: &ReadTransaction) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
         let t = txn.open_table(HINT_TOTALS).map_err(table_error)?;
-        let mut out = BTreeMap::new();
-        for row in t.iter().map_err(storage_error)? {
-            let (k, v) = row.map_err(storage_error)?;
-            let owner = format::decode_owner_key(k.value())?;
-            out.insert(
-                format::owner_key(owner),
-                format::decode_totals_record(v.value())?,
-            );
-        }
-        Ok(out)
+        crate::derived::stored_totals(&t)
     }
 
     /// Hint totals per owner, staged included.

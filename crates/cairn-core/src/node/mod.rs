@@ -211,7 +211,9 @@ pub struct Node<S> {
     pending: BTreeMap<RequestId, Pending>,
     deadlines: BTreeSet<(u64, RequestId)>,
     waiters: BTreeMap<WriteToken, Waiter>,
-    handoffs_in_flight: BTreeMap<NodeId, usize>,
+    /// Hints sent to their owners and not yet acknowledged (at most `hint_batch_max`
+    /// per owner).
+    handoffs: BTreeSet<(NodeId, ObjectKey)>,
     /// Forwards already taken, so a duplicated forward is not applied twice; each is kept
     /// until its sender has surely given up on it, and there are at most `pending_max`.
     forwards_seen: BTreeMap<(NodeId, RequestId), u64>,
@@ -262,7 +264,7 @@ impl<S: Store> Node<S> {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             waiters: BTreeMap::new(),
-            handoffs_in_flight: BTreeMap::new(),
+            handoffs: BTreeSet::new(),
             forwards_seen: BTreeMap::new(),
             // A restarted node compares trees at once (DESIGN.md §5, anti-entropy).
             aae: AaeState {
@@ -1086,19 +1088,20 @@ impl<S: Store> Node<S> {
             if owner == self.cfg.id || !self.is_healthy(owner, now_ms) {
                 continue;
             }
-            let in_flight = self.handoffs_in_flight.get(&owner).copied().unwrap_or(0);
+            let in_flight = self.handoffs.iter().filter(|(o, _)| *o == owner).count();
             let room = self.cfg.hint_batch_max.saturating_sub(in_flight);
             if room == 0 {
                 continue;
             }
-            let Ok(batch) = self.store.hints(owner, None, room) else {
+            // The first hints may be the ones in flight: read past them.
+            let Ok(batch) = self.store.hints(owner, None, room + in_flight) else {
                 continue;
             };
-            for (key, value) in batch {
-                let already = self.pending.values().any(|p| matches!(p, Pending::Handoff { owner: o, key: k, .. } if *o == owner && *k == key));
-                if already {
-                    continue;
-                }
+            let fresh = batch
+                .into_iter()
+                .filter(|(k, _)| !self.handoffs.contains(&(owner, k.clone())));
+            let fresh: Vec<(ObjectKey, Value)> = fresh.take(room).collect();
+            for (key, value) in fresh {
                 let timeout = self.cfg.handoff_timeout_ms;
                 let id = self.register(
                     now_ms,
@@ -1109,7 +1112,7 @@ impl<S: Store> Node<S> {
                         sent: value.clone(),
                     },
                 );
-                *self.handoffs_in_flight.entry(owner).or_default() += 1;
+                self.handoffs.insert((owner, key.clone()));
                 self.send(
                     owner,
                     PeerMessage::Replicate {
@@ -1131,8 +1134,8 @@ impl<S: Store> Node<S> {
         let Some(Pending::Handoff { owner, key, sent }) = self.pending.remove(&id) else {
             return;
         };
-        self.handoff_done(owner);
-        if !ok || from != owner {
+        self.handoffs.remove(&(owner, key.clone()));
+        if !ok {
             return;
         }
         // Remove the hint only if nothing merged into it since it was sent.
@@ -1141,12 +1144,6 @@ impl<S: Store> Node<S> {
             // The mark first: a crash must not keep the removal and lose the mark.
             self.mark_dropped(key.partition);
             let _ = self.store.stage_hint_removal(owner, &key);
-        }
-    }
-
-    fn handoff_done(&mut self, owner: NodeId) {
-        if let Some(n) = self.handoffs_in_flight.get_mut(&owner) {
-            *n = n.saturating_sub(1);
         }
     }
 
@@ -1226,12 +1223,12 @@ impl<S: Store> Node<S> {
                     self.reap(&key, state_hash);
                 }
             }
-            Some(Pending::Handoff { owner, .. }) => {
+            Some(Pending::Handoff { .. }) => {
                 // The owner is still away: probe it, and deliver again once it answers.
-                let owner = *owner;
-                self.pending.remove(&id);
-                self.handoff_done(owner);
-                self.suspect(vec![owner]);
+                if let Some(Pending::Handoff { owner, key, .. }) = self.pending.remove(&id) {
+                    self.handoffs.remove(&(owner, key));
+                    self.suspect(vec![owner]);
+                }
             }
             None => {}
         }
