@@ -38,6 +38,22 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
         "cairn-store",
         &["cairn-core", "cairn-crdt", "cairn-proto", "cairn-ring"],
     ),
+    ("cairn-net", &[]),
+    (
+        "cairn-server",
+        &[
+            "cairn-core",
+            "cairn-crdt",
+            "cairn-net",
+            "cairn-proto",
+            "cairn-ring",
+            "cairn-store",
+        ],
+    ),
+    (
+        "cairn",
+        &["cairn-crdt", "cairn-net", "cairn-proto", "cairn-server"],
+    ),
 ];
 
 /// Normal (non-dev, non-build) dependency graph of the workspace, by package name.
@@ -119,6 +135,34 @@ fn workspace_dependencies_point_down() {
                 "{krate} must not depend on {dep}"
             );
         }
+    }
+}
+
+#[test]
+fn only_cairn_net_knows_quinn_and_only_cairn_store_knows_redb() {
+    let graph = normal_deps();
+    for (owner, engine) in [("cairn-net", "quinn"), ("cairn-store", "redb")] {
+        for (krate, deps) in graph.iter().filter(|(k, _)| k.starts_with("cairn")) {
+            if krate != owner {
+                assert!(
+                    !deps.contains(engine),
+                    "{krate} uses {engine} directly; go through {owner}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn one_crypto_provider_only() {
+    let graph = normal_deps();
+    for krate in ["cairn", "cairn-server", "cairn-net"] {
+        let deps = closure(&graph, krate);
+        assert!(deps.contains("ring"), "{krate} should use ring");
+        assert!(
+            !deps.contains("aws-lc-rs") && !deps.contains("aws-lc-sys"),
+            "{krate} pulls in aws-lc"
+        );
     }
 }
 

@@ -54,6 +54,7 @@ mod options;
 mod placement;
 mod store;
 mod values;
+pub mod wire;
 
 pub use msg::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientTag, Output, PeerMessage,

@@ -1,0 +1,409 @@
+//! The endpoint: one quinn endpoint that serves and calls.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{ConnectError, Connection, EndpointConfig, TokioRuntime};
+use tokio::time::timeout;
+use tracing::debug;
+
+use crate::cache::{Cache, Cached};
+use crate::frame::{ReplyKind, RequestKind, HEADER_BYTES};
+use crate::serve::{serve_connection, Handler, Limits};
+use crate::stream::{self, connection_error, ReadFailure, CLOSE_SHUTDOWN};
+use crate::{tls, Alpn, Identity, NetConfig, NetError, NODE_SERVER_NAME};
+
+/// How long [`Endpoint::close`] waits for peers to acknowledge the close.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// One QUIC endpoint on one UDP socket: a server (after [`Endpoint::bind`]) and a client
+/// at once. Cheap to clone; clones share the socket, the connections and the cache.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    quic: quinn::Endpoint,
+    serves: bool,
+    peer_client: quinn::ClientConfig,
+    client_client: quinn::ClientConfig,
+    config: NetConfig,
+    cache: Cache,
+    closed: AtomicBool,
+}
+
+impl Endpoint {
+    /// Binds UDP `addr` and serves both ALPNs. Remotes must present a certificate signed
+    /// by the identity's CA; the peer ALPN also needs a node certificate. The identity must
+    /// itself be a node certificate (clients check the server name [`NODE_SERVER_NAME`]).
+    ///
+    /// Call from within a tokio runtime with I/O and time enabled.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &Identity,
+        config: NetConfig,
+    ) -> Result<Endpoint, NetError> {
+        config.validate()?;
+        if !identity.is_node() {
+            return Err(NetError::Tls(format!(
+                "serving needs a node certificate (valid for {NODE_SERVER_NAME}); this is a client certificate"
+            )));
+        }
+        let server = tls::server_config(identity, &config)?;
+        let socket =
+            UdpSocket::bind(addr).map_err(|e| NetError::io(format!("binding UDP {addr}"), e))?;
+        Endpoint::build(socket, Some(server), identity, config)
+    }
+
+    /// A client-only endpoint on an ephemeral port (no server configuration, nothing
+    /// accepted): for the SDK and the CLI. Any certificate signed by the CA will do.
+    ///
+    /// Call from within a tokio runtime with I/O and time enabled.
+    pub fn client(identity: &Identity, config: NetConfig) -> Result<Endpoint, NetError> {
+        config.validate()?;
+        // Dual-stack where the system allows, so both IPv4 and IPv6 nodes can be dialled.
+        let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
+            .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
+            .map_err(|e| NetError::io("binding a UDP socket", e))?;
+        Endpoint::build(socket, None, identity, config)
+    }
+
+    fn build(
+        socket: UdpSocket,
+        server: Option<quinn::ServerConfig>,
+        identity: &Identity,
+        config: NetConfig,
+    ) -> Result<Endpoint, NetError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let error = std::io::Error::other("not called from within a tokio runtime");
+            return Err(NetError::io("starting the QUIC endpoint", error));
+        }
+        let serves = server.is_some();
+        let runtime = Arc::new(TokioRuntime);
+        let quic = quinn::Endpoint::new(EndpointConfig::default(), server, socket, runtime)
+            .map_err(|e| NetError::io("starting the QUIC endpoint", e))?;
+        let inner = Inner {
+            quic,
+            serves,
+            peer_client: tls::client_config(identity, &config, Alpn::Peer)?,
+            client_client: tls::client_config(identity, &config, Alpn::Client)?,
+            config,
+            cache: Cache::default(),
+            closed: AtomicBool::new(false),
+        };
+        Ok(Endpoint {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The local UDP address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.inner
+            .quic
+            .local_addr()
+            .map_err(|e| NetError::io("reading the local address", e))
+    }
+
+    /// The settings this endpoint runs with.
+    pub fn config(&self) -> &NetConfig {
+        &self.inner.config
+    }
+
+    /// Accepts connections until [`Endpoint::close`]: a task per connection and per
+    /// request stream, `handler` called for each request frame. Bad frames get an error
+    /// reply and end their stream only. Returns at once on a client-only endpoint.
+    pub async fn serve<H: Handler>(&self, handler: Arc<H>) {
+        if !self.inner.serves {
+            debug!("serve called on a client-only endpoint");
+            return;
+        }
+        let limits = Limits {
+            frame_bytes_max: self.inner.config.frame_bytes_max,
+            request_timeout: self.inner.config.call_timeout,
+        };
+        while let Some(incoming) = self.inner.quic.accept().await {
+            tokio::spawn(serve_connection(incoming, Arc::clone(&handler), limits));
+        }
+        debug!("endpoint stopped accepting");
+    }
+
+    /// Sends `request` to `addr` on a fresh stream of the cached connection for
+    /// (`addr`, `alpn`) and returns the reply payload.
+    ///
+    /// Connects as needed; a new connection is proven with a ping first (with TLS 1.3 a
+    /// client learns that the server refused its certificate only on first use), so a
+    /// refusal comes back as [`NetError::Refused`] or [`NetError::Handshake`]. After a
+    /// failed connection attempt, calls to that address fail fast with
+    /// [`NetError::Backoff`] until the backoff (doubling from `backoff_min` to
+    /// `backoff_max`) ends. The request is never re-sent: a call whose request may have
+    /// reached the remote fails rather than risk applying it twice.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        request: &[u8],
+    ) -> Result<Vec<u8>, NetError> {
+        let max = self.inner.config.frame_bytes_max;
+        if request.len() > max {
+            let len = request.len() as u64;
+            return Err(NetError::FrameTooLarge { len, max });
+        }
+        let (kind, payload) = self
+            .exchange(addr, alpn, RequestKind::Request, request)
+            .await?;
+        match kind {
+            ReplyKind::Ok => Ok(payload),
+            other => Err(NetError::BadFrame(format!(
+                "a request was answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Checks that `addr` is reachable and accepts us on `alpn`: connects if needed and
+    /// sends a ping.
+    pub async fn ping(&self, addr: SocketAddr, alpn: Alpn) -> Result<(), NetError> {
+        match self.exchange(addr, alpn, RequestKind::Ping, &[]).await? {
+            (ReplyKind::Pong, _) => Ok(()),
+            (other, _) => Err(NetError::BadFrame(format!(
+                "a ping was answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Stops accepting, closes every connection with code 0 and reason `shutdown`, and
+    /// waits (at most a second) for the remotes to acknowledge. Later calls fail with
+    /// [`NetError::Closed`].
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.quic.close(CLOSE_SHUTDOWN, b"shutdown");
+        self.inner.cache.clear();
+        if timeout(CLOSE_WAIT, self.inner.quic.wait_idle())
+            .await
+            .is_err()
+        {
+            debug!("connections still closing after {CLOSE_WAIT:?}");
+        }
+    }
+
+    /// Number of open connections, incoming and outgoing (for metrics).
+    pub fn connection_count(&self) -> usize {
+        self.inner.quic.open_connections()
+    }
+
+    /// Test support: writes `bytes` as they are on a fresh stream of the cached connection
+    /// to (`addr`, `alpn`), finishes it, and returns every byte of the reply stream. For
+    /// sending malformed frames; not part of the supported API.
+    #[doc(hidden)]
+    pub async fn raw_exchange(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, NetError> {
+        let cached = self.connection(addr, alpn).await?;
+        let (mut send, mut recv) = cached
+            .connection
+            .open_bi()
+            .await
+            .map_err(connection_error)?;
+        // The server may stop reading early (a bad header); its reply still comes.
+        let written = send.write_all(bytes).await;
+        if written.is_ok() {
+            stream::finish(&mut send)?;
+        }
+        let limit = HEADER_BYTES + self.inner.config.frame_bytes_max;
+        let reply = recv.read_to_end(limit).await;
+        reply.map_err(|e| NetError::BadFrame(format!("raw reply: {e}")))
+    }
+
+    /// One frame out, one frame back, on the cached connection, within `call_timeout`.
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        kind: RequestKind,
+        payload: &[u8],
+    ) -> Result<(ReplyKind, Vec<u8>), NetError> {
+        let cached = self.connection(addr, alpn).await?;
+        let result = self.exchange_on(&cached.connection, kind, payload).await;
+        match result {
+            // The stream could not even be opened: nothing was sent, so one retry on a
+            // fresh connection is safe. (A cached connection can die unnoticed.)
+            Err(Stage::Open(_)) if cached.reused => {
+                self.inner.cache.evict((addr, alpn), &cached.connection);
+                let cached = self.connection(addr, alpn).await?;
+                self.finish_exchange(addr, alpn, &cached.connection, kind, payload)
+                    .await
+            }
+            other => self.settle(addr, alpn, &cached.connection, other),
+        }
+    }
+
+    async fn finish_exchange(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        connection: &Connection,
+        kind: RequestKind,
+        payload: &[u8],
+    ) -> Result<(ReplyKind, Vec<u8>), NetError> {
+        let result = self.exchange_on(connection, kind, payload).await;
+        self.settle(addr, alpn, connection, result)
+    }
+
+    /// Drops a connection that turned out dead, and flattens the result.
+    fn settle(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        connection: &Connection,
+        result: Result<(ReplyKind, Vec<u8>), Stage>,
+    ) -> Result<(ReplyKind, Vec<u8>), NetError> {
+        if connection.close_reason().is_some() {
+            self.inner.cache.evict((addr, alpn), connection);
+        }
+        result.map_err(Stage::into_error)
+    }
+
+    async fn exchange_on(
+        &self,
+        connection: &Connection,
+        kind: RequestKind,
+        payload: &[u8],
+    ) -> Result<(ReplyKind, Vec<u8>), Stage> {
+        let max = self.inner.config.frame_bytes_max;
+        let call = async {
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| Stage::Open(connection_error(e)))?;
+            request(&mut send, &mut recv, kind, payload, max)
+                .await
+                .map_err(Stage::After)
+        };
+        match timeout(self.inner.config.call_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Stage::After(NetError::Timeout)),
+        }
+    }
+
+    /// The cached connection for (`addr`, `alpn`), dialled if needed.
+    async fn connection(&self, addr: SocketAddr, alpn: Alpn) -> Result<Cached, NetError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(NetError::Closed);
+        }
+        let config = &self.inner.config;
+        let cached = self
+            .inner
+            .cache
+            .get(
+                (addr, alpn),
+                |failures| config.backoff(failures),
+                || self.dial(addr, alpn),
+            )
+            .await?;
+        Ok(cached)
+    }
+
+    /// Connects and proves the connection with a ping, within `connect_timeout`.
+    async fn dial(&self, addr: SocketAddr, alpn: Alpn) -> Result<Connection, NetError> {
+        let client = match alpn {
+            Alpn::Peer => self.inner.peer_client.clone(),
+            Alpn::Client => self.inner.client_client.clone(),
+        };
+        let connecting = self
+            .inner
+            .quic
+            .connect_with(client, addr, NODE_SERVER_NAME)
+            .map_err(connect_error)?;
+        let max = self.inner.config.frame_bytes_max;
+        let attempt = async {
+            let connection = connecting.await.map_err(connection_error)?;
+            if let Err(error) = prove(&connection, max).await {
+                connection.close(CLOSE_SHUTDOWN, b"ping failed");
+                return Err(error);
+            }
+            Ok(connection)
+        };
+        let limit = self.inner.config.connect_timeout;
+        let result = timeout(limit, attempt).await;
+        let connected = result
+            .map_err(|_| NetError::Connect(format!("no connection to {addr} within {limit:?}")))?;
+        match &connected {
+            Ok(_) => debug!(%addr, ?alpn, "connected"),
+            Err(error) => debug!(%addr, ?alpn, %error, "connection attempt failed"),
+        }
+        connected
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_addr", &self.inner.quic.local_addr().ok())
+            .field("serves", &self.inner.serves)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an exchange failed: before anything was sent, or after.
+enum Stage {
+    Open(NetError),
+    After(NetError),
+}
+
+impl Stage {
+    fn into_error(self) -> NetError {
+        match self {
+            Stage::Open(error) | Stage::After(error) => error,
+        }
+    }
+}
+
+/// Writes one request frame and reads the reply frame. An error frame becomes
+/// [`NetError::Remote`]. If the write fails (the server stopped reading a request it
+/// refused), the reply is still read: it says why.
+async fn request(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    kind: RequestKind,
+    payload: &[u8],
+    max: usize,
+) -> Result<(ReplyKind, Vec<u8>), NetError> {
+    let written = stream::write_frame(send, kind.into(), payload, max).await;
+    let reply = stream::read_frame(recv, max).await;
+    let (kind, payload) = match (written, reply) {
+        (_, Ok(reply)) => reply,
+        (Err(error), Err(_)) | (Ok(()), Err(ReadFailure::Stream(error))) => return Err(error),
+        (Ok(()), Err(ReadFailure::Frame(error))) => return Err(error.into()),
+    };
+    match ReplyKind::try_from(kind)? {
+        ReplyKind::Error => Err(NetError::Remote(
+            String::from_utf8_lossy(&payload).into_owned(),
+        )),
+        kind => Ok((kind, payload)),
+    }
+}
+
+/// The first exchange on a new connection: a ping whose pong proves the server accepted
+/// our certificate (and, on the peer ALPN, that it is a node certificate).
+async fn prove(connection: &Connection, max: usize) -> Result<(), NetError> {
+    let (mut send, mut recv) = connection.open_bi().await.map_err(connection_error)?;
+    match request(&mut send, &mut recv, RequestKind::Ping, &[], max).await? {
+        (ReplyKind::Pong, _) => Ok(()),
+        (other, _) => Err(NetError::Handshake(format!(
+            "the remote answered a ping with {other:?}"
+        ))),
+    }
+}
+
+fn connect_error(error: ConnectError) -> NetError {
+    match error {
+        ConnectError::EndpointStopping => NetError::Closed,
+        other => NetError::Connect(other.to_string()),
+    }
+}

@@ -1,0 +1,166 @@
+//! Peer traffic over `cairn-net`: what a request payload holds, the handler that feeds
+//! the core thread, and the outbound side that carries the node's sends.
+//!
+//! A peer payload starts with a kind byte: [`KIND_CORE`] (a `cairn_core::wire` message,
+//! answered with an empty payload as soon as it is queued: replies travel as messages of
+//! their own) or [`KIND_JOIN`] (a postcard [`JoinRequest`], answered with the postcard
+//! layout that now stages the joiner).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use cairn_core::wire::{decode_peer, encode_peer};
+use cairn_core::PeerMessage;
+use cairn_net::{Alpn, Endpoint, Handler};
+use cairn_ring::{Capacity, Layout, NodeId, NodeRole, Zone};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::core_loop::{CoreHandle, Event, Refused};
+
+/// A core message follows.
+pub const KIND_CORE: u8 = 0;
+/// A join request follows.
+pub const KIND_JOIN: u8 = 1;
+
+/// Most peer sends in flight at once; beyond it sends are dropped (the node's timeouts,
+/// retries and anti-entropy cover lost messages).
+pub const OUTBOUND_MAX: usize = 4096;
+
+/// A node asking to be staged into the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// Its id.
+    pub id: u64,
+    /// Where peers reach it.
+    pub addr: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its capacity.
+    pub capacity: u64,
+}
+
+/// Serves peer requests by handing them to the core thread.
+pub struct PeerHandler {
+    core: CoreHandle,
+}
+
+impl PeerHandler {
+    /// A handler feeding `core`.
+    pub fn new(core: CoreHandle) -> Self {
+        PeerHandler { core }
+    }
+
+    fn core_message(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let (from, msg) = decode_peer(body).map_err(|e| e.to_string())?;
+        match self.core.send(Event::Peer { from, msg }) {
+            Ok(()) => Ok(Vec::new()),
+            Err(Refused::Overloaded) => Err("overloaded: message dropped".into()),
+            Err(Refused::Stopped) => Err("the node is stopping".into()),
+        }
+    }
+
+    async fn join(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let req: JoinRequest =
+            postcard::from_bytes(body).map_err(|e| format!("malformed join request: {e}"))?;
+        let zone = Zone::new(req.zone).map_err(|e| e.to_string())?;
+        let role = NodeRole::new(req.addr, zone, Capacity(req.capacity));
+        let id = NodeId(req.id);
+        let layout = self
+            .core
+            .ask(|reply| Event::Join { id, role, reply })
+            .await
+            .map_err(|e| format!("{e:?}"))??;
+        postcard::to_allocvec(&layout).map_err(|e| e.to_string())
+    }
+}
+
+impl Handler for PeerHandler {
+    async fn handle(
+        &self,
+        alpn: Alpn,
+        _peer: SocketAddr,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        if alpn != Alpn::Peer {
+            return Err("the native client protocol is not served yet; use the HTTP API".into());
+        }
+        match request.split_first() {
+            Some((&KIND_CORE, body)) => self.core_message(body),
+            Some((&KIND_JOIN, body)) => self.join(body).await,
+            Some((kind, _)) => Err(format!("unknown peer request kind {kind}")),
+            None => Err("empty peer request".into()),
+        }
+    }
+}
+
+/// Carries the node's sends to its peers, one spawned call each.
+pub struct Outbound {
+    me: NodeId,
+    endpoint: Endpoint,
+    runtime: tokio::runtime::Handle,
+    permits: Arc<Semaphore>,
+    addrs: Mutex<HashMap<String, Option<SocketAddr>>>,
+}
+
+impl Outbound {
+    /// Sends as `me` through `endpoint`, spawning on `runtime`.
+    pub fn new(me: NodeId, endpoint: Endpoint, runtime: tokio::runtime::Handle) -> Self {
+        Outbound {
+            me,
+            endpoint,
+            runtime,
+            permits: Arc::new(Semaphore::new(OUTBOUND_MAX)),
+            addrs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn addr_of(&self, layout: &Layout, to: NodeId) -> Option<SocketAddr> {
+        let text = layout.node(to).map(|r| r.addr.clone()).or_else(|| {
+            layout.staged().change(to).and_then(|s| match &s.change {
+                cairn_ring::NodeChange::Set(role) => Some(role.addr.clone()),
+                cairn_ring::NodeChange::Remove => None,
+            })
+        })?;
+        let mut cache = self.addrs.lock().unwrap_or_else(|p| p.into_inner());
+        *cache.entry(text).or_insert_with_key(|t| t.parse().ok())
+    }
+
+    /// Sends `msg` to `to`, dropping it when the node's address is unknown or too many
+    /// sends are in flight.
+    pub fn send(&self, layout: &Layout, to: NodeId, msg: &PeerMessage) {
+        let Some(addr) = self.addr_of(layout, to) else {
+            tracing::debug!(to = %crate::status::node_name(to), "no address for peer; message dropped");
+            return;
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::debug!("outbound queue full; message dropped");
+            return;
+        };
+        let mut payload = vec![KIND_CORE];
+        payload.extend_from_slice(&encode_peer(self.me, msg));
+        let endpoint = self.endpoint.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
+                tracing::debug!(%addr, error = %e, "peer send failed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Asks the node at `seed` to stage `req`; returns the layout it answered with.
+pub async fn join(
+    endpoint: &Endpoint,
+    seed: SocketAddr,
+    req: &JoinRequest,
+) -> Result<Layout, String> {
+    let mut payload = vec![KIND_JOIN];
+    payload.extend_from_slice(&postcard::to_allocvec(req).map_err(|e| e.to_string())?);
+    let reply = endpoint
+        .call(seed, Alpn::Peer, &payload)
+        .await
+        .map_err(|e| e.to_string())?;
+    postcard::from_bytes(&reply).map_err(|e| format!("the seed answered with no layout: {e}"))
+}

@@ -1,0 +1,168 @@
+//! The node's view of the cluster, as `GET /v1/cluster` and `cairn cluster status` show it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use cairn_core::Node;
+use cairn_ring::{Layout, NodeChange, NodeId, Plan};
+use cairn_store::RedbStore;
+use serde::Serialize;
+
+/// Node ids print as 16 hex digits (JSON numbers cannot hold every u64).
+pub fn node_name(id: NodeId) -> String {
+    format!("{:016x}", id.0)
+}
+
+/// One node of the layout.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    /// Its id.
+    pub id: String,
+    /// Its QUIC address.
+    pub addr: String,
+    /// Its zone.
+    pub zone: String,
+    /// Its capacity.
+    pub capacity: u64,
+    /// Partition replicas it holds in the committed layout.
+    pub partitions: u32,
+    /// Whether this node believes it up.
+    pub up: bool,
+    /// Whether it is the node answering.
+    #[serde(rename = "self")]
+    pub this: bool,
+}
+
+/// A staged, uncommitted change.
+#[derive(Clone, Debug, Serialize)]
+pub struct StagedChange {
+    /// The node it is about.
+    pub node: String,
+    /// `set` (join or change role) or `remove`.
+    pub change: &'static str,
+    /// The staged address, for `set`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// The staged zone, for `set`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// The staged capacity, for `set`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+}
+
+/// What `GET /v1/cluster` returns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    /// The answering node's id.
+    pub node: String,
+    /// Its name.
+    pub name: String,
+    /// Its HTTP address.
+    pub http: String,
+    /// Whether it coordinates requests yet (its new generation is durable).
+    pub generation: u64,
+    /// The committed layout's version.
+    pub layout_version: u64,
+    /// Replicas per partition.
+    pub replication: u8,
+    /// Partitions in the ring.
+    pub partitions: u16,
+    /// Nodes in the committed layout, and staged ones.
+    pub nodes: Vec<NodeStatus>,
+    /// Changes waiting for a commit.
+    pub staged: Vec<StagedChange>,
+    /// Hints this node keeps for others.
+    pub hints: u64,
+    /// Their bytes.
+    pub hint_bytes: u64,
+    /// Requests this node has in flight.
+    pub in_flight: usize,
+}
+
+/// Reads the status off `node`.
+pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr) -> Status {
+    let layout = node.layout();
+    let down: BTreeSet<NodeId> = node.down().collect();
+    let slots = layout.slot_counts();
+    let nodes = layout
+        .nodes()
+        .map(|(id, role)| NodeStatus {
+            id: node_name(id),
+            addr: role.addr.clone(),
+            zone: role.zone.as_str().to_owned(),
+            capacity: role.capacity.0,
+            partitions: slots.get(&id).copied().unwrap_or(0),
+            up: !down.contains(&id),
+            this: id == node.id(),
+        })
+        .collect();
+    let staged = layout
+        .staged()
+        .changes()
+        .map(|(id, staged)| match &staged.change {
+            NodeChange::Set(role) => StagedChange {
+                node: node_name(id),
+                change: "set",
+                addr: Some(role.addr.clone()),
+                zone: Some(role.zone.as_str().to_owned()),
+                capacity: Some(role.capacity.0),
+            },
+            NodeChange::Remove => StagedChange {
+                node: node_name(id),
+                change: "remove",
+                addr: None,
+                zone: None,
+                capacity: None,
+            },
+        })
+        .collect();
+    let backlog = node.hint_backlog().unwrap_or_default();
+    Status {
+        node: node_name(node.id()),
+        name: name.to_owned(),
+        http: http.to_string(),
+        generation: node.generation(),
+        layout_version: layout.version().0,
+        replication: layout.config().replication(),
+        partitions: layout.config().partitions(),
+        nodes,
+        staged,
+        hints: backlog.count,
+        hint_bytes: backlog.bytes,
+        in_flight: node.pending_len(),
+    }
+}
+
+/// What a commit did (or, for a dry run, would do).
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanSummary {
+    /// Whether this is only a plan.
+    pub dry_run: bool,
+    /// The layout version the commit makes.
+    pub version: u64,
+    /// Nodes the commit adds.
+    pub added: Vec<String>,
+    /// Nodes it removes.
+    pub removed: Vec<String>,
+    /// Partitions whose replica sets change.
+    pub moved_partitions: usize,
+    /// Replica slots that move.
+    pub moved_slots: u64,
+}
+
+impl PlanSummary {
+    /// Summarises `plan`, made from the committed layout `before`.
+    pub fn new(plan: &Plan, before: &Layout, dry_run: bool) -> Self {
+        let old: BTreeSet<NodeId> = before.nodes().map(|(id, _)| id).collect();
+        let new: BTreeSet<NodeId> = plan.nodes().map(|(id, _)| id).collect();
+        PlanSummary {
+            dry_run,
+            version: plan.version().0,
+            added: new.difference(&old).copied().map(node_name).collect(),
+            removed: old.difference(&new).copied().map(node_name).collect(),
+            moved_partitions: plan.moves().len(),
+            moved_slots: plan.moved_slots(),
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! Real `cairn server` processes on loopback: replication across nodes, a node killed
+//! with SIGKILL and restarted, hints handed back, a peer from another CA refused, garbage
+//! on both ports, and a clean SIGTERM.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+#[path = "../../src/http_client.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod http_client;
+
+/// Generous bound on anything the cluster must do eventually; never a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn cairn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A free loopback port (UDP and TCP are checked by binding both).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes a CA in `dir` and returns it.
+fn make_ca(dir: &Path) {
+    run_ok(cairn().args(["cert", "ca", "--out"]).arg(dir));
+}
+
+struct Server {
+    name: String,
+    data: PathBuf,
+    quic: SocketAddr,
+    http: String,
+    ca: PathBuf,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    fn new(root: &Path, ca_dir: &Path, name: &str, extra: &[&str]) -> Server {
+        let data = root.join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        run_ok(
+            cairn()
+                .args([
+                    "cert",
+                    "node",
+                    "--name",
+                    name,
+                    "--host",
+                    "127.0.0.1",
+                    "--ca-dir",
+                ])
+                .arg(ca_dir)
+                .arg("--out")
+                .arg(&data),
+        );
+        Server {
+            name: name.to_owned(),
+            quic: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            http: format!("http://127.0.0.1:{}", free_port()),
+            data,
+            ca: ca_dir.join("ca.pem"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.data.join("server.log")
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let child = cairn()
+            .arg("server")
+            .args(["--name", &self.name, "--listen", &self.quic.to_string()])
+            .args(["--http", self.http.trim_start_matches("http://")])
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--tls-ca")
+            .arg(&self.ca)
+            .arg("--tls-cert")
+            .arg(self.data.join(format!("{}.pem", self.name)))
+            .arg("--tls-key")
+            .arg(self.data.join(format!("{}-key.pem", self.name)))
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(r) = http_client::request(&self.http, "GET", "/health", None) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} never became healthy:\n{}", self.name, self.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{} ignored SIGTERM", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> http_client::Response {
+        http_client::request(&self.http, method, path, body).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn incr(node: &Server, key: &str, query: &str) -> http_client::Response {
+    node.call(
+        "POST",
+        &format!("/v1/buckets/likes/keys/{key}{query}"),
+        Some(&json!({"type": "counter", "op": {"increment": 1}})),
+    )
+}
+
+fn read(node: &Server, key: &str, query: &str) -> http_client::Response {
+    node.call("GET", &format!("/v1/buckets/likes/keys/{key}{query}"), None)
+}
+
+/// Increments until one is acknowledged; returns how many were sent. A failed attempt
+/// is indeterminate (it may still be applied), so a counter ends between the
+/// acknowledged increments and the attempts.
+fn incr_until_acked(node: &Server, key: &str, query: &str) -> u64 {
+    let mut tries = 0;
+    eventually("an increment is acknowledged", || {
+        tries += 1;
+        (incr(node, key, query).status == 200).then_some(())
+    });
+    tries
+}
+
+fn assert_within(body: &Value, acked: u64, tries: u64) {
+    let v = body["value"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        (acked..=tries).contains(&v),
+        "{body}: expected {acked}..={tries}"
+    );
+}
+
+/// Retries `f` until it returns `Some`, or panics with `what`.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn hints(node: &Server) -> u64 {
+    node.call("GET", "/v1/cluster", None).body["hints"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+/// Three nodes, two replicas per key (so every key has a fallback that can keep hints).
+fn three_nodes(root: &Path) -> Vec<Server> {
+    let ca = root.join("ca");
+    make_ca(&ca);
+    let mut first = Server::new(
+        root,
+        &ca,
+        "n1",
+        &["--replication", "2", "--durability", "fsync"],
+    );
+    first.start();
+    let join = first.quic.to_string();
+    let mut nodes = vec![first];
+    for name in ["n2", "n3"] {
+        let mut s = Server::new(root, &ca, name, &["--join", &join]);
+        s.start();
+        nodes.push(s);
+    }
+    // The first node could not commit alone (two replicas need two nodes): all three
+    // are staged once both joiners are.
+    eventually("all three nodes staged", || {
+        let s = nodes[0].call("GET", "/v1/cluster", None).body;
+        (s["staged"].as_array()?.len() == 3).then_some(())
+    });
+    let commit = nodes[0].call("POST", "/v1/cluster/commit", None);
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    // Every node learns the committed layout through gossip.
+    for n in &nodes {
+        eventually("layout gossiped", || {
+            let s = n.call("GET", "/v1/cluster", None).body;
+            (s["nodes"].as_array()?.len() == 3 && s["staged"].as_array()?.is_empty()).then_some(())
+        });
+    }
+    nodes
+}
+
+#[test]
+fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
+    let root = temp_dir("cluster");
+    let mut nodes = three_nodes(&root);
+
+    // Written through one node, read through another.
+    let mut tries = 0;
+    for _ in 0..5 {
+        tries += incr_until_acked(&nodes[0], "post1", "");
+    }
+    let r = read(&nodes[1], "post1", "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_within(&r.body, 5, tries);
+
+    // One node killed: writes with w=2 still succeed (a fallback keeps a hint).
+    nodes[2].kill();
+    let keys: Vec<(String, u64)> = (0..20)
+        .map(|i| {
+            let key = format!("k{i}");
+            let tries = incr_until_acked(&nodes[0], &key, "?w=2");
+            (key, tries)
+        })
+        .collect();
+    for (key, tries) in &keys {
+        // Until the second node also sees the killed one down it may forward there and
+        // time out (a 5xx a client retries); every answer it gives is right.
+        let r = eventually("a read with a node down", || {
+            let r = read(&nodes[1], key, "?r=2");
+            (r.status < 500).then_some(r)
+        });
+        assert_eq!(r.status, 200, "{key}: {}", r.body);
+        assert_within(&r.body, 1, *tries);
+    }
+    let kept: u64 = hints(&nodes[0]) + hints(&nodes[1]);
+    assert!(
+        kept > 0,
+        "some of 20 keys have the killed node as a primary, so hints are kept"
+    );
+
+    // Restarted: its hints come home and every replica agrees.
+    nodes[2].start();
+    eventually("hints handed back", || {
+        (hints(&nodes[0]) + hints(&nodes[1]) == 0).then_some(())
+    });
+    for (key, _) in &keys {
+        let values: Vec<Value> = nodes
+            .iter()
+            .map(|n| read(n, key, "?r=all").body["value"].clone())
+            .collect();
+        assert!(values[0].is_i64(), "{key}: {values:?}");
+        assert!(values.iter().all(|v| *v == values[0]), "{key}: {values:?}");
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn a_node_from_another_ca_cannot_join() {
+    let root = temp_dir("foreign");
+    let ca = root.join("ca");
+    make_ca(&ca);
+    let mut member = Server::new(&root, &ca, "m1", &[]);
+    member.start();
+    let other_ca = root.join("other-ca");
+    make_ca(&other_ca);
+    let mut intruder = Server::new(
+        &root,
+        &other_ca,
+        "x1",
+        &["--join", &member.quic.to_string()],
+    );
+    intruder.extra.push("--join-patience-ms".into());
+    intruder.extra.push("2000".into());
+    let log = std::fs::File::create(intruder.log()).unwrap();
+    let out = cairn()
+        .arg("server")
+        .args(["--name", "x1", "--listen", &intruder.quic.to_string()])
+        .args(["--http", intruder.http.trim_start_matches("http://")])
+        .arg("--data")
+        .arg(&intruder.data)
+        .arg("--tls-ca")
+        .arg(&intruder.ca)
+        .arg("--tls-cert")
+        .arg(intruder.data.join("x1.pem"))
+        .arg("--tls-key")
+        .arg(intruder.data.join("x1-key.pem"))
+        .args(&intruder.extra)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(!out.success(), "a node with a foreign certificate started");
+    assert!(
+        intruder.log_text().contains("cannot join"),
+        "{}",
+        intruder.log_text()
+    );
+    let s = member.call("GET", "/v1/cluster", None).body;
+    assert!(
+        s["staged"].as_array().unwrap().is_empty(),
+        "the intruder was staged: {s}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
+fn garbage_gets_errors_and_sigterm_leaves_a_clean_store() {
+    let root = temp_dir("garbage");
+    let ca = root.join("ca");
+    make_ca(&ca);
+    let mut node = Server::new(&root, &ca, "g1", &[]);
+    node.start();
+
+    // Garbage datagrams on the QUIC port.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for size in [1, 7, 1200, 1500, 65_000] {
+        let junk: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+        udp.send_to(&junk, node.quic).unwrap();
+    }
+
+    // Malformed HTTP: each gets a 4xx with the error shape.
+    let long_key = "k".repeat(2000);
+    let big = json!({"type": "set", "op": {"add": ["x".repeat(9 << 20)]}});
+    let cases: Vec<(&str, String, Option<Value>, u16)> = vec![
+        (
+            "POST",
+            "/v1/buckets/b/keys/k".into(),
+            Some(json!("not an object")),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/buckets/b/keys/k".into(),
+            Some(json!({"type": "bogus", "op": {}})),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/buckets/b/keys/k".into(),
+            Some(json!({"type": "counter", "op": {"increment": "x"}})),
+            400,
+        ),
+        (
+            "POST",
+            format!("/v1/buckets/b/keys/{long_key}"),
+            Some(json!({"type": "counter", "op": {"increment": 1}})),
+            413,
+        ),
+        ("POST", "/v1/buckets/b/keys/k".into(), Some(big), 413),
+        ("GET", "/v1/buckets/b/keys/%FF%FE".into(), None, 400),
+        ("GET", "/v1/buckets/b/keys/k?r=lots".into(), None, 400),
+        ("GET", "/v1/buckets/b/keys/missing".into(), None, 404),
+        ("GET", "/no/such/endpoint".into(), None, 404),
+    ];
+    for (method, path, body, want) in cases {
+        let r = node.call(method, &path, body.as_ref());
+        assert_eq!(
+            r.status,
+            want,
+            "{method} {}: {}",
+            &path[..path.len().min(60)],
+            r.body
+        );
+        assert!(r.body["error"]["code"].is_string(), "{}", r.body);
+    }
+    let raw = raw_http(&node.http, b"POST /v1/buckets/b/keys/k HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4\r\nConnection: close\r\n\r\n\xff\xfe{}");
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    // A type mismatch is a 409.
+    assert_eq!(incr(&node, "typed", "").status, 200);
+    let r = node.call(
+        "POST",
+        "/v1/buckets/likes/keys/typed",
+        Some(&json!({"type": "set", "op": {"add": ["a"]}})),
+    );
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (409, Some("type_mismatch"))
+    );
+
+    // Still serving.
+    assert_eq!(incr(&node, "after", "").status, 200);
+
+    // SIGTERM: a clean exit, and the restart finds a clean store (no actor rotation).
+    assert!(node.terminate().success(), "{}", node.log_text());
+    node.start();
+    let log = node.log_text();
+    let restart = log.rsplit("node id").next().unwrap_or_default();
+    assert!(
+        restart.contains("previous_clean=true") && restart.contains("rotated=None"),
+        "{restart}"
+    );
+    assert_eq!(read(&node, "after", "").body["value"], json!(1));
+    std::fs::remove_dir_all(&root).ok();
+}
+
+fn raw_http(base: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
