@@ -13,6 +13,15 @@ use clap::Args;
 
 use crate::http_client;
 
+/// `println!` that survives a closed stdout (a pipe whose reader went away): the
+/// cluster must still stop cleanly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Most nodes `cairn dev` starts.
 const DEV_NODES_MAX: u16 = 16;
 
@@ -42,6 +51,9 @@ struct Node {
     name: String,
     http: String,
     child: Child,
+    /// The command line that starts this node again (printed when it exits).
+    restart: String,
+    exited: Option<std::process::ExitStatus>,
 }
 
 pub(crate) fn run(args: DevArgs) -> Result<(), String> {
@@ -74,36 +86,41 @@ pub(crate) fn run(args: DevArgs) -> Result<(), String> {
     let ready = nodes
         .iter()
         .try_for_each(wait_healthy)
-        .and_then(|()| commit(&nodes[0], args.nodes));
+        .and_then(|()| commit(&nodes[0], args.nodes))
+        .and_then(|()| nodes.iter().try_for_each(|n| wait_layout(n, args.nodes)));
     if let Err(e) = ready {
         stop_all(&mut nodes);
         return Err(e);
     }
-    println!(
+    say!(
         "cairn dev: {} nodes up (replication {replication})",
         nodes.len()
     );
     for n in &nodes {
-        println!("  {}  {}", n.name, n.http);
+        say!("  {}  {}", n.name, n.http);
     }
-    println!("try:  curl -s -XPOST {}/v1/buckets/likes/keys/post1 -d '{{\"type\":\"counter\",\"op\":{{\"increment\":1}}}}'", nodes[0].http);
-    println!(
+    say!("try:  curl -s -XPOST {}/v1/buckets/likes/keys/post1 -d '{{\"type\":\"counter\",\"op\":{{\"increment\":1}}}}'", nodes[0].http);
+    say!(
         "Ctrl-C stops the cluster; data stays in {}",
         args.dir.display()
     );
     while !stop.load(Ordering::Acquire) {
         for n in &mut nodes {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                println!(
-                    "cairn dev: {} exited ({status}); restart it with `cairn dev` again or by hand",
-                    n.name
-                );
+            if n.exited.is_none() {
+                if let Ok(Some(status)) = n.child.try_wait() {
+                    say!(
+                        "cairn dev: {} exited ({status}); to restart it:\n  {}",
+                        n.name,
+                        n.restart
+                    );
+                    n.exited = Some(status);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     stop_all(&mut nodes);
-    println!("cairn dev: stopped");
+    say!("cairn dev: stopped");
     Ok(())
 }
 
@@ -192,10 +209,17 @@ fn start_node(
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let restart = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(Node {
         name,
         http: format!("http://{http}"),
         child,
+        restart,
+        exited: None,
     })
 }
 
@@ -236,6 +260,23 @@ fn commit(first: &Node, nodes: u16) -> Result<(), String> {
                 "only {} of {nodes} nodes joined",
                 committed + staged
             ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `node` has heard of the committed layout with all `count` nodes.
+fn wait_layout(node: &Node, count: u16) -> Result<(), String> {
+    let deadline = Instant::now() + START_PATIENCE;
+    loop {
+        let status = http_client::request(&node.http, "GET", "/v1/cluster", None)?;
+        let nodes = status.body["nodes"].as_array().map_or(0, Vec::len);
+        let staged = status.body["staged"].as_array().map_or(0, Vec::len);
+        if nodes == usize::from(count) && staged == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} never learned the committed layout", node.name));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -415,27 +415,31 @@ fn print_status(s: &Json) {
         s["node"].as_str().unwrap_or("?")
     );
     println!(
-        "{:<18} {:<22} {:<12} {:>8} {:>10} {:<5}",
+        "{:<18} {:<22} {:<12} {:>8} {:>10}  {:<4}",
         "NODE", "ADDRESS", "ZONE", "CAPACITY", "PARTITIONS", "UP"
     );
+    let text = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     for n in s["nodes"].as_array().into_iter().flatten() {
         let me = if n["self"].as_bool() == Some(true) {
-            " *"
+            "  (this node)"
         } else {
             ""
         };
+        let up = if n["up"].as_bool() == Some(true) {
+            "up"
+        } else {
+            "DOWN"
+        };
         println!(
-            "{:<18} {:<22} {:<12} {:>8} {:>10} {:<5}{me}",
-            n["id"].as_str().unwrap_or("?"),
-            n["addr"].as_str().unwrap_or("?"),
-            n["zone"].as_str().unwrap_or("?"),
-            n["capacity"],
-            n["partitions"],
-            if n["up"].as_bool() == Some(true) {
-                "up"
-            } else {
-                "DOWN"
-            },
+            "{:<18} {:<22} {:<12} {:>8} {:>10}  {up:<4}{me}",
+            text(&n["id"]),
+            text(&n["addr"]),
+            text(&n["zone"]),
+            text(&n["capacity"]),
+            text(&n["partitions"]),
         );
     }
     for c in s["staged"].as_array().into_iter().flatten() {

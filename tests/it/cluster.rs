@@ -469,3 +469,99 @@ fn raw_http(base: &str, request: &[u8]) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// `count` consecutive free loopback ports (UDP and TCP), for `cairn dev`.
+fn free_port_run(count: u16) -> u16 {
+    let mut base = free_port();
+    loop {
+        let free = (0..count).all(|i| {
+            let Some(p) = base.checked_add(i) else {
+                return false;
+            };
+            UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free && base.checked_add(count).is_some() {
+            return base;
+        }
+        base = free_port();
+    }
+}
+
+#[test]
+fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let root = temp_dir("dev");
+    let (quic, http) = (free_port_run(3), free_port_run(3));
+    let mut dev = cairn()
+        .args(["dev", "--nodes", "3", "--dir"])
+        .arg(&root)
+        .args([
+            "--quic-port",
+            &quic.to_string(),
+            "--http-port",
+            &http.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let dev = KillOnDrop(dev);
+    let mut urls = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            if line.trim_start().starts_with("node") {
+                urls.push(url.to_owned());
+            }
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(urls.len(), 3, "cairn dev printed {urls:?}");
+    let body = json!({"type": "counter", "op": {"increment": 2}});
+    let r = http_client::request(&urls[0], "POST", "/v1/buckets/b/keys/k", Some(&body)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http_client::request(&urls[2], "GET", "/v1/buckets/b/keys/k", None).unwrap();
+    assert_eq!(r.body["value"], json!(2), "{}", r.body);
+    let status = http_client::request(&urls[1], "GET", "/v1/cluster", None)
+        .unwrap()
+        .body;
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(status["replication"], json!(3));
+
+    let ok = Command::new("kill")
+        .args(["-TERM", &dev.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let mut dev = dev;
+    assert!(dev.0.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    for node in ["node1", "node2", "node3"] {
+        let log = std::fs::read_to_string(root.join(node).join("server.log")).unwrap();
+        assert!(log.contains("marked clean"), "{node}:\n{log}");
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Stops `cairn dev` (and so its nodes) with SIGTERM if a test fails half-way.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}

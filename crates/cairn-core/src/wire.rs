@@ -721,6 +721,7 @@ fn mismatch(expected: u8, found: u8) -> Result<TypeMismatch, WireError> {
 const REASONS: &[&str] = &[
     "too many forwards to remember",
     "the node is starting",
+    "no layout is committed yet",
     "too many requests in flight",
     "forwarded to a node that holds no replica",
     "no replica is reachable",

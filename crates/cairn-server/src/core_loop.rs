@@ -323,10 +323,13 @@ impl Core {
         }
     }
 
-    /// Serves events until nothing is in flight or `grace` passes, then closes the store.
+    /// Serves events until every client request has its answer or `grace` passes, then
+    /// closes the store.
     fn shut_down(mut self, rx: &Receiver<Event>, grace: Duration) -> Result<(), String> {
         let deadline = Instant::now() + grace;
-        while self.node.pending_len() > 0 && Instant::now() < deadline {
+        // Client requests only: the node's background work (late acknowledgements, hints,
+        // tombstones waiting out their grace) is durable locally and resumes after restart.
+        while !self.replies.is_empty() && Instant::now() < deadline {
             match rx.recv_timeout(self.wait_time()) {
                 Ok(Event::Client { reply, .. }) => {
                     let _ = reply.send(Err(ClientError::Unavailable("the node is shutting down")));

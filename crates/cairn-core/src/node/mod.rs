@@ -612,6 +612,14 @@ impl<S: Store> Node<S> {
             .nodes()
             .filter(|(_, role)| role.stores_data())
             .count();
+        if storage_nodes == 0 {
+            // A node that joined but has not yet heard of the first commit (or a cluster
+            // whose layout was never committed): not a bad request, a cluster not ready.
+            return self.answer(
+                origin,
+                Err(ClientError::Unavailable("no layout is committed yet")),
+            );
+        }
         let opts = match Resolved::new(&self.cfg.bucket_props, &request.options, storage_nodes) {
             Ok(opts) => opts,
             Err(e) => return self.answer(origin, Err(e.into())),
@@ -1322,4 +1330,36 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemStore;
+    use cairn_crdt::{CounterOp, Op};
+    use cairn_ring::{Capacity, LayoutConfig, NodeRole, Zone};
+
+    #[test]
+    fn a_node_without_a_committed_layout_is_unavailable_not_misconfigured() {
+        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
+        let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
+        layout.stage_node(NodeId(1), role, NodeId(1)).unwrap();
+        let mut node = Node::new(Config::new(NodeId(1), 7), layout, MemStore::new(), 0).unwrap();
+        let started = node.store_mut().commit();
+        node.handle_persisted(0, &started);
+        let request = ClientRequest {
+            bucket: b"b".as_slice().into(),
+            key: b"k".as_slice().into(),
+            op: ClientOp::Update(Op::Counter(CounterOp::Increment(1))),
+            options: Default::default(),
+        };
+        node.handle_client(1, ClientTag(1), request);
+        assert_eq!(
+            node.poll_output(),
+            Some(Output::Reply {
+                tag: ClientTag(1),
+                result: Err(ClientError::Unavailable("no layout is committed yet")),
+            })
+        );
+    }
 }
