@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-30}"
-targets=(decode_value decode_op decode_context crdt_laws merge_decoded)
+targets=(decode_value decode_op decode_context decode_peer decode_frame crdt_laws merge_decoded)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: needs a nightly toolchain (rustup toolchain install nightly)" >&2

@@ -283,7 +283,10 @@ fn wait_layout(node: &Node, count: u16) -> Result<(), String> {
 }
 
 fn stop_all(nodes: &mut [Node]) {
-    for n in nodes.iter() {
+    for n in nodes.iter_mut() {
+        if !matches!(n.child.try_wait(), Ok(None)) {
+            continue; // Already gone.
+        }
         // SIGTERM: each node finishes its requests and closes its store cleanly.
         let _ = Command::new("kill")
             .args(["-TERM", &n.child.id().to_string()])
