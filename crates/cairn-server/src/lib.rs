@@ -1,4 +1,4 @@
-//! The Cairn server: drives a `cairn-core` [`Node`](cairn_core::Node) with the redb store
+//! The Cairn server: drives a `cairn-core` [`Node`] with the redb store
 //! (`cairn-store`), QUIC peers (`cairn-net`) and the real clock, and serves the HTTP/JSON
 //! API.
 //!
