@@ -39,6 +39,7 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
         &["cairn-core", "cairn-crdt", "cairn-proto", "cairn-ring"],
     ),
     ("cairn-net", &[]),
+    ("cairn-client", &["cairn-crdt", "cairn-net", "cairn-proto"]),
     (
         "cairn-server",
         &[

@@ -16,11 +16,11 @@ mod http_client;
 /// Generous bound on anything the cluster must do eventually; never a timing assertion.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn cairn() -> Command {
+pub(crate) fn cairn() -> Command {
     Command::new(env!("CARGO_BIN_EXE_cairn"))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cairn-it-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -28,7 +28,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// A free loopback port (UDP and TCP are checked by binding both).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
@@ -38,7 +38,7 @@ fn free_port() -> u16 {
     }
 }
 
-fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -49,22 +49,22 @@ fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// Makes a CA in `dir` and returns it.
-fn make_ca(dir: &Path) {
+pub(crate) fn make_ca(dir: &Path) {
     run_ok(cairn().args(["cert", "ca", "--out"]).arg(dir));
 }
 
-struct Server {
-    name: String,
-    data: PathBuf,
-    quic: SocketAddr,
-    http: String,
-    ca: PathBuf,
-    extra: Vec<String>,
-    child: Option<Child>,
+pub(crate) struct Server {
+    pub(crate) name: String,
+    pub(crate) data: PathBuf,
+    pub(crate) quic: SocketAddr,
+    pub(crate) http: String,
+    pub(crate) ca: PathBuf,
+    pub(crate) extra: Vec<String>,
+    pub(crate) child: Option<Child>,
 }
 
 impl Server {
-    fn new(root: &Path, ca_dir: &Path, name: &str, extra: &[&str]) -> Server {
+    pub(crate) fn new(root: &Path, ca_dir: &Path, name: &str, extra: &[&str]) -> Server {
         let data = root.join(name);
         std::fs::create_dir_all(&data).unwrap();
         run_ok(
@@ -93,11 +93,11 @@ impl Server {
         }
     }
 
-    fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.data.join("server.log")
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -141,11 +141,11 @@ impl Server {
         panic!("{} never became healthy:\n{}", self.name, self.log_text());
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
@@ -153,7 +153,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         let ok = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -170,7 +170,12 @@ impl Server {
         }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> http_client::Response {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> http_client::Response {
         http_client::request(&self.http, method, path, body).unwrap()
     }
 }
@@ -181,7 +186,7 @@ impl Drop for Server {
     }
 }
 
-fn incr(node: &Server, key: &str, query: &str) -> http_client::Response {
+pub(crate) fn incr(node: &Server, key: &str, query: &str) -> http_client::Response {
     node.call(
         "POST",
         &format!("/v1/buckets/likes/keys/{key}{query}"),
@@ -189,7 +194,7 @@ fn incr(node: &Server, key: &str, query: &str) -> http_client::Response {
     )
 }
 
-fn read(node: &Server, key: &str, query: &str) -> http_client::Response {
+pub(crate) fn read(node: &Server, key: &str, query: &str) -> http_client::Response {
     node.call("GET", &format!("/v1/buckets/likes/keys/{key}{query}"), None)
 }
 
@@ -214,7 +219,7 @@ fn assert_within(body: &Value, acked: u64, tries: u64) {
 }
 
 /// Retries `f` until it returns `Some`, or panics with `what`.
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(v) = f() {
@@ -225,14 +230,14 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn hints(node: &Server) -> u64 {
+pub(crate) fn hints(node: &Server) -> u64 {
     node.call("GET", "/v1/cluster", None).body["hints"]
         .as_u64()
         .unwrap_or(u64::MAX)
 }
 
 /// Three nodes, two replicas per key (so every key has a fallback that can keep hints).
-fn three_nodes(root: &Path) -> Vec<Server> {
+pub(crate) fn three_nodes(root: &Path) -> Vec<Server> {
     let ca = root.join("ca");
     make_ca(&ca);
     let mut first = Server::new(
@@ -471,7 +476,7 @@ fn raw_http(base: &str, request: &[u8]) -> String {
 }
 
 /// `count` consecutive free loopback ports (UDP and TCP), for `cairn dev`.
-fn free_port_run(count: u16) -> u16 {
+pub(crate) fn free_port_run(count: u16) -> u16 {
     let mut base = free_port();
     loop {
         let free = (0..count).all(|i| {
@@ -553,7 +558,7 @@ fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
 }
 
 /// Stops `cairn dev` (and so its nodes) with SIGTERM if a test fails half-way.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -4,4 +4,5 @@
 mod architecture;
 mod cli;
 mod cluster;
+mod sdk;
 mod sizes;

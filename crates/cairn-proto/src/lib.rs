@@ -58,6 +58,7 @@
 //! version 2 keeps the version-1 decoders and picks by the first byte, while writers keep
 //! writing version 1 until every node reads 2 (see `proto-docs/crdt-laws.md`).
 
+pub mod client;
 mod error;
 mod map;
 mod op;

@@ -16,6 +16,7 @@ use cairn_core::{
     KEY_BYTES_MAX, TIMEOUT_MS_MAX,
 };
 use cairn_crdt::{ApplyError, Op, Value, ValueType};
+use cairn_proto::client::ErrorKind;
 use serde_json::{json, Value as JsonValue};
 
 use crate::core_loop::{CoreHandle, Event, Refused};
@@ -103,26 +104,24 @@ impl From<Refused> for ApiError {
 impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> Self {
         let message = e.to_string();
-        let (status, code) = match &e {
-            ClientError::QuorumNotReached { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "quorum_not_reached")
-            }
-            ClientError::TypeMismatch(_) => (StatusCode::CONFLICT, "type_mismatch"),
-            ClientError::Refused(ApplyError::TooLarge { .. }) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-            }
-            ClientError::Refused(ApplyError::CounterOverflow) => {
+        let (status, code) = match crate::client_api::classify(&e) {
+            ErrorKind::QuorumNotReached => (StatusCode::SERVICE_UNAVAILABLE, "quorum_not_reached"),
+            ErrorKind::TypeMismatch => (StatusCode::CONFLICT, "type_mismatch"),
+            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            ErrorKind::Refused
+                if matches!(e, ClientError::Refused(ApplyError::CounterOverflow)) =>
+            {
                 (StatusCode::CONFLICT, "counter_overflow")
             }
-            ClientError::Refused(_) => (StatusCode::CONFLICT, "refused"),
-            ClientError::InvalidOptions(_) => (StatusCode::BAD_REQUEST, "invalid_options"),
-            ClientError::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
-            ClientError::Unavailable(why) if why.contains("in time") => {
-                (StatusCode::GATEWAY_TIMEOUT, "timeout")
+            ErrorKind::Refused => (StatusCode::CONFLICT, "refused"),
+            ErrorKind::Invalid if matches!(e, ClientError::InvalidKey(_)) => {
+                (StatusCode::BAD_REQUEST, "invalid_key")
             }
-            ClientError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ClientError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_options"),
+            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ErrorKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ErrorKind::Storage => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ApiError::new(status, code, message)
     }

@@ -14,6 +14,7 @@
 //! graceful shutdown: stop accepting HTTP, finish requests in flight, close the store
 //! (flush and mark it clean), close QUIC.
 
+pub mod client_api;
 pub mod config;
 pub mod core_loop;
 pub mod http;
@@ -21,6 +22,7 @@ pub mod json;
 pub mod peer;
 pub mod state;
 pub mod status;
+pub mod testing;
 mod tls;
 
 use std::future::Future;

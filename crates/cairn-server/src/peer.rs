@@ -83,8 +83,8 @@ impl Handler for PeerHandler {
         _peer: SocketAddr,
         request: Vec<u8>,
     ) -> Result<Vec<u8>, String> {
-        if alpn != Alpn::Peer {
-            return Err("the native client protocol is not served yet; use the HTTP API".into());
+        if alpn == Alpn::Client {
+            return Ok(crate::client_api::handle(&self.core, &request).await);
         }
         match request.split_first() {
             Some((&KIND_CORE, body)) => self.core_message(body),

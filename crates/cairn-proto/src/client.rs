@@ -1,0 +1,279 @@
+//! The native client protocol (ALPN `cairn-client/1`): what the SDK sends a node and what
+//! comes back, as versioned postcard bodies inside `cairn-net` frames.
+//!
+//! ```text
+//! request  = [CLIENT_VERSION] postcard(Request)
+//! response = [CLIENT_VERSION] postcard(Response)
+//! ```
+//!
+//! Operations and values inside travel as this crate's own envelopes
+//! ([`crate::encode_op`], [`crate::encode_value`]), so a value has the same bytes on the
+//! wire as on disk. Decoding is total: any input gives a message or a [`DecodeError`].
+//! Operations and values are decoded (and so validated) when the server or client turns
+//! them into [`Op`]s and [`Value`]s: [`KeyRequest::op`] and [`Response::value`].
+
+use cairn_crdt::{Op, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::DecodeError;
+
+/// The version byte that starts every client message.
+pub const CLIENT_VERSION: u8 = 1;
+
+/// Most key requests in one [`Request::Batch`].
+pub const BATCH_MAX: usize = 256;
+
+/// A client's message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// One operation on one key.
+    Key(KeyRequest),
+    /// Several, answered by one [`Response::Batch`] in the same order.
+    Batch(Vec<KeyRequest>),
+    /// The QUIC addresses of the cluster's nodes, as the answering node knows them.
+    Nodes,
+}
+
+/// What to do to which key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRequest {
+    /// The bucket.
+    pub bucket: Vec<u8>,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The action.
+    pub action: Action,
+    /// Overrides of the bucket's options.
+    pub options: Options,
+}
+
+/// What a key request does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Apply an operation (its [`crate::encode_op`] bytes); the answer is the value after it.
+    Update(Vec<u8>),
+    /// Read the value.
+    Read,
+    /// Delete what the replicas read have observed.
+    Delete,
+}
+
+/// Per-request options; `None` takes the bucket's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Replies a read waits for.
+    pub r: Option<Quorum>,
+    /// Acknowledgements a write waits for.
+    pub w: Option<Quorum>,
+    /// Of those, replies from primaries.
+    pub pr: Option<Quorum>,
+    /// Of those, acknowledgements from primaries.
+    pub pw: Option<Quorum>,
+    /// The request's deadline at the coordinator, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// A quorum as clients name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quorum {
+    /// One replica.
+    One,
+    /// A majority.
+    Quorum,
+    /// Every replica.
+    All,
+    /// An explicit count.
+    Count(u8),
+}
+
+/// A node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The value ([`crate::encode_value`] bytes) after an update or as read; `None`: not found.
+    Value(Option<Vec<u8>>),
+    /// A delete was acknowledged.
+    Deleted,
+    /// Answers to a batch, in order.
+    Batch(Vec<Response>),
+    /// The cluster's nodes' QUIC addresses.
+    Nodes(Vec<String>),
+    /// The request failed.
+    Error(ErrorReply),
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The kind of failure.
+    pub kind: ErrorKind,
+    /// What happened, for people.
+    pub message: String,
+    /// For [`ErrorKind::QuorumNotReached`]: replicas that answered.
+    pub answered: u8,
+    /// For [`ErrorKind::QuorumNotReached`]: replicas needed.
+    pub required: u8,
+    /// For [`ErrorKind::QuorumNotReached`]: primaries among those that answered.
+    pub primaries: u8,
+    /// For [`ErrorKind::QuorumNotReached`]: primaries needed (`pr`/`pw`).
+    pub primaries_required: u8,
+}
+
+/// Failure kinds; each maps to one SDK error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Too few replicas answered (after a write: indeterminate).
+    QuorumNotReached,
+    /// The operation's type is not the key's.
+    TypeMismatch,
+    /// A key, value or operation passes a named bound.
+    TooLarge,
+    /// The operation was refused (an overflow).
+    Refused,
+    /// The request is malformed or its options cannot be met.
+    Invalid,
+    /// No node that could serve it is reachable, or the node is starting or stopping.
+    Unavailable,
+    /// The coordinator did not answer in time (after a write: indeterminate).
+    Timeout,
+    /// The node's queue is full: back off.
+    Overloaded,
+    /// The node's storage failed.
+    Storage,
+}
+
+impl KeyRequest {
+    /// The operation of an update, decoded and validated.
+    pub fn op(&self) -> Option<Result<Op, DecodeError>> {
+        match &self.action {
+            Action::Update(bytes) => Some(crate::decode_op(bytes)),
+            Action::Read | Action::Delete => None,
+        }
+    }
+}
+
+impl Response {
+    /// The value of a [`Response::Value`], decoded and validated.
+    pub fn value(bytes: &Option<Vec<u8>>) -> Result<Option<Value>, DecodeError> {
+        bytes.as_deref().map(crate::decode_value).transpose()
+    }
+}
+
+fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![CLIENT_VERSION];
+    // Serialising plain data into a Vec cannot fail; an empty body is refused by the
+    // receiver, which is the right outcome should it ever happen.
+    if let Ok(body) = postcard::to_allocvec(msg) {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != CLIENT_VERSION {
+        return Err(DecodeError::UnknownVersion {
+            found: version,
+            supported: CLIENT_VERSION,
+        });
+    }
+    let (msg, rest) = postcard::take_from_bytes(body)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { count: rest.len() });
+    }
+    Ok(msg)
+}
+
+/// Encodes a client request.
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    encode(req)
+}
+
+/// Decodes a client request; a batch longer than [`BATCH_MAX`] is refused.
+pub fn decode_request(bytes: &[u8]) -> Result<Request, DecodeError> {
+    let req: Request = decode(bytes)?;
+    if let Request::Batch(items) = &req {
+        if items.len() > BATCH_MAX {
+            return Err(crate::error::invalid(
+                "a batch holds at most BATCH_MAX requests",
+            ));
+        }
+    }
+    Ok(req)
+}
+
+/// Encodes a node's response.
+pub fn encode_response(resp: &Response) -> Vec<u8> {
+    encode(resp)
+}
+
+/// Decodes a node's response.
+pub fn decode_response(bytes: &[u8]) -> Result<Response, DecodeError> {
+    decode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_crdt::CounterOp;
+
+    fn incr() -> KeyRequest {
+        KeyRequest {
+            bucket: b"likes".to_vec(),
+            key: b"post".to_vec(),
+            action: Action::Update(crate::encode_op(&Op::Counter(CounterOp::Increment(1)))),
+            options: Options {
+                w: Some(Quorum::All),
+                timeout_ms: Some(100),
+                ..Options::default()
+            },
+        }
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        for req in [
+            Request::Key(incr()),
+            Request::Batch(vec![incr(), incr()]),
+            Request::Nodes,
+        ] {
+            assert_eq!(decode_request(&encode_request(&req)), Ok(req));
+        }
+        let error = ErrorReply {
+            kind: ErrorKind::QuorumNotReached,
+            message: "1 of 2".into(),
+            answered: 1,
+            required: 2,
+            primaries: 1,
+            primaries_required: 0,
+        };
+        for resp in [
+            Response::Value(None),
+            Response::Deleted,
+            Response::Nodes(vec!["127.0.0.1:7000".into()]),
+            Response::Batch(vec![Response::Deleted, Response::Error(error.clone())]),
+            Response::Error(error),
+        ] {
+            assert_eq!(decode_response(&encode_response(&resp)), Ok(resp));
+        }
+        assert_eq!(incr().op(), Some(Ok(Op::Counter(CounterOp::Increment(1)))));
+    }
+
+    #[test]
+    fn bad_bytes_are_typed_errors() {
+        assert_eq!(decode_request(&[]), Err(DecodeError::Empty));
+        assert!(matches!(
+            decode_request(&[9, 0]),
+            Err(DecodeError::UnknownVersion { .. })
+        ));
+        let bytes = encode_request(&Request::Key(incr()));
+        for cut in 1..bytes.len() {
+            assert!(decode_request(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode_request(&long).is_err());
+        let big = Request::Batch(vec![incr(); BATCH_MAX + 1]);
+        assert!(decode_request(&encode_request(&big)).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! The native client protocol (ALPN `cairn-client/1`, `cairn_proto::client`): decode a
+//! request, run it through the core like an HTTP request, encode the answer.
+
+use std::time::Duration;
+
+use cairn_core::{
+    ClientError, ClientOp, ClientReply, ClientRequest, Quorum, RequestOptions, BUCKET_BYTES_MAX,
+    KEY_BYTES_MAX,
+};
+use cairn_crdt::ApplyError;
+use cairn_proto::client::{
+    self as wire, Action, ErrorKind, ErrorReply, KeyRequest, Request, Response,
+};
+use tokio::sync::oneshot;
+
+use crate::core_loop::{ClientResult, CoreHandle, Event, Refused};
+
+/// Default deadline when a request names none (the bucket default).
+const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+
+/// How much longer than the request's own deadline the server waits for the core.
+const REPLY_SLACK: Duration = Duration::from_secs(2);
+
+/// Answers one client message.
+pub async fn handle(core: &CoreHandle, bytes: &[u8]) -> Vec<u8> {
+    let response = match wire::decode_request(bytes) {
+        Ok(Request::Key(k)) => match start(core, k) {
+            Ok(pending) => pending.finish().await,
+            Err(resp) => resp,
+        },
+        Ok(Request::Batch(items)) => {
+            // Queue every request first so the core works on them together.
+            let started: Vec<_> = items.into_iter().map(|k| start(core, k)).collect();
+            let mut out = Vec::with_capacity(started.len());
+            for s in started {
+                out.push(match s {
+                    Ok(pending) => pending.finish().await,
+                    Err(resp) => resp,
+                });
+            }
+            Response::Batch(out)
+        }
+        Ok(Request::Nodes) => nodes(core).await,
+        Err(e) => error(ErrorKind::Invalid, format!("malformed client request: {e}")),
+    };
+    wire::encode_response(&response)
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error(ErrorReply {
+        kind,
+        message: message.into(),
+        answered: 0,
+        required: 0,
+        primaries: 0,
+        primaries_required: 0,
+    })
+}
+
+/// A request handed to the core, waiting for its answer.
+struct Pending {
+    rx: oneshot::Receiver<ClientResult>,
+    timeout: Duration,
+}
+
+impl Pending {
+    async fn finish(self) -> Response {
+        match tokio::time::timeout(self.timeout, self.rx).await {
+            Ok(Ok(result)) => response(result),
+            Ok(Err(_)) => error(ErrorKind::Unavailable, "the node is shutting down"),
+            Err(_) => error(ErrorKind::Timeout, "the node did not answer in time"),
+        }
+    }
+}
+
+fn start(core: &CoreHandle, k: KeyRequest) -> Result<Pending, Response> {
+    let request = request(k)?;
+    let timeout = Duration::from_millis(request.options.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS))
+        + REPLY_SLACK;
+    let (reply, rx) = oneshot::channel();
+    core.send(Event::Client { request, reply })
+        .map_err(|r| match r {
+            Refused::Overloaded => error(
+                ErrorKind::Overloaded,
+                "the node's request queue is full; back off",
+            ),
+            Refused::Stopped => error(ErrorKind::Unavailable, "the node is shutting down"),
+        })?;
+    Ok(Pending { rx, timeout })
+}
+
+/// A wire request as the core's request, checked at the edge.
+fn request(k: KeyRequest) -> Result<ClientRequest, Response> {
+    for (what, bytes, max) in [
+        ("bucket", &k.bucket, BUCKET_BYTES_MAX),
+        ("key", &k.key, KEY_BYTES_MAX),
+    ] {
+        if bytes.len() > max {
+            return Err(error(
+                ErrorKind::TooLarge,
+                format!("{what} is {} bytes; at most {max}", bytes.len()),
+            ));
+        }
+        if bytes.is_empty() {
+            return Err(error(ErrorKind::Invalid, format!("{what} is empty")));
+        }
+    }
+    let op = match k.op() {
+        Some(Ok(op)) => ClientOp::Update(op),
+        Some(Err(e)) => {
+            return Err(error(
+                ErrorKind::Invalid,
+                format!("operation does not decode: {e}"),
+            ))
+        }
+        None if k.action == Action::Read => ClientOp::Read,
+        None => ClientOp::Delete,
+    };
+    let q = |q: Option<wire::Quorum>| {
+        q.map(|q| match q {
+            wire::Quorum::One => Quorum::One,
+            wire::Quorum::Quorum => Quorum::Quorum,
+            wire::Quorum::All => Quorum::All,
+            wire::Quorum::Count(n) => Quorum::Count(n),
+        })
+    };
+    let o = k.options;
+    Ok(ClientRequest {
+        bucket: k.bucket.into_boxed_slice(),
+        key: k.key.into_boxed_slice(),
+        op,
+        options: RequestOptions {
+            n: None,
+            r: q(o.r),
+            w: q(o.w),
+            pr: q(o.pr),
+            pw: q(o.pw),
+            timeout_ms: o.timeout_ms,
+        },
+    })
+}
+
+fn response(result: ClientResult) -> Response {
+    match result {
+        Ok(ClientReply::Value(v)) => Response::Value(v.as_ref().map(cairn_proto::encode_value)),
+        Ok(ClientReply::Deleted) => Response::Deleted,
+        Err(e) => {
+            let (answered, required, primaries, primaries_required) = match e {
+                ClientError::QuorumNotReached {
+                    answered,
+                    required,
+                    primaries,
+                    primaries_required,
+                } => (answered, required, primaries, primaries_required),
+                _ => (0, 0, 0, 0),
+            };
+            Response::Error(ErrorReply {
+                kind: classify(&e),
+                message: e.to_string(),
+                answered,
+                required,
+                primaries,
+                primaries_required,
+            })
+        }
+    }
+}
+
+/// The kind of a core error, shared by the HTTP API and the native protocol.
+pub fn classify(e: &ClientError) -> ErrorKind {
+    match e {
+        ClientError::QuorumNotReached { .. } => ErrorKind::QuorumNotReached,
+        ClientError::TypeMismatch(_) => ErrorKind::TypeMismatch,
+        ClientError::Refused(ApplyError::TooLarge { .. }) => ErrorKind::TooLarge,
+        ClientError::Refused(_) => ErrorKind::Refused,
+        ClientError::InvalidOptions(_) | ClientError::InvalidKey(_) => ErrorKind::Invalid,
+        ClientError::Unavailable(why) if why.contains("in time") => ErrorKind::Timeout,
+        ClientError::Unavailable(_) => ErrorKind::Unavailable,
+        ClientError::Store(_) => ErrorKind::Storage,
+        _ => ErrorKind::Unavailable,
+    }
+}
+
+async fn nodes(core: &CoreHandle) -> Response {
+    match core.ask(|reply| Event::Status { reply }).await {
+        Ok(status) => Response::Nodes(status.nodes.into_iter().map(|n| n.addr).collect()),
+        Err(_) => error(ErrorKind::Unavailable, "the node is shutting down"),
+    }
+}

@@ -1,0 +1,184 @@
+//! The SDK against real `cairn server` processes: every type round-trips, the client
+//! learns the cluster, fails over when its node is killed, and errors are typed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_client::{Client, Error, Options, Quorum};
+
+use crate::cluster::{cairn, run_ok, temp_dir, three_nodes, Server};
+
+/// A client certificate from the cluster CA in `root/ca`.
+fn client_cert(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = root.join("client");
+    run_ok(
+        cairn()
+            .args(["cert", "client", "--name", "app", "--ca-dir"])
+            .arg(root.join("ca"))
+            .arg("--out")
+            .arg(&out),
+    );
+    (out.join("app.pem"), out.join("app-key.pem"))
+}
+
+async fn connect(root: &Path, node: &Server, options: Options) -> Result<Client, Error> {
+    let (cert, key) = client_cert(root);
+    Client::builder()
+        .nodes([node.quic])
+        .ca_cert(root.join("ca").join("ca.pem"))
+        .client_cert(cert, key)
+        .options(options)
+        .build()
+        .await
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn the_sdk_round_trips_every_type_fails_over_and_types_its_errors() {
+    let root = temp_dir("sdk");
+    let mut nodes = three_nodes(&root);
+    block_on(async {
+        let fast = Options::new().timeout(Duration::from_secs(2));
+        let client = connect(&root, &nodes[0], fast).await.unwrap();
+        assert_eq!(client.nodes().len(), 3, "learned the cluster from one node");
+
+        // Every type round-trips.
+        let likes = client.counter("likes", "p1");
+        likes.increment(5).await.unwrap();
+        assert_eq!(likes.increment(-2).await.unwrap(), 3);
+        assert_eq!(likes.get().await.unwrap(), 3);
+        let tags = client.set("tags", "p1");
+        tags.add_all(["a", "b", "c"]).await.unwrap();
+        let seen = tags.members().await.unwrap();
+        assert_eq!(
+            tags.remove(&seen, ["b"]).await.unwrap().strings(),
+            ["a", "c"]
+        );
+        let cart = client.map("carts", "alice");
+        cart.update(|m| {
+            m.counter("items").increment(2);
+            m.set("skus").add("apple");
+            m.register("note").assign("ring twice");
+            m.flag("gift").enable();
+            m.map("address", |a| a.register("city").assign("Oslo"));
+        })
+        .await
+        .unwrap();
+        let read = cart.get().await.unwrap();
+        assert_eq!(read.counter("items"), 2);
+        assert_eq!(read.set("skus"), [b"apple".to_vec()]);
+        assert!(read.flag("gift"));
+        assert!(read.map("address").is_some());
+        let after = cart.update_seen(&read, |m| m.remove("note")).await.unwrap();
+        assert_eq!(after.register("note"), None);
+        client
+            .register("sessions", "s1")
+            .assign("alice")
+            .await
+            .unwrap();
+        assert_eq!(
+            client
+                .register("sessions", "s1")
+                .get_string()
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("alice")
+        );
+        assert!(client.flag("features", "dark").enable().await.unwrap());
+        assert!(!client.flag("features", "dark").disable().await.unwrap());
+        let mv = client.mvreg("mv", "k");
+        let first = mv.overwrite("x").await.unwrap();
+        assert_eq!(
+            mv.assign(&first, "y").await.unwrap().siblings,
+            [b"y".to_vec()]
+        );
+        client.delete("sessions", "s1").await.unwrap();
+        assert_eq!(client.register("sessions", "s1").get().await.unwrap(), None);
+
+        // Typed errors.
+        assert!(matches!(
+            client.set("likes", "p1").add("x").await,
+            Err(Error::TypeMismatch(_))
+        ));
+        assert!(matches!(
+            tags.add(vec![b'x'; 2000]).await,
+            Err(Error::TooLarge(_))
+        ));
+        let unreachable = Client::builder()
+            .nodes(["127.0.0.1:9"])
+            .ca_cert(root.join("ca").join("ca.pem"))
+            .client_cert(root.join("client/app.pem"), root.join("client/app-key.pem"))
+            .build()
+            .await;
+        assert!(
+            matches!(unreachable, Err(Error::Unavailable(_))),
+            "{unreachable:?}"
+        );
+
+        // The node the client uses is killed: reads fail over to the others; writes then
+        // go to a live node.
+        nodes[0].kill();
+        let n = eventually_async(|| async { likes.get().await.ok() }).await;
+        assert_eq!(n, 3);
+        let after_kill = eventually_async(|| async { likes.increment(1).await.ok() }).await;
+        assert!((4..=5).contains(&after_kill), "{after_kill}");
+
+        // With the killed node down, a key whose primaries include it cannot have every
+        // primary acknowledge: the error names how many answered.
+        let strict = Options::new()
+            .pw(Quorum::All)
+            .timeout(Duration::from_secs(2));
+        let quorum_error = eventually_async(|| async {
+            for i in 0..32 {
+                let r = client
+                    .counter("strict", format!("k{i}"))
+                    .with(strict)
+                    .increment(1)
+                    .await;
+                if let Err(Error::QuorumNotReached {
+                    answered,
+                    required,
+                    primaries,
+                    primaries_required,
+                    ..
+                }) = r
+                {
+                    return Some((answered, required, primaries, primaries_required));
+                }
+            }
+            None
+        })
+        .await;
+        let (answered, required, primaries, primaries_required) = quorum_error;
+        assert!(
+            answered < required || primaries < primaries_required,
+            "{quorum_error:?}"
+        );
+    });
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Like `eventually`, for async checks.
+async fn eventually_async<T, F, Fut>(mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never happened");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
