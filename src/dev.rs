@@ -64,6 +64,8 @@ pub(crate) fn run(args: DevArgs) -> Result<(), String> {
     install_stop_flag(stop.clone())?;
     let ca_dir = args.dir.join("ca");
     let ca = load_or_make_ca(&ca_dir)?;
+    let client_dir = args.dir.join("client");
+    write_client_cert(&ca, &client_dir)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the cairn binary: {e}"))?;
     let replication = args.nodes.min(3);
     let mut nodes = Vec::new();
@@ -100,6 +102,12 @@ pub(crate) fn run(args: DevArgs) -> Result<(), String> {
         say!("  {}  {}", n.name, n.http);
     }
     say!("try:  curl -s -XPOST {}/v1/buckets/likes/keys/post1 -d '{{\"type\":\"counter\",\"op\":{{\"increment\":1}}}}'", nodes[0].http);
+    say!(
+        "SDK: nodes {} ca {} client cert {}",
+        nodes_quic(args.quic_port, args.nodes),
+        ca_dir.join("ca.pem").display(),
+        client_dir.join("client.pem").display()
+    );
     say!(
         "Ctrl-C stops the cluster; data stays in {}",
         args.dir.display()
@@ -159,6 +167,28 @@ fn load_or_make_ca(dir: &Path) -> Result<Ca, String> {
     write_public(&cert, &ca.cert_pem(), true).map_err(|e| format!("{}: {e}", cert.display()))?;
     write_private(&key, &ca.key_pem(), true).map_err(|e| format!("{}: {e}", key.display()))?;
     Ok(ca)
+}
+
+fn nodes_quic(base: u16, count: u16) -> String {
+    (0..count)
+        .filter_map(|i| base.checked_add(i))
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A client certificate for the SDK and the examples: `DIR/client/client.pem`.
+fn write_client_cert(ca: &Ca, dir: &Path) -> Result<(), String> {
+    let (cert, key) = (dir.join("client.pem"), dir.join("client-key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let issued = ca
+        .issue_client("cairn-dev-client")
+        .map_err(|e| e.to_string())?;
+    write_public(&cert, &issued.cert_pem, true).map_err(|e| e.to_string())?;
+    write_private(&key, &issued.key_pem, true).map_err(|e| e.to_string())
 }
 
 fn start_node(

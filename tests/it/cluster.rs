@@ -558,7 +558,7 @@ fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
 }
 
 /// Stops `cairn dev` (and so its nodes) with SIGTERM if a test fails half-way.
-pub(crate) struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

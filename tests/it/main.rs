@@ -4,5 +4,6 @@
 mod architecture;
 mod cli;
 mod cluster;
+mod examples;
 mod sdk;
 mod sizes;
