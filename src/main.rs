@@ -415,8 +415,8 @@ fn print_status(s: &Json) {
         s["node"].as_str().unwrap_or("?")
     );
     println!(
-        "{:<18} {:<22} {:<12} {:>8} {:>10}  {:<4}",
-        "NODE", "ADDRESS", "ZONE", "CAPACITY", "PARTITIONS", "UP"
+        "{:<18} {:<22} {:<10} {:>8} {:>10} {:>6} {:>9}  {:<4}",
+        "NODE", "ADDRESS", "ZONE", "CAPACITY", "PARTITIONS", "HINTS", "LAST AAE", "UP"
     );
     let text = |v: &Json| match v {
         Json::String(s) => s.clone(),
@@ -433,13 +433,19 @@ fn print_status(s: &Json) {
         } else {
             "DOWN"
         };
+        let aae = match n["last_aae_ms_ago"].as_u64() {
+            Some(ms) => format!("{:.1}s ago", ms as f64 / 1000.0),
+            None => "-".to_owned(),
+        };
         println!(
-            "{:<18} {:<22} {:<12} {:>8} {:>10}  {up:<4}{me}",
+            "{:<18} {:<22} {:<10} {:>8} {:>10} {:>6} {:>9}  {up:<4}{me}",
             text(&n["id"]),
             text(&n["addr"]),
             text(&n["zone"]),
             text(&n["capacity"]),
             text(&n["partitions"]),
+            text(&n["hints_for"]),
+            aae,
         );
     }
     for c in s["staged"].as_array().into_iter().flatten() {

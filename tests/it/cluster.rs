@@ -324,6 +324,34 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         assert!(values[0].is_i64(), "{key}: {values:?}");
         assert!(values.iter().all(|v| *v == values[0]), "{key}: {values:?}");
     }
+
+    // What an operator sees: metrics, and per-node status.
+    let metrics = nodes[0].call("GET", "/metrics", None);
+    let text = metrics.body.as_str().unwrap_or_default().to_owned();
+    for needle in [
+        "cairn_requests_total{op=\"update\",type=\"counter\",outcome=\"ok\"}",
+        "cairn_request_duration_seconds_bucket{op=\"read\"",
+        "cairn_store_batches_total",
+        "cairn_aae_exchanges_total",
+        "cairn_quic_connections",
+        "cairn_hints_for{node=",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
+    let status = nodes[0].call("GET", "/v1/cluster", None).body;
+    let peers_exchanged = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["last_aae_ms_ago"].is_u64())
+        .count();
+    assert!(
+        peers_exchanged >= 1,
+        "no anti-entropy exchange recorded: {status}"
+    );
     std::fs::remove_dir_all(&root).ok();
 }
 

@@ -13,11 +13,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_core::{ClientError, ClientReply, ClientRequest, ClientTag, Node, Output, PeerMessage};
+use cairn_core::{
+    ClientError, ClientOp, ClientReply, ClientRequest, ClientTag, Node, Output, PeerMessage,
+};
 use cairn_ring::{Layout, NodeId, NodeRole, PlanError};
 use cairn_store::RedbStore;
 use tokio::sync::oneshot;
 
+use crate::metrics::{Metrics, RequestKind};
 use crate::peer::Outbound;
 use crate::state::StateDir;
 use crate::status::{self, Status};
@@ -141,13 +144,57 @@ impl Clock {
     }
 }
 
+/// A client request waiting for its answer.
+struct Waiting {
+    reply: oneshot::Sender<ClientResult>,
+    kind: RequestKind,
+    since: Instant,
+}
+
+fn kind_of(request: &ClientRequest) -> RequestKind {
+    match &request.op {
+        ClientOp::Update(op) => RequestKind {
+            op: "update",
+            ty: op.value_type().name(),
+        },
+        ClientOp::Read => RequestKind {
+            op: "read",
+            ty: "any",
+        },
+        ClientOp::Delete => RequestKind {
+            op: "delete",
+            ty: "any",
+        },
+    }
+}
+
+/// `ok`, or the error's code as the HTTP API names it.
+fn outcome(result: &ClientResult) -> &'static str {
+    use cairn_proto::client::ErrorKind;
+    match result {
+        Ok(_) => "ok",
+        Err(e) => match crate::client_api::classify(e) {
+            ErrorKind::QuorumNotReached => "quorum_not_reached",
+            ErrorKind::TypeMismatch => "type_mismatch",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::Storage => "storage",
+            _ => "unavailable",
+        },
+    }
+}
+
 /// The core thread's state.
 pub struct Core {
     node: Node<RedbStore>,
     clock: Clock,
     outbound: Outbound,
     state: StateDir,
-    replies: HashMap<ClientTag, oneshot::Sender<ClientResult>>,
+    replies: HashMap<ClientTag, Waiting>,
+    metrics: Arc<Metrics>,
     next_tag: u64,
     saved_layout: Layout,
     layout_checked: Instant,
@@ -168,6 +215,7 @@ impl Core {
         persisted_flag: Arc<AtomicBool>,
         name: String,
         http: SocketAddr,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let saved_layout = node.layout().clone();
         Core {
@@ -176,6 +224,7 @@ impl Core {
             outbound,
             state,
             replies: HashMap::new(),
+            metrics,
             next_tag: 0,
             saved_layout,
             layout_checked: Instant::now(),
@@ -235,8 +284,28 @@ impl Core {
             Event::Client { request, reply } => {
                 let tag = ClientTag(self.next_tag);
                 self.next_tag += 1;
-                self.replies.insert(tag, reply);
+                let waiting = Waiting {
+                    reply,
+                    kind: kind_of(&request),
+                    since: Instant::now(),
+                };
+                let kind = waiting.kind;
+                self.replies.insert(tag, waiting);
                 self.node.handle_client(now, tag, request);
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    // The coordinator's id: peer messages about this request carry it.
+                    let req = self
+                        .node
+                        .request_for(tag)
+                        .map(|id| format!("{}:{}", status::node_name(self.node.id()), id.0));
+                    tracing::debug!(
+                        tag = tag.0,
+                        req,
+                        op = kind.op,
+                        ty = kind.ty,
+                        "client request"
+                    );
+                }
             }
             Event::Peer { from, msg } => self.node.handle_peer(now, from, msg),
             Event::Join { id, role, reply } => {
@@ -246,7 +315,7 @@ impl Core {
                 let _ = reply.send(self.commit(dry_run));
             }
             Event::Status { reply } => {
-                let _ = reply.send(status::collect(&self.node, &self.name, self.http));
+                let _ = reply.send(status::collect(&self.node, &self.name, self.http, now));
             }
             Event::Persisted => {}
             Event::Shutdown { done, .. } => {
@@ -295,8 +364,13 @@ impl Core {
             while let Some(out) = self.node.poll_output() {
                 match out {
                     Output::Reply { tag, result } => {
-                        if let Some(tx) = self.replies.remove(&tag) {
-                            let _ = tx.send(result);
+                        if let Some(w) = self.replies.remove(&tag) {
+                            let outcome = outcome(&result);
+                            let took = w.since.elapsed();
+                            let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+                            tracing::debug!(tag = tag.0, outcome, took_us, "client reply");
+                            self.metrics.request(w.kind, outcome, took);
+                            let _ = w.reply.send(result);
                         }
                     }
                     Output::Send { to, msg } if to == self.node.id() => local.push(msg),
@@ -340,8 +414,10 @@ impl Core {
             self.step();
         }
         self.save_layout();
-        for (_, tx) in self.replies.drain() {
-            let _ = tx.send(Err(ClientError::Unavailable("the node is shutting down")));
+        for (_, w) in self.replies.drain() {
+            let _ = w
+                .reply
+                .send(Err(ClientError::Unavailable("the node is shutting down")));
         }
         self.node.into_store().close().map_err(|e| e.to_string())
     }

@@ -2,6 +2,7 @@
 //! are always `{"error": {"code", "message"}}`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -16,11 +17,13 @@ use cairn_core::{
     KEY_BYTES_MAX, TIMEOUT_MS_MAX,
 };
 use cairn_crdt::{ApplyError, Op, Value, ValueType};
+use cairn_net::Endpoint;
 use cairn_proto::client::ErrorKind;
 use serde_json::{json, Value as JsonValue};
 
 use crate::core_loop::{CoreHandle, Event, Refused};
 use crate::json::{self, JsonError};
+use crate::metrics::Metrics;
 
 /// Largest request body.
 pub const BODY_BYTES_MAX: usize = 8 << 20;
@@ -32,8 +35,25 @@ const REPLY_SLACK: Duration = Duration::from_secs(2);
 /// Default request timeout when the request names none (the core's bucket default).
 const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The way into the core thread.
+    pub core: CoreHandle,
+    /// The request path's counters.
+    pub metrics: Arc<Metrics>,
+    /// The QUIC endpoint (for its connection count).
+    pub endpoint: Endpoint,
+}
+
+impl axum::extract::FromRef<AppState> for CoreHandle {
+    fn from_ref(app: &AppState) -> CoreHandle {
+        app.core.clone()
+    }
+}
+
 /// The router.
-pub fn router(core: CoreHandle) -> Router {
+pub fn router(app: AppState) -> Router {
     Router::new()
         .route(
             "/v1/buckets/{bucket}/keys/{key}",
@@ -43,10 +63,11 @@ pub fn router(core: CoreHandle) -> Router {
         .route("/v1/cluster/plan", get(plan))
         .route("/v1/cluster/commit", post(commit))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
-        .with_state(core)
+        .with_state(app)
 }
 
 /// An API error response.
@@ -366,4 +387,17 @@ async fn commit_or_plan(core: &CoreHandle, dry_run: bool) -> ApiResult {
 async fn health(State(core): State<CoreHandle>) -> ApiResult {
     let status = core.ask(|reply| Event::Status { reply }).await?;
     Ok(Json(json!({"status": "ok", "node": status.node, "name": status.name, "layout_version": status.layout_version})).into_response())
+}
+
+async fn metrics(State(app): State<AppState>) -> ApiResult {
+    let status = app.core.ask(|reply| Event::Status { reply }).await?;
+    let text = app.metrics.render(&status, app.endpoint.connection_count());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod core_loop;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod peer;
 pub mod state;
 pub mod status;
@@ -126,7 +127,9 @@ pub async fn run(
             reason: e.to_string(),
         })?;
     tracing::info!(generation = node.generation(), "storage generation");
-    let outbound = Outbound::new(id, endpoint.clone(), tokio::runtime::Handle::current());
+    let metrics = Arc::new(metrics::Metrics::default());
+    let runtime = tokio::runtime::Handle::current();
+    let outbound = Outbound::new(id, endpoint.clone(), runtime, metrics.clone());
     let core = Core::new(
         node,
         clock,
@@ -135,6 +138,7 @@ pub async fn run(
         flag,
         config.name.clone(),
         config.http,
+        metrics.clone(),
     );
     let core_thread = std::thread::Builder::new()
         .name("cairn-core".into())
@@ -143,7 +147,7 @@ pub async fn run(
 
     let serving = {
         let endpoint = endpoint.clone();
-        let handler = Arc::new(PeerHandler::new(handle.clone()));
+        let handler = Arc::new(PeerHandler::new(handle.clone(), id));
         tokio::spawn(async move { endpoint.serve(handler).await })
     };
     let listener = tokio::net::TcpListener::bind(config.http)
@@ -157,7 +161,12 @@ pub async fn run(
         reason: e.to_string(),
     })?;
     tracing::info!(http = %http_addr, "HTTP API ready");
-    let served = axum::serve(listener, http::router(handle.clone()))
+    let app = http::AppState {
+        core: handle.clone(),
+        metrics,
+        endpoint: endpoint.clone(),
+    };
+    let served = axum::serve(listener, http::router(app))
         .with_graceful_shutdown(shutdown)
         .await;
     if let Err(e) = served {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use cairn_core::wire::{decode_peer, encode_peer};
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::core_loop::{CoreHandle, Event, Refused};
+use crate::metrics::Metrics;
 
 /// A core message follows.
 pub const KIND_CORE: u8 = 0;
@@ -44,16 +46,22 @@ pub struct JoinRequest {
 /// Serves peer requests by handing them to the core thread.
 pub struct PeerHandler {
     core: CoreHandle,
+    me: NodeId,
 }
 
 impl PeerHandler {
-    /// A handler feeding `core`.
-    pub fn new(core: CoreHandle) -> Self {
-        PeerHandler { core }
+    /// A handler feeding `core`, the core of node `me`.
+    pub fn new(core: CoreHandle, me: NodeId) -> Self {
+        PeerHandler { core, me }
     }
 
     fn core_message(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let (from, msg) = decode_peer(body).map_err(|e| e.to_string())?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let req = request_label(from, self.me, &msg);
+            let from = crate::status::node_name(from);
+            tracing::debug!(%from, kind = kind_name(&msg), req, "peer message in");
+        }
         match self.core.send(Event::Peer { from, msg }) {
             Ok(()) => Ok(Vec::new()),
             Err(Refused::Overloaded) => Err("overloaded: message dropped".into()),
@@ -102,17 +110,24 @@ pub struct Outbound {
     runtime: tokio::runtime::Handle,
     permits: Arc<Semaphore>,
     addrs: Mutex<HashMap<String, Option<SocketAddr>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Outbound {
     /// Sends as `me` through `endpoint`, spawning on `runtime`.
-    pub fn new(me: NodeId, endpoint: Endpoint, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        me: NodeId,
+        endpoint: Endpoint,
+        runtime: tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Outbound {
             me,
             endpoint,
             runtime,
             permits: Arc::new(Semaphore::new(OUTBOUND_MAX)),
             addrs: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -136,15 +151,27 @@ impl Outbound {
         };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             tracing::debug!("outbound queue full; message dropped");
+            self.metrics
+                .peer_sends_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let req = request_label(self.me, to, msg);
+            let to = crate::status::node_name(to);
+            tracing::debug!(%to, kind = kind_name(msg), req, "peer message out");
+        }
         let mut payload = vec![KIND_CORE];
         payload.extend_from_slice(&encode_peer(self.me, msg));
         let endpoint = self.endpoint.clone();
+        let metrics = self.metrics.clone();
+        metrics.peer_sends_in_flight.fetch_add(1, Ordering::Relaxed);
         self.runtime.spawn(async move {
             if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
                 tracing::debug!(%addr, error = %e, "peer send failed");
+                metrics.peer_sends_failed.fetch_add(1, Ordering::Relaxed);
             }
+            metrics.peer_sends_in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
@@ -163,4 +190,52 @@ pub async fn join(
         .await
         .map_err(|e| e.to_string())?;
     postcard::from_bytes(&reply).map_err(|e| format!("the seed answered with no layout: {e}"))
+}
+
+/// The request a message belongs to, as `coordinator:id` (the coordinator is the sender
+/// of requests and the receiver of replies), so logs on every node can be joined on it.
+pub fn request_label(from: NodeId, to: NodeId, msg: &PeerMessage) -> Option<String> {
+    let (coordinator, id) = match msg {
+        PeerMessage::Forward { id, .. }
+        | PeerMessage::Read { id, .. }
+        | PeerMessage::AaeRoot { id, .. }
+        | PeerMessage::AaeBranches { id, .. }
+        | PeerMessage::AaeKeys { id, .. } => (from, *id),
+        PeerMessage::Replicate { id: Some(id), .. } => (from, *id),
+        PeerMessage::ForwardReply { id, .. }
+        | PeerMessage::ReplicateAck { id, .. }
+        | PeerMessage::ReadReply { id, .. }
+        | PeerMessage::AaeRootReply { id, .. }
+        | PeerMessage::AaeSegments { id, .. }
+        | PeerMessage::AaeFetch { id, .. } => (to, *id),
+        _ => return None,
+    };
+    Some(format!(
+        "{}:{}",
+        crate::status::node_name(coordinator),
+        id.0
+    ))
+}
+
+/// The message's variant name, for logs.
+pub fn kind_name(msg: &PeerMessage) -> &'static str {
+    match msg {
+        PeerMessage::Forward { .. } => "forward",
+        PeerMessage::ForwardReply { .. } => "forward_reply",
+        PeerMessage::Replicate { .. } => "replicate",
+        PeerMessage::ReplicateAck { .. } => "replicate_ack",
+        PeerMessage::Read { .. } => "read",
+        PeerMessage::ReadReply { .. } => "read_reply",
+        PeerMessage::AaeRoot { .. } => "aae_root",
+        PeerMessage::AaeRootReply { .. } => "aae_root_reply",
+        PeerMessage::AaeBranches { .. } => "aae_branches",
+        PeerMessage::AaeSegments { .. } => "aae_segments",
+        PeerMessage::AaeKeys { .. } => "aae_keys",
+        PeerMessage::AaeRepair { .. } => "aae_repair",
+        PeerMessage::AaeFetch { .. } => "aae_fetch",
+        PeerMessage::Reap { .. } => "reap",
+        PeerMessage::Gossip { .. } => "gossip",
+        PeerMessage::Ping => "ping",
+        PeerMessage::Pong => "pong",
+    }
 }

@@ -1,6 +1,8 @@
 //! The node's view of the cluster, as `GET /v1/cluster` and `cairn cluster status` show it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_core::Store;
 use std::net::SocketAddr;
 
 use cairn_core::Node;
@@ -31,6 +33,35 @@ pub struct NodeStatus {
     /// Whether it is the node answering.
     #[serde(rename = "self")]
     pub this: bool,
+    /// Hints the answering node keeps for this node.
+    pub hints_for: u64,
+    /// Milliseconds since the answering node last started an anti-entropy exchange
+    /// with this node (`null`: never, or this is the answering node).
+    pub last_aae_ms_ago: Option<u64>,
+}
+
+/// What anti-entropy has done at the answering node.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct AaeSummary {
+    /// Exchanges started.
+    pub exchanges: u64,
+    /// Exchanges that found the replicas equal.
+    pub in_sync: u64,
+    /// Objects sent to repair peers.
+    pub keys_repaired: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+}
+
+/// What the store's writer has done.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StoreSummary {
+    /// Group commits.
+    pub batches: u64,
+    /// Writes in them.
+    pub writes: u64,
+    /// Time committing, fsync included, in microseconds.
+    pub commit_us: u64,
 }
 
 /// A staged, uncommitted change.
@@ -78,13 +109,24 @@ pub struct Status {
     pub hint_bytes: u64,
     /// Requests this node has in flight.
     pub in_flight: usize,
+    /// Anti-entropy at this node.
+    pub anti_entropy: AaeSummary,
+    /// This node's store.
+    pub store: StoreSummary,
 }
 
 /// Reads the status off `node`.
-pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr) -> Status {
+pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64) -> Status {
     let layout = node.layout();
     let down: BTreeSet<NodeId> = node.down().collect();
     let slots = layout.slot_counts();
+    let hints_for: BTreeMap<NodeId, u64> = node
+        .store()
+        .hint_counts()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let last_aae: BTreeMap<NodeId, u64> = node.aae_last_exchange().collect();
     let nodes = layout
         .nodes()
         .map(|(id, role)| NodeStatus {
@@ -95,6 +137,8 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr) -> Status {
             partitions: slots.get(&id).copied().unwrap_or(0),
             up: !down.contains(&id),
             this: id == node.id(),
+            hints_for: hints_for.get(&id).copied().unwrap_or(0),
+            last_aae_ms_ago: last_aae.get(&id).map(|t| now_ms.saturating_sub(*t)),
         })
         .collect();
     let staged = layout
@@ -118,6 +162,8 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr) -> Status {
         })
         .collect();
     let backlog = node.hint_backlog().unwrap_or_default();
+    let aae = node.aae_stats();
+    let store = node.store().stats();
     Status {
         node: node_name(node.id()),
         name: name.to_owned(),
@@ -131,6 +177,17 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr) -> Status {
         hints: backlog.count,
         hint_bytes: backlog.bytes,
         in_flight: node.pending_len(),
+        anti_entropy: AaeSummary {
+            exchanges: aae.exchanges,
+            in_sync: aae.in_sync,
+            keys_repaired: aae.keys_repaired,
+            bytes_sent: aae.bytes_sent,
+        },
+        store: StoreSummary {
+            batches: store.batches,
+            writes: store.writes,
+            commit_us: u64::try_from(store.commit_time.as_micros()).unwrap_or(u64::MAX),
+        },
     }
 }
 

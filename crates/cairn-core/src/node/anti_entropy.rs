@@ -6,6 +6,8 @@
 //! repairs) and asks for the initiator's, which ends the exchange. Both sides merge, so a
 //! key missing or stale on either side is repaired either way.
 
+use std::collections::BTreeMap;
+
 use cairn_ring::{NodeId, PartitionId};
 
 use super::{Node, Pending};
@@ -45,12 +47,21 @@ pub(super) struct AaeState {
     pub(super) last_start_ms: u64,
     pub(super) in_flight: Option<RequestId>,
     pub(super) stats: AaeStats,
+    /// When this node last started an exchange with each peer (bounded by the layout's
+    /// nodes: entries for peers that left are dropped when the next exchange starts).
+    pub(super) last_with: BTreeMap<NodeId, u64>,
 }
 
 impl<S: Store> Node<S> {
     /// What anti-entropy has done so far.
     pub fn aae_stats(&self) -> AaeStats {
         self.aae.stats
+    }
+
+    /// When this node last started an anti-entropy exchange with each peer (`now_ms`
+    /// of the start).
+    pub fn aae_last_exchange(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.aae.last_with.iter().map(|(n, t)| (*n, *t))
     }
 
     /// Starts the next exchange if it is time and none is in flight.
@@ -77,6 +88,9 @@ impl<S: Store> Node<S> {
             let id = self.register(now_ms, self.cfg.aae_timeout_ms, Pending::Aae { peer });
             self.aae.in_flight = Some(id);
             self.aae.stats.exchanges += 1;
+            let layout = &self.layout;
+            self.aae.last_with.retain(|n, _| layout.node(*n).is_some());
+            self.aae.last_with.insert(peer, now_ms);
             self.aae.stats.protocol_bytes += 8 + 16;
             self.send(
                 peer,

@@ -361,6 +361,19 @@ impl<S: Store> Node<S> {
         self.pending.len()
     }
 
+    /// The id under which this node coordinates (or forwarded) the client request
+    /// `tag`, while it is in flight: peer messages about it carry this id, so logs can
+    /// follow it across nodes. O(requests in flight): for debugging.
+    pub fn request_for(&self, tag: ClientTag) -> Option<RequestId> {
+        let origin = Origin::Client(tag);
+        self.pending.iter().find_map(|(id, p)| match p {
+            Pending::Forward { origin: o, .. } if *o == origin => Some(*id),
+            Pending::Write(w) if w.origin == origin => Some(*id),
+            Pending::Read(r) if r.origin == origin => Some(*id),
+            _ => None,
+        })
+    }
+
     /// Hints this node keeps for others.
     pub fn hint_backlog(&self) -> Result<Backlog, StoreError> {
         self.store.hint_backlog()

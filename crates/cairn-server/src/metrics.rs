@@ -1,0 +1,299 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4).
+//!
+//! Counters and histograms the request path updates live here (atomics; label sets are
+//! fixed and small). Gauges — hints, anti-entropy, the store's commits, liveness — are
+//! read from the node's [`Status`] when scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::status::Status;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram.
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            let n = bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// What a finished client request was.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestKind {
+    /// `update`, `read` or `delete`.
+    pub op: &'static str,
+    /// The value type for updates, `any` otherwise.
+    pub ty: &'static str,
+}
+
+/// The request path's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    latency: [Histogram; 3],
+    /// Peer messages dropped because too many sends were in flight.
+    pub peer_sends_dropped: AtomicU64,
+    /// Peer sends that failed (unreachable peer, refused).
+    pub peer_sends_failed: AtomicU64,
+    /// Peer sends in flight now.
+    pub peer_sends_in_flight: AtomicU64,
+}
+
+const OPS: [&str; 3] = ["update", "read", "delete"];
+
+impl Metrics {
+    /// Counts a finished request with `outcome` (`ok` or an error code) after `took`.
+    pub fn request(&self, kind: RequestKind, outcome: &'static str, took: Duration) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *requests.entry((kind.op, kind.ty, outcome)).or_default() += 1;
+        drop(requests);
+        if let Some(i) = OPS.iter().position(|o| *o == kind.op) {
+            self.latency[i].observe(took);
+        }
+    }
+
+    /// The text exposition: these counters, then gauges from `status`.
+    pub fn render(&self, status: &Status, connections: usize) -> String {
+        let mut out = String::new();
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        header(&mut out, "cairn_requests_total", "counter", "Client requests coordinated or forwarded by this node, by operation, value type and outcome.");
+        for ((op, ty, outcome), n) in &requests {
+            let _ = writeln!(
+                out,
+                "cairn_requests_total{{op=\"{op}\",type=\"{ty}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let quorum: u64 = requests
+            .iter()
+            .filter(|((_, _, o), _)| *o == "quorum_not_reached")
+            .map(|(_, n)| n)
+            .sum();
+        header(
+            &mut out,
+            "cairn_quorum_failures_total",
+            "counter",
+            "Requests that failed because too few replicas answered.",
+        );
+        let _ = writeln!(out, "cairn_quorum_failures_total {quorum}");
+        header(
+            &mut out,
+            "cairn_request_duration_seconds",
+            "histogram",
+            "Client request latency at this node.",
+        );
+        for (op, h) in OPS.iter().zip(&self.latency) {
+            h.render(
+                &mut out,
+                "cairn_request_duration_seconds",
+                &format!("op=\"{op}\""),
+            );
+        }
+        let peer = [
+            (
+                "cairn_peer_sends_dropped_total",
+                "counter",
+                "Peer messages dropped: too many sends in flight.",
+                &self.peer_sends_dropped,
+            ),
+            (
+                "cairn_peer_sends_failed_total",
+                "counter",
+                "Peer sends that failed.",
+                &self.peer_sends_failed,
+            ),
+            (
+                "cairn_peer_sends_in_flight",
+                "gauge",
+                "Peer sends in flight (the replication backlog).",
+                &self.peer_sends_in_flight,
+            ),
+        ];
+        for (name, kind, help, v) in peer {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+        }
+        gauge(
+            &mut out,
+            "cairn_quic_connections",
+            "Open QUIC connections (peers and clients).",
+            connections as f64,
+        );
+        render_status(&mut out, status);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn render_status(out: &mut String, s: &Status) {
+    gauge(
+        out,
+        "cairn_layout_version",
+        "The committed layout's version.",
+        s.layout_version as f64,
+    );
+    let up = s.nodes.iter().filter(|n| n.up).count();
+    gauge(
+        out,
+        "cairn_nodes",
+        "Nodes in the committed layout.",
+        s.nodes.len() as f64,
+    );
+    gauge(
+        out,
+        "cairn_nodes_up",
+        "Nodes this node believes up.",
+        up as f64,
+    );
+    gauge(
+        out,
+        "cairn_requests_in_flight",
+        "Requests this node coordinates or forwarded, in flight.",
+        s.in_flight as f64,
+    );
+    gauge(
+        out,
+        "cairn_hints",
+        "Hints this node keeps for other nodes.",
+        s.hints as f64,
+    );
+    gauge(
+        out,
+        "cairn_hint_bytes",
+        "Bytes of those hints.",
+        s.hint_bytes as f64,
+    );
+    header(
+        out,
+        "cairn_hints_for",
+        "gauge",
+        "Hints kept here per intended owner.",
+    );
+    for n in &s.nodes {
+        let _ = writeln!(out, "cairn_hints_for{{node=\"{}\"}} {}", n.id, n.hints_for);
+    }
+    let a = &s.anti_entropy;
+    counter(
+        out,
+        "cairn_aae_exchanges_total",
+        "Anti-entropy exchanges started.",
+        a.exchanges,
+    );
+    counter(
+        out,
+        "cairn_aae_in_sync_total",
+        "Exchanges that found the replicas equal.",
+        a.in_sync,
+    );
+    counter(
+        out,
+        "cairn_aae_keys_repaired_total",
+        "Objects sent to repair a peer.",
+        a.keys_repaired,
+    );
+    counter(
+        out,
+        "cairn_aae_repair_bytes_total",
+        "Bytes of those objects.",
+        a.bytes_sent,
+    );
+    let st = &s.store;
+    counter(
+        out,
+        "cairn_store_batches_total",
+        "Group commits (one fsync each with durability fsync).",
+        st.batches,
+    );
+    counter(
+        out,
+        "cairn_store_writes_total",
+        "Writes committed; divided by batches: the mean batch size.",
+        st.writes,
+    );
+    counter(
+        out,
+        "cairn_store_commit_microseconds_total",
+        "Time spent committing batches (fsync included).",
+        st.commit_us,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_counts_add_up() {
+        let m = Metrics::default();
+        let kind = RequestKind {
+            op: "update",
+            ty: "counter",
+        };
+        m.request(kind, "ok", Duration::from_micros(300));
+        m.request(kind, "ok", Duration::from_millis(30));
+        m.request(kind, "quorum_not_reached", Duration::from_millis(3));
+        let mut out = String::new();
+        m.latency[0].render(&mut out, "x", "op=\"update\"");
+        assert!(
+            out.contains("x_bucket{op=\"update\",le=\"0.0005\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{op=\"update\",le=\"0.05\"} 3"),
+            "{out}"
+        );
+        assert!(out.contains("x_count{op=\"update\"} 3"), "{out}");
+        let requests = m.requests.lock().unwrap().clone();
+        assert_eq!(requests[&("update", "counter", "ok")], 2);
+    }
+}
