@@ -1,0 +1,80 @@
+//! Many operations in one frame: [`Client::batch`].
+
+use cairn_crdt::{CounterOp, FieldOp, MapOp, Op, RegisterOp, SetOp, Value};
+use cairn_proto::client::{Action, KeyRequest, Request, Response, BATCH_MAX};
+
+use crate::client::{Client, Options, Retry};
+use crate::error::{Error, Result};
+
+/// One operation of a batch; see [`Client::batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOp(Op);
+
+impl BatchOp {
+    /// Increment a counter.
+    pub fn increment(by: i64) -> BatchOp {
+        BatchOp(Op::Counter(CounterOp::Increment(by)))
+    }
+
+    /// Add a member to a set.
+    pub fn add(member: impl AsRef<[u8]>) -> BatchOp {
+        BatchOp(Op::Set(SetOp::Add(vec![member.as_ref().to_vec()])))
+    }
+
+    /// Assign a register.
+    pub fn assign(value: impl AsRef<[u8]>) -> BatchOp {
+        BatchOp(Op::Register(RegisterOp::Assign(value.as_ref().to_vec())))
+    }
+
+    /// Increment a counter field of a map.
+    pub fn map_increment(field: &str, by: i64) -> BatchOp {
+        BatchOp(Op::Map(MapOp {
+            updates: vec![(field.to_owned(), FieldOp::Increment(by))],
+            context: None,
+        }))
+    }
+}
+
+/// One key of a batch: `(bucket, key, operation)`; no operation reads the key.
+pub type BatchItem = (String, String, Option<BatchOp>);
+
+impl Client {
+    /// Runs up to [`BATCH_MAX`] operations in one frame (one round trip); the node runs
+    /// them concurrently. Each gets its own result, in order: the value after an update,
+    /// or as read. Like single writes, a batch with updates is not resent once sent.
+    pub async fn batch(&self, items: Vec<BatchItem>, options: Options) -> Result<Vec<Result<Option<Value>>>> {
+        if items.len() > BATCH_MAX {
+            return Err(Error::TooLarge(format!("a batch holds at most {BATCH_MAX} operations")));
+        }
+        let options = options.over(self.default_options());
+        let writes = items.iter().any(|(_, _, op)| op.is_some());
+        let requests = items
+            .into_iter()
+            .map(|(bucket, key, op)| KeyRequest {
+                bucket: bucket.into_bytes(),
+                key: key.into_bytes(),
+                action: match op {
+                    Some(BatchOp(op)) => Action::Update(cairn_proto::encode_op(&op)),
+                    None => Action::Read,
+                },
+                options: options.wire(),
+            })
+            .collect();
+        let retry = if writes { Retry::IfNeverSent } else { Retry::Always };
+        let timeout = options.timeout.unwrap_or(crate::client::DEFAULT_TIMEOUT);
+        match self.send(&Request::Batch(requests), retry, timeout).await? {
+            Response::Batch(answers) => Ok(answers.into_iter().map(answer).collect()),
+            Response::Error(e) => Err(e.into()),
+            other => Err(Error::Protocol(format!("a batch was answered with {other:?}"))),
+        }
+    }
+}
+
+fn answer(r: Response) -> Result<Option<Value>> {
+    match r {
+        Response::Value(bytes) => Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string())),
+        Response::Deleted => Ok(None),
+        Response::Error(e) => Err(e.into()),
+        other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
+    }
+}

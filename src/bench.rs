@@ -1,0 +1,747 @@
+//! `cairn bench`: a load generator in the style of YCSB and basho_bench.
+//!
+//! Closed loop (`--concurrency` workers, each sending its next request when the last
+//! answered) or open loop (`--rate` requests per second, each timed from the moment it
+//! was *meant* to be sent, so a stalled server shows up in the latencies instead of
+//! slowing the load: no coordinated omission). Latencies go into HdrHistograms; the
+//! report gives p50/p99/p99.9/max and throughput, as text and optionally JSON. After a
+//! counter workload every key is read back and checked against the acknowledged
+//! increments.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_client::{Client, Options, Quorum};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+/// Most keys a run may use (the zipfian table and the per-key counts are O(keys)).
+const KEYS_MAX: u64 = 10_000_000;
+/// Most requests in flight in open-loop mode when `--concurrency` is not given.
+const OPEN_LOOP_IN_FLIGHT: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Workload {
+    /// Increment a counter.
+    CounterIncr,
+    /// Add a random member to a set.
+    SetAdd,
+    /// Increment a counter field and assign a register field of a map.
+    MapUpdate,
+    /// Assign a register.
+    RegisterPut,
+    /// Read a register (keys are loaded first).
+    RegisterGet,
+    /// YCSB A: 50% reads, 50% updates.
+    YcsbA,
+    /// YCSB B: 95% reads, 5% updates.
+    YcsbB,
+    /// YCSB C: reads only.
+    YcsbC,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Distribution {
+    /// Every key equally likely.
+    Uniform,
+    /// Zipfian with θ = 0.99 (YCSB's), hot keys scattered over the key space.
+    Zipfian,
+    /// One key for everything.
+    Hot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Target {
+    /// YCSB workloads over counters (update = increment).
+    Counter,
+    /// YCSB workloads over registers (update = assign).
+    Register,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// What to run.
+    #[arg(long, value_enum, default_value = "counter-incr")]
+    workload: Workload,
+    /// Value type of the YCSB workloads.
+    #[arg(long, value_enum, default_value = "register")]
+    ycsb_type: Target,
+    /// Nodes' QUIC addresses (SDK) or HTTP URLs (with --http), comma separated.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    nodes: String,
+    /// Go through the HTTP API instead of the native protocol.
+    #[arg(long)]
+    http: bool,
+    /// `cairn dev` directory holding ca/ca.pem and client/client.pem (SDK only).
+    #[arg(long, default_value = "./cairn-dev")]
+    dir: PathBuf,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// Key distribution.
+    #[arg(long, value_enum, default_value = "uniform")]
+    distribution: Distribution,
+    /// Closed loop: workers. Open loop: most requests in flight.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Open loop: requests per second (omit for a closed loop).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Operations per request (SDK only; a batch frame).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Bytes per register value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Write acknowledgements to wait for (a number, one, quorum, all).
+    #[arg(long)]
+    w: Option<String>,
+    /// Read replies to wait for.
+    #[arg(long)]
+    r: Option<String>,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    no_progress: bool,
+    /// Also report the CPU these processes used per operation (e.g. the servers).
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Bucket to use (default: a fresh one per run, so counters start at zero).
+    #[arg(long)]
+    bucket: Option<String>,
+}
+
+/// How requests reach the cluster.
+#[derive(Clone)]
+enum Conn {
+    Sdk(Client),
+    Http(Arc<HttpPool>),
+}
+
+/// One key operation of a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Incr,
+    SetAdd,
+    MapUpdate,
+    Put,
+    Get,
+    CounterGet,
+}
+
+fn parse_quorum(text: &Option<String>) -> Result<Option<Quorum>, String> {
+    text.as_deref()
+        .map(|t| match t {
+            "one" => Ok(Quorum::One),
+            "quorum" => Ok(Quorum::Quorum),
+            "all" => Ok(Quorum::All),
+            n => n
+                .parse()
+                .map(Quorum::Count)
+                .map_err(|_| format!("{t:?}: expected a number, one, quorum or all")),
+        })
+        .transpose()
+}
+
+/// Picks keys: uniform, zipfian (YCSB's generator, θ = 0.99, scrambled) or one hot key.
+struct KeyChooser {
+    dist: Distribution,
+    n: u64,
+    zipf: Option<Zipf>,
+}
+
+struct Zipf {
+    alpha: f64,
+    zetan: f64,
+    eta: f64,
+    theta: f64,
+}
+
+impl Zipf {
+    fn new(n: u64, theta: f64) -> Zipf {
+        let zeta = |k: u64| (1..=k).map(|i| 1.0 / (i as f64).powf(theta)).sum::<f64>();
+        let zetan = zeta(n);
+        let zeta2 = zeta(2);
+        Zipf {
+            alpha: 1.0 / (1.0 - theta),
+            zetan,
+            eta: (1.0 - (2.0 / n as f64).powf(1.0 - theta)) / (1.0 - zeta2 / zetan),
+            theta,
+        }
+    }
+
+    /// A rank in `0..n` (0 the most popular).
+    fn sample(&self, n: u64, u: f64) -> u64 {
+        let uz = u * self.zetan;
+        if uz < 1.0 {
+            return 0;
+        }
+        if uz < 1.0 + 0.5f64.powf(self.theta) {
+            return 1;
+        }
+        let rank = (n as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
+        rank.min(n - 1)
+    }
+}
+
+impl KeyChooser {
+    fn new(dist: Distribution, n: u64) -> KeyChooser {
+        let zipf = (dist == Distribution::Zipfian).then(|| Zipf::new(n, 0.99));
+        KeyChooser { dist, n, zipf }
+    }
+
+    fn pick(&self, rng: &mut SmallRng) -> u64 {
+        match (self.dist, &self.zipf) {
+            (Distribution::Hot, _) => 0,
+            (Distribution::Zipfian, Some(z)) => {
+                // Scramble ranks so the hot keys land on different partitions.
+                let rank = z.sample(self.n, rng.gen::<f64>());
+                rank.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.n
+            }
+            _ => rng.gen_range(0..self.n),
+        }
+    }
+}
+
+/// Chooses each request's action.
+fn action(w: Workload, target: Target, rng: &mut SmallRng) -> Act {
+    let update = match target {
+        Target::Counter => Act::Incr,
+        Target::Register => Act::Put,
+    };
+    let read = match target {
+        Target::Counter => Act::CounterGet,
+        Target::Register => Act::Get,
+    };
+    let reads = |p: f64, rng: &mut SmallRng| if rng.gen::<f64>() < p { read } else { update };
+    match w {
+        Workload::CounterIncr => Act::Incr,
+        Workload::SetAdd => Act::SetAdd,
+        Workload::MapUpdate => Act::MapUpdate,
+        Workload::RegisterPut => Act::Put,
+        Workload::RegisterGet => Act::Get,
+        Workload::YcsbA => reads(0.5, rng),
+        Workload::YcsbB => reads(0.95, rng),
+        Workload::YcsbC => read,
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    conn: Conn,
+    bucket: String,
+    options: Options,
+    value: Vec<u8>,
+    keys: KeyChooser,
+    workload: Workload,
+    target: Target,
+    batch: usize,
+    /// Acknowledged and failed increments per key (counter workloads only).
+    acked: Vec<AtomicU64>,
+    failed: Vec<AtomicU64>,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    done: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn key_name(k: u64) -> String {
+    format!("k{k:08}")
+}
+
+impl Shared {
+    /// Runs one request (`batch` operations); returns whether it succeeded.
+    async fn one(&self, rng: &mut SmallRng) -> bool {
+        let mut items = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
+            items.push((self.keys.pick(rng), action(self.workload, self.target, rng)));
+        }
+        let member = format!("m{}", rng.gen::<u32>());
+        let ok = match &self.conn {
+            Conn::Sdk(c) if items.len() > 1 => self.sdk_batch(c, &items, &member).await,
+            Conn::Sdk(c) => self.sdk_one(c, items[0], &member).await,
+            Conn::Http(h) => self.http_one(h, items[0], &member).await,
+        };
+        for (key, act) in &items {
+            if *act == Act::Incr {
+                let slot = usize::try_from(*key).unwrap_or(0);
+                let counts = if ok { &self.acked } else { &self.failed };
+                if let Some(c) = counts.get(slot) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        ok
+    }
+
+    async fn sdk_one(&self, c: &Client, (key, act): (u64, Act), member: &str) -> bool {
+        let key = key_name(key);
+        let b = &self.bucket;
+        let o = self.options;
+        match act {
+            Act::Incr => c.counter(b, &key).with(o).increment(1).await.is_ok(),
+            Act::CounterGet => c.counter(b, &key).with(o).get().await.is_ok(),
+            Act::SetAdd => c.set(b, &key).with(o).add(member).await.is_ok(),
+            Act::MapUpdate => c
+                .map(b, &key)
+                .with(o)
+                .update(|m| {
+                    m.counter("n").increment(1);
+                    m.register("last").assign(member);
+                })
+                .await
+                .is_ok(),
+            Act::Put => c.register(b, &key).with(o).assign(&self.value).await.is_ok(),
+            Act::Get => c.register(b, &key).with(o).get().await.is_ok(),
+        }
+    }
+
+    async fn sdk_batch(&self, c: &Client, items: &[(u64, Act)], member: &str) -> bool {
+        let ops = items
+            .iter()
+            .map(|(key, act)| {
+                let op = match act {
+                    Act::Incr => Some(cairn_client::BatchOp::increment(1)),
+                    Act::SetAdd => Some(cairn_client::BatchOp::add(member)),
+                    Act::Put => Some(cairn_client::BatchOp::assign(&self.value)),
+                    Act::Get | Act::CounterGet => None,
+                    Act::MapUpdate => Some(cairn_client::BatchOp::map_increment("n", 1)),
+                };
+                (self.bucket.clone(), key_name(*key), op)
+            })
+            .collect();
+        match c.batch(ops, self.options).await {
+            Ok(results) => results.iter().all(Result::is_ok),
+            Err(_) => false,
+        }
+    }
+
+    async fn http_one(&self, h: &HttpPool, (key, act): (u64, Act), member: &str) -> bool {
+        let path = format!("/v1/buckets/{}/keys/{}{}", self.bucket, key_name(key), h.query);
+        let body = match act {
+            Act::Incr => Some(json!({"type": "counter", "op": {"increment": 1}})),
+            Act::SetAdd => Some(json!({"type": "set", "op": {"add": [member]}})),
+            Act::MapUpdate => Some(json!({"type": "map", "op": {"update": {
+                "n": {"type": "counter", "op": {"increment": 1}},
+                "last": {"type": "register", "op": {"assign": member}}}}})),
+            Act::Put => Some(json!({"type": "register", "op": {"assign": String::from_utf8_lossy(&self.value)}})),
+            Act::Get | Act::CounterGet => None,
+        };
+        match h.request(&path, body).await {
+            Ok(status) => status == 200 || (status == 404 && body_is_read(act)),
+            Err(_) => false,
+        }
+    }
+}
+
+fn body_is_read(act: Act) -> bool {
+    matches!(act, Act::Get | Act::CounterGet)
+}
+
+/// A keep-alive HTTP/1.1 client pool over the nodes' URLs.
+struct HttpPool {
+    client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+    urls: Vec<String>,
+    next: AtomicU64,
+    query: String,
+}
+
+impl HttpPool {
+    async fn request(&self, path: &str, body: Option<serde_json::Value>) -> Result<u16, String> {
+        use http_body_util::BodyExt;
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let base = &self.urls[usize::try_from(n).unwrap_or(0) % self.urls.len()];
+        let uri: hyper::Uri = format!("{base}{path}").parse().map_err(|e| format!("{e}"))?;
+        let (method, bytes) = match body {
+            Some(b) => (hyper::Method::POST, bytes::Bytes::from(b.to_string())),
+            None => (hyper::Method::GET, bytes::Bytes::new()),
+        };
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes))
+            .map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        // Drain the body so the connection is reused.
+        let _ = resp.into_body().collect().await;
+        Ok(status)
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux everywhere it matters.
+    Some(ticks / 100.0)
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
+    if args.keys == 0 || args.keys > KEYS_MAX {
+        return Err(format!("--keys must be 1..={KEYS_MAX}"));
+    }
+    if args.batch == 0 || args.batch > cairn_proto::client::BATCH_MAX {
+        return Err(format!("--batch must be 1..={}", cairn_proto::client::BATCH_MAX));
+    }
+    if args.batch > 1 && args.http {
+        return Err("--batch needs the native protocol (drop --http)".into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(bench(args))
+}
+
+async fn connect(args: &BenchArgs) -> Result<Conn, String> {
+    let nodes: Vec<String> = args.nodes.split(',').map(|s| s.trim().to_owned()).collect();
+    if args.http {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(4096)
+            .build_http();
+        let mut query = Vec::new();
+        for (name, v) in [("w", &args.w), ("r", &args.r)] {
+            if let Some(v) = v {
+                query.push(format!("{name}={v}"));
+            }
+        }
+        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        return Ok(Conn::Http(Arc::new(HttpPool {
+            client,
+            urls: nodes.into_iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
+            next: AtomicU64::new(0),
+            query,
+        })));
+    }
+    let client = Client::builder()
+        .nodes(nodes)
+        .ca_cert(args.dir.join("ca/ca.pem"))
+        .client_cert(args.dir.join("client/client.pem"), args.dir.join("client/client-key.pem"))
+        .build()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    Ok(Conn::Sdk(client))
+}
+
+async fn bench(args: BenchArgs) -> Result<(), String> {
+    let conn = connect(&args).await?;
+    let options = Options {
+        w: parse_quorum(&args.w)?,
+        r: parse_quorum(&args.r)?,
+        ..Options::default()
+    };
+    let counting = matches!(args.workload, Workload::CounterIncr)
+        || (args.ycsb_type == Target::Counter
+            && matches!(args.workload, Workload::YcsbA | Workload::YcsbB));
+    let slots = if counting { usize::try_from(args.keys).unwrap_or(0) } else { 0 };
+    let bucket = args.bucket.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("bench-{t}")
+    });
+    let shared = Arc::new(Shared {
+        conn,
+        bucket,
+        options,
+        value: vec![b'v'; args.value_size],
+        keys: KeyChooser::new(args.distribution, args.keys),
+        workload: args.workload,
+        target: args.ycsb_type,
+        batch: args.batch,
+        acked: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        failed: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        measuring: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        done: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    if matches!(args.workload, Workload::RegisterGet | Workload::YcsbA | Workload::YcsbB | Workload::YcsbC) {
+        load(&shared, args.keys).await;
+    }
+    let pids_cpu0: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(Some(*p))).collect();
+    let self_cpu0 = cpu_seconds(None);
+    let (hist, measured) = match args.rate {
+        None => closed_loop(&shared, args.concurrency.unwrap_or(64), &args).await,
+        Some(rate) => open_loop(&shared, rate, args.concurrency.unwrap_or(OPEN_LOOP_IN_FLIGHT), &args).await,
+    };
+    let ops = hist.len() * u64::try_from(args.batch).unwrap_or(1);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let throughput = ops as f64 / measured.as_secs_f64();
+    let self_cpu = self_cpu0.zip(cpu_seconds(None)).map(|(a, b)| b - a);
+    let server_cpu: f64 = args
+        .pids
+        .iter()
+        .zip(&pids_cpu0)
+        .filter_map(|(p, c0)| c0.zip(cpu_seconds(Some(*p))).map(|(a, b)| b - a))
+        .sum();
+    let check = if counting { Some(check_counters(&shared).await) } else { None };
+    let q = |p: f64| hist.value_at_quantile(p);
+    let mut report = json!({
+        "workload": format!("{:?}", args.workload),
+        "protocol": if args.http { "http" } else { "native" },
+        "distribution": format!("{:?}", args.distribution),
+        "keys": args.keys,
+        "mode": match args.rate { Some(r) => json!({"open_loop_rate": r}), None => json!({"closed_loop_concurrency": args.concurrency.unwrap_or(64)}) },
+        "batch": args.batch,
+        "seconds": measured.as_secs_f64(),
+        "operations": ops,
+        "errors": errors,
+        "throughput_ops_per_s": throughput,
+        "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": hist.max(), "mean": hist.mean()},
+        "client_cpu_us_per_op": self_cpu.map(|c| c * 1e6 / ops.max(1) as f64),
+    });
+    if !args.pids.is_empty() {
+        report["server_cpu_us_per_op"] = json!(server_cpu * 1e6 / ops.max(1) as f64);
+    }
+    if let Some(c) = &check {
+        report["counter_check"] = c.clone();
+    }
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report).unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    match check {
+        Some(c) if c["ok"] != json!(true) => Err("counter check failed: an acknowledged increment is missing".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Writes every key once so reads find values.
+async fn load(shared: &Arc<Shared>, keys: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (shared, next) = (shared.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= keys {
+                    return;
+                }
+                let act = match shared.target {
+                    Target::Counter if shared.workload != Workload::RegisterGet => Act::Incr,
+                    _ => Act::Put,
+                };
+                let ok = match &shared.conn {
+                    Conn::Sdk(c) => shared.sdk_one(c, (k, act), "load").await,
+                    Conn::Http(h) => shared.http_one(h, (k, act), "load").await,
+                };
+                if act == Act::Incr {
+                    let counts = if ok { &shared.acked } else { &shared.failed };
+                    if let Some(c) = counts.get(usize::try_from(k).unwrap_or(0)) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 100 s at 3 significant digits; the bounds are constants, so this holds.
+    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+    let _ = h.record(us.min(h.high()));
+}
+
+/// Drives warm-up and measurement; returns when the measured window is over.
+async fn phases(shared: &Shared, args: &BenchArgs) -> Duration {
+    let progress = !args.no_progress;
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    shared.done.store(0, Ordering::Relaxed);
+    shared.errors.store(0, Ordering::Relaxed);
+    shared.measuring.store(true, Ordering::Release);
+    let start = Instant::now();
+    let total = Duration::from_secs_f64(args.duration);
+    let mut last = (Instant::now(), 0);
+    while start.elapsed() < total {
+        tokio::time::sleep(Duration::from_millis(500).min(total.saturating_sub(start.elapsed()))).await;
+        if progress {
+            let done = shared.done.load(Ordering::Relaxed);
+            let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), done);
+            let pct = (start.elapsed().as_secs_f64() / total.as_secs_f64() * 100.0).min(100.0);
+            let bar = "#".repeat((pct / 5.0) as usize);
+            eprint!("\r[{bar:<20}] {pct:5.1}%  {done} requests  {rate:9.0}/s  errors {}   ", shared.errors.load(Ordering::Relaxed));
+        }
+    }
+    shared.stop.store(true, Ordering::Release);
+    if progress {
+        eprintln!();
+    }
+    start.elapsed()
+}
+
+async fn closed_loop(shared: &Arc<Shared>, workers: usize, args: &BenchArgs) -> (Histogram<u64>, Duration) {
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(w as u64);
+            let mut hist = new_histogram();
+            while !shared.stop.load(Ordering::Acquire) {
+                let t = Instant::now();
+                let ok = shared.one(&mut rng).await;
+                if shared.measuring.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
+                    record(&mut hist, t.elapsed());
+                    shared.done.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            hist
+        }));
+    }
+    let measured = phases(shared, args).await;
+    let mut hist = new_histogram();
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = hist.add(&h);
+        }
+    }
+    (hist, measured)
+}
+
+async fn open_loop(shared: &Arc<Shared>, rate: u64, in_flight: usize, args: &BenchArgs) -> (Histogram<u64>, Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let driver = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+            let mut rng = SmallRng::seed_from_u64(7);
+            let mut i: u32 = 0;
+            while !shared.stop.load(Ordering::Acquire) {
+                // The moment this request was meant to leave: latency counts from here.
+                let intended = start + interval * i;
+                i = i.wrapping_add(1);
+                tokio::time::sleep_until(intended).await;
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (shared, tx) = (shared.clone(), tx.clone());
+                let seed = rng.gen::<u64>();
+                tokio::spawn(async move {
+                    let mut rng = SmallRng::seed_from_u64(seed);
+                    let ok = shared.one(&mut rng).await;
+                    if shared.measuring.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
+                        let _ = tx.send(intended.elapsed());
+                        shared.done.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+        })
+    };
+    let collector = tokio::spawn(async move {
+        let mut hist = new_histogram();
+        while let Some(d) = rx.recv().await {
+            record(&mut hist, d);
+        }
+        hist
+    });
+    let measured = phases(shared, args).await;
+    let _ = driver.await;
+    let hist = collector.await.unwrap_or_else(|_| new_histogram());
+    (hist, measured)
+}
+
+/// Reads every counter back (r = all) and checks acknowledged ≤ value ≤ sent.
+async fn check_counters(shared: &Shared) -> serde_json::Value {
+    let all = Options::new().r(Quorum::All);
+    let (mut checked, mut bad, mut acked_total, mut read_total) = (0u64, 0u64, 0u64, 0i64);
+    for (k, acked) in shared.acked.iter().enumerate() {
+        let acked = acked.load(Ordering::Relaxed);
+        let failed = shared.failed[k].load(Ordering::Relaxed);
+        if acked + failed == 0 {
+            continue;
+        }
+        let key = key_name(k as u64);
+        let value = match &shared.conn {
+            Conn::Sdk(c) => c.counter(&shared.bucket, &key).with(all).get().await.ok(),
+            Conn::Http(_) => None,
+        };
+        let Some(value) = value else { continue };
+        checked += 1;
+        acked_total += acked;
+        read_total += value;
+        let v = u64::try_from(value).unwrap_or(0);
+        if v < acked || v > acked + failed {
+            bad += 1;
+        }
+    }
+    json!({"keys_checked": checked, "acknowledged": acked_total, "read": read_total, "keys_out_of_bounds": bad, "ok": bad == 0})
+}
+
+fn print_report(r: &serde_json::Value) {
+    let l = &r["latency_us"];
+    println!(
+        "{} over {} ({} keys, {}), {}: {} ops in {:.1} s = {:.0} op/s, {} errors",
+        r["workload"].as_str().unwrap_or("?"),
+        r["protocol"].as_str().unwrap_or("?"),
+        r["keys"],
+        r["distribution"].as_str().unwrap_or("?"),
+        r["mode"],
+        r["operations"],
+        r["seconds"].as_f64().unwrap_or(0.0),
+        r["throughput_ops_per_s"].as_f64().unwrap_or(0.0),
+        r["errors"],
+    );
+    println!(
+        "latency µs: p50 {}  p99 {}  p99.9 {}  max {}  (mean {:.0})",
+        l["p50"], l["p99"], l["p999"], l["max"], l["mean"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(c) = r["client_cpu_us_per_op"].as_f64() {
+        print!("CPU per op: load generator {c:.1} µs");
+        if let Some(s) = r["server_cpu_us_per_op"].as_f64() {
+            print!(", servers {s:.1} µs");
+        }
+        println!();
+    }
+    if let Some(c) = r.get("counter_check") {
+        println!(
+            "counter check: {} keys, {} increments acknowledged, counters read {}: {}",
+            c["keys_checked"],
+            c["acknowledged"],
+            c["read"],
+            if c["ok"] == json!(true) { "every acknowledged increment is there" } else { "MISSING INCREMENTS" }
+        );
+    }
+}
