@@ -192,6 +192,8 @@ impl Zipf {
         if uz < 1.0 + 0.5f64.powf(self.theta) {
             return 1;
         }
+        // In [0, n] for u in [0, 1): the float fits a u64.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let rank = (n as f64 * (self.eta * u - self.eta + 1.0).powf(self.alpha)) as u64;
         rank.min(n - 1)
     }
@@ -304,7 +306,12 @@ impl Shared {
                 })
                 .await
                 .is_ok(),
-            Act::Put => c.register(b, &key).with(o).assign(&self.value).await.is_ok(),
+            Act::Put => c
+                .register(b, &key)
+                .with(o)
+                .assign(&self.value)
+                .await
+                .is_ok(),
             Act::Get => c.register(b, &key).with(o).get().await.is_ok(),
         }
     }
@@ -330,14 +337,21 @@ impl Shared {
     }
 
     async fn http_one(&self, h: &HttpPool, (key, act): (u64, Act), member: &str) -> bool {
-        let path = format!("/v1/buckets/{}/keys/{}{}", self.bucket, key_name(key), h.query);
+        let path = format!(
+            "/v1/buckets/{}/keys/{}{}",
+            self.bucket,
+            key_name(key),
+            h.query
+        );
         let body = match act {
             Act::Incr => Some(json!({"type": "counter", "op": {"increment": 1}})),
             Act::SetAdd => Some(json!({"type": "set", "op": {"add": [member]}})),
             Act::MapUpdate => Some(json!({"type": "map", "op": {"update": {
                 "n": {"type": "counter", "op": {"increment": 1}},
                 "last": {"type": "register", "op": {"assign": member}}}}})),
-            Act::Put => Some(json!({"type": "register", "op": {"assign": String::from_utf8_lossy(&self.value)}})),
+            Act::Put => Some(
+                json!({"type": "register", "op": {"assign": String::from_utf8_lossy(&self.value)}}),
+            ),
             Act::Get | Act::CounterGet => None,
         };
         match h.request(&path, body).await {
@@ -364,10 +378,30 @@ struct HttpPool {
 
 impl HttpPool {
     async fn request(&self, path: &str, body: Option<serde_json::Value>) -> Result<u16, String> {
+        self.exchange(path, body).await.map(|(status, _)| status)
+    }
+
+    /// A counter's value, read with `r=all`.
+    async fn counter(&self, bucket: &str, key: &str) -> Option<i64> {
+        let path = format!("/v1/buckets/{bucket}/keys/{key}?r=all");
+        let (status, body) = self.exchange(&path, None).await.ok()?;
+        if status != 200 {
+            return None;
+        }
+        serde_json::from_slice::<serde_json::Value>(&body).ok()?["value"].as_i64()
+    }
+
+    async fn exchange(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, bytes::Bytes), String> {
         use http_body_util::BodyExt;
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let base = &self.urls[usize::try_from(n).unwrap_or(0) % self.urls.len()];
-        let uri: hyper::Uri = format!("{base}{path}").parse().map_err(|e| format!("{e}"))?;
+        let uri: hyper::Uri = format!("{base}{path}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         let (method, bytes) = match body {
             Some(b) => (hyper::Method::POST, bytes::Bytes::from(b.to_string())),
             None => (hyper::Method::GET, bytes::Bytes::new()),
@@ -380,9 +414,14 @@ impl HttpPool {
             .map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        // Drain the body so the connection is reused.
-        let _ = resp.into_body().collect().await;
-        Ok(status)
+        // Read the whole body: the connection is then reused.
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok((status, body))
     }
 }
 
@@ -406,7 +445,10 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         return Err(format!("--keys must be 1..={KEYS_MAX}"));
     }
     if args.batch == 0 || args.batch > cairn_proto::client::BATCH_MAX {
-        return Err(format!("--batch must be 1..={}", cairn_proto::client::BATCH_MAX));
+        return Err(format!(
+            "--batch must be 1..={}",
+            cairn_proto::client::BATCH_MAX
+        ));
     }
     if args.batch > 1 && args.http {
         return Err("--batch needs the native protocol (drop --http)".into());
@@ -421,19 +463,27 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
 async fn connect(args: &BenchArgs) -> Result<Conn, String> {
     let nodes: Vec<String> = args.nodes.split(',').map(|s| s.trim().to_owned()).collect();
     if args.http {
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(4096)
-            .build_http();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(4096)
+                .build_http();
         let mut query = Vec::new();
         for (name, v) in [("w", &args.w), ("r", &args.r)] {
             if let Some(v) = v {
                 query.push(format!("{name}={v}"));
             }
         }
-        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
         return Ok(Conn::Http(Arc::new(HttpPool {
             client,
-            urls: nodes.into_iter().map(|u| u.trim_end_matches('/').to_owned()).collect(),
+            urls: nodes
+                .into_iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect(),
             next: AtomicU64::new(0),
             query,
         })));
@@ -441,7 +491,10 @@ async fn connect(args: &BenchArgs) -> Result<Conn, String> {
     let client = Client::builder()
         .nodes(nodes)
         .ca_cert(args.dir.join("ca/ca.pem"))
-        .client_cert(args.dir.join("client/client.pem"), args.dir.join("client/client-key.pem"))
+        .client_cert(
+            args.dir.join("client/client.pem"),
+            args.dir.join("client/client-key.pem"),
+        )
         .build()
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -458,7 +511,11 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     let counting = matches!(args.workload, Workload::CounterIncr)
         || (args.ycsb_type == Target::Counter
             && matches!(args.workload, Workload::YcsbA | Workload::YcsbB));
-    let slots = if counting { usize::try_from(args.keys).unwrap_or(0) } else { 0 };
+    let slots = if counting {
+        usize::try_from(args.keys).unwrap_or(0)
+    } else {
+        0
+    };
     let bucket = args.bucket.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -482,14 +539,25 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
-    if matches!(args.workload, Workload::RegisterGet | Workload::YcsbA | Workload::YcsbB | Workload::YcsbC) {
+    if matches!(
+        args.workload,
+        Workload::RegisterGet | Workload::YcsbA | Workload::YcsbB | Workload::YcsbC
+    ) {
         load(&shared, args.keys).await;
     }
     let pids_cpu0: Vec<Option<f64>> = args.pids.iter().map(|p| cpu_seconds(Some(*p))).collect();
     let self_cpu0 = cpu_seconds(None);
     let (hist, measured) = match args.rate {
         None => closed_loop(&shared, args.concurrency.unwrap_or(64), &args).await,
-        Some(rate) => open_loop(&shared, rate, args.concurrency.unwrap_or(OPEN_LOOP_IN_FLIGHT), &args).await,
+        Some(rate) => {
+            open_loop(
+                &shared,
+                rate,
+                args.concurrency.unwrap_or(OPEN_LOOP_IN_FLIGHT),
+                &args,
+            )
+            .await
+        }
     };
     let ops = hist.len() * u64::try_from(args.batch).unwrap_or(1);
     let errors = shared.errors.load(Ordering::Relaxed);
@@ -501,7 +569,11 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         .zip(&pids_cpu0)
         .filter_map(|(p, c0)| c0.zip(cpu_seconds(Some(*p))).map(|(a, b)| b - a))
         .sum();
-    let check = if counting { Some(check_counters(&shared).await) } else { None };
+    let check = if counting {
+        Some(check_counters(&shared).await)
+    } else {
+        None
+    };
     let q = |p: f64| hist.value_at_quantile(p);
     let mut report = json!({
         "workload": format!("{:?}", args.workload),
@@ -525,11 +597,16 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     }
     print_report(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report).unwrap_or_default())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).unwrap_or_default(),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     match check {
-        Some(c) if c["ok"] != json!(true) => Err("counter check failed: an acknowledged increment is missing".into()),
+        Some(c) if c["ok"] != json!(true) => {
+            Err("counter check failed: an acknowledged increment is missing".into())
+        }
         _ => Ok(()),
     }
 }
@@ -570,7 +647,8 @@ async fn load(shared: &Arc<Shared>, keys: u64) {
 
 fn new_histogram() -> Histogram<u64> {
     // 1 µs to 100 s at 3 significant digits; the bounds are constants, so this holds.
-    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 100_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
@@ -589,14 +667,20 @@ async fn phases(shared: &Shared, args: &BenchArgs) -> Duration {
     let total = Duration::from_secs_f64(args.duration);
     let mut last = (Instant::now(), 0);
     while start.elapsed() < total {
-        tokio::time::sleep(Duration::from_millis(500).min(total.saturating_sub(start.elapsed()))).await;
+        tokio::time::sleep(Duration::from_millis(500).min(total.saturating_sub(start.elapsed())))
+            .await;
         if progress {
             let done = shared.done.load(Ordering::Relaxed);
             let rate = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
             last = (Instant::now(), done);
             let pct = (start.elapsed().as_secs_f64() / total.as_secs_f64() * 100.0).min(100.0);
+            // 0..=20 cells.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let bar = "#".repeat((pct / 5.0) as usize);
-            eprint!("\r[{bar:<20}] {pct:5.1}%  {done} requests  {rate:9.0}/s  errors {}   ", shared.errors.load(Ordering::Relaxed));
+            eprint!(
+                "\r[{bar:<20}] {pct:5.1}%  {done} requests  {rate:9.0}/s  errors {}   ",
+                shared.errors.load(Ordering::Relaxed)
+            );
         }
     }
     shared.stop.store(true, Ordering::Release);
@@ -606,7 +690,11 @@ async fn phases(shared: &Shared, args: &BenchArgs) -> Duration {
     start.elapsed()
 }
 
-async fn closed_loop(shared: &Arc<Shared>, workers: usize, args: &BenchArgs) -> (Histogram<u64>, Duration) {
+async fn closed_loop(
+    shared: &Arc<Shared>,
+    workers: usize,
+    args: &BenchArgs,
+) -> (Histogram<u64>, Duration) {
     let mut tasks = Vec::new();
     for w in 0..workers {
         let shared = shared.clone();
@@ -616,7 +704,8 @@ async fn closed_loop(shared: &Arc<Shared>, workers: usize, args: &BenchArgs) -> 
             while !shared.stop.load(Ordering::Acquire) {
                 let t = Instant::now();
                 let ok = shared.one(&mut rng).await;
-                if shared.measuring.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
+                if shared.measuring.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire)
+                {
                     record(&mut hist, t.elapsed());
                     shared.done.fetch_add(1, Ordering::Relaxed);
                     if !ok {
@@ -637,7 +726,12 @@ async fn closed_loop(shared: &Arc<Shared>, workers: usize, args: &BenchArgs) -> 
     (hist, measured)
 }
 
-async fn open_loop(shared: &Arc<Shared>, rate: u64, in_flight: usize, args: &BenchArgs) -> (Histogram<u64>, Duration) {
+async fn open_loop(
+    shared: &Arc<Shared>,
+    rate: u64,
+    in_flight: usize,
+    args: &BenchArgs,
+) -> (Histogram<u64>, Duration) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let driver = {
@@ -652,13 +746,17 @@ async fn open_loop(shared: &Arc<Shared>, rate: u64, in_flight: usize, args: &Ben
                 let intended = start + interval * i;
                 i = i.wrapping_add(1);
                 tokio::time::sleep_until(intended).await;
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let (shared, tx) = (shared.clone(), tx.clone());
                 let seed = rng.gen::<u64>();
                 tokio::spawn(async move {
                     let mut rng = SmallRng::seed_from_u64(seed);
                     let ok = shared.one(&mut rng).await;
-                    if shared.measuring.load(Ordering::Acquire) && !shared.stop.load(Ordering::Acquire) {
+                    if shared.measuring.load(Ordering::Acquire)
+                        && !shared.stop.load(Ordering::Acquire)
+                    {
                         let _ = tx.send(intended.elapsed());
                         shared.done.fetch_add(1, Ordering::Relaxed);
                         if !ok {
@@ -696,7 +794,7 @@ async fn check_counters(shared: &Shared) -> serde_json::Value {
         let key = key_name(k as u64);
         let value = match &shared.conn {
             Conn::Sdk(c) => c.counter(&shared.bucket, &key).with(all).get().await.ok(),
-            Conn::Http(_) => None,
+            Conn::Http(h) => h.counter(&shared.bucket, &key).await,
         };
         let Some(value) = value else { continue };
         checked += 1;
@@ -726,7 +824,11 @@ fn print_report(r: &serde_json::Value) {
     );
     println!(
         "latency µs: p50 {}  p99 {}  p99.9 {}  max {}  (mean {:.0})",
-        l["p50"], l["p99"], l["p999"], l["max"], l["mean"].as_f64().unwrap_or(0.0)
+        l["p50"],
+        l["p99"],
+        l["p999"],
+        l["max"],
+        l["mean"].as_f64().unwrap_or(0.0)
     );
     if let Some(c) = r["client_cpu_us_per_op"].as_f64() {
         print!("CPU per op: load generator {c:.1} µs");
@@ -741,7 +843,46 @@ fn print_report(r: &serde_json::Value) {
             c["keys_checked"],
             c["acknowledged"],
             c["read"],
-            if c["ok"] == json!(true) { "every acknowledged increment is there" } else { "MISSING INCREMENTS" }
+            if c["ok"] == json!(true) {
+                "every acknowledged increment is there"
+            } else {
+                "MISSING INCREMENTS"
+            }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipfian_ranks_stay_in_range_and_favour_the_first() {
+        let n = 1000;
+        let z = Zipf::new(n, 0.99);
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut counts = vec![0u32; 1000];
+        for _ in 0..100_000 {
+            let r = z.sample(n, rng.gen::<f64>());
+            counts[usize::try_from(r).unwrap()] += 1;
+        }
+        assert!(counts[0] > counts[1] && counts[1] > counts[10] && counts[10] > counts[500]);
+        // θ = 0.99 over 1,000 keys: the top key draws roughly 13% of requests.
+        assert!((8_000..20_000).contains(&counts[0]), "{}", counts[0]);
+        let chooser = KeyChooser::new(Distribution::Zipfian, n);
+        assert!((0..10_000).all(|_| chooser.pick(&mut rng) < n));
+        assert_eq!(KeyChooser::new(Distribution::Hot, n).pick(&mut rng), 0);
+    }
+
+    #[test]
+    fn ycsb_mixes_match_their_ratios() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        let reads = (0..10_000)
+            .filter(|_| action(Workload::YcsbB, Target::Register, &mut rng) == Act::Get)
+            .count();
+        assert!((9_300..9_700).contains(&reads), "{reads}");
+        assert!(
+            (0..100).all(|_| action(Workload::YcsbC, Target::Counter, &mut rng) == Act::CounterGet)
         );
     }
 }

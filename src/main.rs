@@ -1,6 +1,7 @@
 //! The `cairn` binary: the server, a local development cluster, certificates, cluster
 //! administration and data commands over the HTTP API.
 
+mod bench;
 mod dev;
 mod http_client;
 
@@ -50,6 +51,8 @@ enum Command {
     Map(MapCommand),
     /// Delete a key.
     Delete(KeyArgs),
+    /// Load generator: YCSB-style workloads, closed or open loop, latency percentiles.
+    Bench(bench::BenchArgs),
     /// Merge two replicas of a set through the wire format (no server needed).
     Selftest,
 }
@@ -256,6 +259,7 @@ fn main() -> ExitCode {
         Command::Register(cmd) => register(cmd),
         Command::Map(cmd) => map(cmd),
         Command::Delete(key) => delete(&key),
+        Command::Bench(args) => bench::run(args),
         Command::Selftest => selftest(),
     };
     match result {

@@ -53,7 +53,13 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
     ),
     (
         "cairn",
-        &["cairn-crdt", "cairn-net", "cairn-proto", "cairn-server"],
+        &[
+            "cairn-client",
+            "cairn-crdt",
+            "cairn-net",
+            "cairn-proto",
+            "cairn-server",
+        ],
     ),
 ];
 

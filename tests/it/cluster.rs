@@ -598,3 +598,75 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn cairn_bench_runs_a_workload_and_checks_the_counters() {
+    let root = temp_dir("bench");
+    let ca = root.join("ca");
+    make_ca(&ca);
+    let mut node = Server::new(&root, &ca, "b1", &[]);
+    node.start();
+    // cairn bench reads the CA and a client certificate from a `cairn dev`-shaped dir.
+    run_ok(
+        cairn()
+            .args(["cert", "client", "--name", "client", "--ca-dir"])
+            .arg(&ca)
+            .arg("--out")
+            .arg(root.join("client")),
+    );
+    let report = root.join("report.json");
+    for extra in [
+        &["--concurrency", "8"][..],
+        &["--rate", "300", "--batch", "4"][..],
+    ] {
+        let out = run_ok(
+            cairn()
+                .args([
+                    "bench",
+                    "--workload",
+                    "counter-incr",
+                    "--keys",
+                    "50",
+                    "--no-progress",
+                ])
+                .args([
+                    "--warmup",
+                    "0.2",
+                    "--duration",
+                    "1",
+                    "--nodes",
+                    &node.quic.to_string(),
+                ])
+                .arg("--dir")
+                .arg(&root)
+                .arg("--json")
+                .arg(&report)
+                .args(extra),
+        );
+        assert!(
+            out.contains("every acknowledged increment is there"),
+            "{out}"
+        );
+        let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert!(json["operations"].as_u64().unwrap() > 0, "{json}");
+        assert!(json["latency_us"]["p999"].as_u64().is_some(), "{json}");
+    }
+    let http = run_ok(
+        cairn()
+            .args([
+                "bench",
+                "--http",
+                "--workload",
+                "ycsb-a",
+                "--ycsb-type",
+                "counter",
+            ])
+            .args(["--keys", "20", "--distribution", "zipfian", "--no-progress"])
+            .args(["--warmup", "0.2", "--duration", "1", "--nodes", &node.http]),
+    );
+    assert!(
+        http.contains("every acknowledged increment is there"),
+        "{http}"
+    );
+    std::fs::remove_dir_all(&root).ok();
+}

@@ -42,9 +42,15 @@ impl Client {
     /// Runs up to [`BATCH_MAX`] operations in one frame (one round trip); the node runs
     /// them concurrently. Each gets its own result, in order: the value after an update,
     /// or as read. Like single writes, a batch with updates is not resent once sent.
-    pub async fn batch(&self, items: Vec<BatchItem>, options: Options) -> Result<Vec<Result<Option<Value>>>> {
+    pub async fn batch(
+        &self,
+        items: Vec<BatchItem>,
+        options: Options,
+    ) -> Result<Vec<Result<Option<Value>>>> {
         if items.len() > BATCH_MAX {
-            return Err(Error::TooLarge(format!("a batch holds at most {BATCH_MAX} operations")));
+            return Err(Error::TooLarge(format!(
+                "a batch holds at most {BATCH_MAX} operations"
+            )));
         }
         let options = options.over(self.default_options());
         let writes = items.iter().any(|(_, _, op)| op.is_some());
@@ -60,19 +66,27 @@ impl Client {
                 options: options.wire(),
             })
             .collect();
-        let retry = if writes { Retry::IfNeverSent } else { Retry::Always };
+        let retry = if writes {
+            Retry::IfNeverSent
+        } else {
+            Retry::Always
+        };
         let timeout = options.timeout.unwrap_or(crate::client::DEFAULT_TIMEOUT);
         match self.send(&Request::Batch(requests), retry, timeout).await? {
             Response::Batch(answers) => Ok(answers.into_iter().map(answer).collect()),
             Response::Error(e) => Err(e.into()),
-            other => Err(Error::Protocol(format!("a batch was answered with {other:?}"))),
+            other => Err(Error::Protocol(format!(
+                "a batch was answered with {other:?}"
+            ))),
         }
     }
 }
 
 fn answer(r: Response) -> Result<Option<Value>> {
     match r {
-        Response::Value(bytes) => Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string())),
+        Response::Value(bytes) => {
+            Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string()))
+        }
         Response::Deleted => Ok(None),
         Response::Error(e) => Err(e.into()),
         other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),

@@ -23,7 +23,7 @@ pub const NODES_MAX: usize = 256;
 const CLIENT_SLACK: Duration = Duration::from_secs(2);
 
 /// The request timeout when none is set (the server's bucket default).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Per-request options; unset fields take the bucket's defaults on the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,7 +82,7 @@ impl Options {
         }
     }
 
-    fn wire(self) -> wire::Options {
+    pub(crate) fn wire(self) -> wire::Options {
         wire::Options {
             r: self.r,
             w: self.w,
@@ -240,6 +240,11 @@ impl Client {
     pub async fn delete(&self, bucket: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Result<()> {
         let k = self.key(bucket, key);
         k.send(Action::Delete, Retry::IfNeverSent).await.map(|_| ())
+    }
+
+    /// The options every request starts from.
+    pub(crate) fn default_options(&self) -> Options {
+        self.inner.options
     }
 
     /// The QUIC addresses this client knows.

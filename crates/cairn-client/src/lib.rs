@@ -136,11 +136,13 @@
 //!
 //! [Cairn]: https://example.invalid/cairn
 
+mod batch;
 mod client;
 mod error;
 mod handles;
 
-pub use cairn_crdt::{FieldKey, FieldType, FieldValue};
+pub use batch::{BatchItem, BatchOp};
+pub use cairn_crdt::{FieldKey, FieldType, FieldValue, Value};
 pub use client::{Client, ClientBuilder, Options, Quorum, NODES_MAX};
 pub use error::{Error, Result};
 pub use handles::{
