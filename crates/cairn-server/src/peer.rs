@@ -16,7 +16,6 @@ use cairn_core::PeerMessage;
 use cairn_net::{Alpn, Endpoint, Handler};
 use cairn_ring::{Capacity, Layout, NodeId, NodeRole, Zone};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 
 use crate::core_loop::{CoreHandle, Event, Refused};
 use crate::metrics::Metrics;
@@ -25,10 +24,8 @@ use crate::metrics::Metrics;
 pub const KIND_CORE: u8 = 0;
 /// A join request follows.
 pub const KIND_JOIN: u8 = 1;
-
-/// Most peer sends in flight at once; beyond it sends are dropped (the node's timeouts,
-/// retries and anti-entropy cover lost messages).
-pub const OUTBOUND_MAX: usize = 4096;
+/// A postcard list of `cairn_core::wire` messages follows (answered like [`KIND_CORE`]).
+pub const KIND_BATCH: u8 = 2;
 
 /// A node asking to be staged into the cluster.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -69,6 +66,15 @@ impl PeerHandler {
         }
     }
 
+    fn batch(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let msgs: Vec<Vec<u8>> =
+            postcard::from_bytes(body).map_err(|e| format!("malformed peer batch: {e}"))?;
+        for m in &msgs {
+            self.core_message(m)?;
+        }
+        Ok(Vec::new())
+    }
+
     async fn join(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let req: JoinRequest =
             postcard::from_bytes(body).map_err(|e| format!("malformed join request: {e}"))?;
@@ -97,18 +103,39 @@ impl Handler for PeerHandler {
         match request.split_first() {
             Some((&KIND_CORE, body)) => self.core_message(body),
             Some((&KIND_JOIN, body)) => self.join(body).await,
+            Some((&KIND_BATCH, body)) => self.batch(body),
             Some((kind, _)) => Err(format!("unknown peer request kind {kind}")),
             None => Err("empty peer request".into()),
         }
     }
 }
 
-/// Carries the node's sends to its peers, one spawned call each.
+/// Most messages waiting for one peer; beyond it new ones are dropped (the protocol
+/// tolerates loss: timeouts, retries, hints and anti-entropy cover it).
+pub const PEER_QUEUE_MAX: usize = 8192;
+/// Most messages in one batch frame.
+pub const BATCH_MESSAGES_MAX: usize = 512;
+/// Most message bytes in one batch frame (well under the transport's frame bound).
+pub const BATCH_BYTES_MAX: usize = 8 << 20;
+/// Batches in flight to one peer at once.
+pub const PEER_SENDERS: usize = 4;
+
+/// Messages waiting for one peer.
+struct PeerQueue {
+    addr: SocketAddr,
+    msgs: std::collections::VecDeque<Vec<u8>>,
+    /// Sender tasks running for this peer.
+    senders: usize,
+}
+
+/// Carries the node's sends to its peers. Messages to one peer queue up while up to
+/// [`PEER_SENDERS`] calls are in flight, and leave together in one batch frame: under
+/// load a stream (and its packets) carries many messages, idle it carries one at once.
 pub struct Outbound {
     me: NodeId,
     endpoint: Endpoint,
     runtime: tokio::runtime::Handle,
-    permits: Arc<Semaphore>,
+    queues: Arc<Mutex<HashMap<NodeId, PeerQueue>>>,
     addrs: Mutex<HashMap<String, Option<SocketAddr>>>,
     metrics: Arc<Metrics>,
 }
@@ -125,7 +152,7 @@ impl Outbound {
             me,
             endpoint,
             runtime,
-            permits: Arc::new(Semaphore::new(OUTBOUND_MAX)),
+            queues: Arc::new(Mutex::new(HashMap::new())),
             addrs: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -142,18 +169,11 @@ impl Outbound {
         *cache.entry(text).or_insert_with_key(|t| t.parse().ok())
     }
 
-    /// Sends `msg` to `to`, dropping it when the node's address is unknown or too many
-    /// sends are in flight.
+    /// Queues `msg` for `to`, dropping it when the node's address is unknown or its
+    /// queue is full.
     pub fn send(&self, layout: &Layout, to: NodeId, msg: &PeerMessage) {
         let Some(addr) = self.addr_of(layout, to) else {
             tracing::debug!(to = %crate::status::node_name(to), "no address for peer; message dropped");
-            return;
-        };
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            tracing::debug!("outbound queue full; message dropped");
-            self.metrics
-                .peer_sends_dropped
-                .fetch_add(1, Ordering::Relaxed);
             return;
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -161,19 +181,82 @@ impl Outbound {
             let to = crate::status::node_name(to);
             tracing::debug!(%to, kind = kind_name(msg), req, "peer message out");
         }
-        let mut payload = vec![KIND_CORE];
-        payload.extend_from_slice(&encode_peer(self.me, msg));
-        let endpoint = self.endpoint.clone();
-        let metrics = self.metrics.clone();
-        metrics.peer_sends_in_flight.fetch_add(1, Ordering::Relaxed);
-        self.runtime.spawn(async move {
-            if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
-                tracing::debug!(%addr, error = %e, "peer send failed");
-                metrics.peer_sends_failed.fetch_add(1, Ordering::Relaxed);
-            }
-            metrics.peer_sends_in_flight.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
+        let bytes = encode_peer(self.me, msg);
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let q = queues.entry(to).or_insert_with(|| PeerQueue {
+            addr,
+            msgs: std::collections::VecDeque::new(),
+            senders: 0,
         });
+        q.addr = addr;
+        if q.msgs.len() >= PEER_QUEUE_MAX {
+            drop(queues);
+            tracing::debug!("peer queue full; message dropped");
+            self.metrics
+                .peer_sends_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.msgs.push_back(bytes);
+        self.metrics
+            .peer_sends_in_flight
+            .fetch_add(1, Ordering::Relaxed);
+        if q.senders < PEER_SENDERS {
+            q.senders += 1;
+            drop(queues);
+            self.runtime.spawn(drain(
+                to,
+                self.queues.clone(),
+                self.endpoint.clone(),
+                self.metrics.clone(),
+            ));
+        }
+    }
+}
+
+/// Sends `to`'s queued messages in batches until its queue is empty.
+async fn drain(
+    to: NodeId,
+    queues: Arc<Mutex<HashMap<NodeId, PeerQueue>>>,
+    endpoint: Endpoint,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let (addr, batch) = {
+            let mut all = queues.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(q) = all.get_mut(&to) else { return };
+            if q.msgs.is_empty() {
+                q.senders = q.senders.saturating_sub(1);
+                return;
+            }
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(m) = q.msgs.front() {
+                if !batch.is_empty()
+                    && (batch.len() >= BATCH_MESSAGES_MAX || bytes + m.len() > BATCH_BYTES_MAX)
+                {
+                    break;
+                }
+                bytes += m.len();
+                batch.extend(q.msgs.pop_front());
+            }
+            (q.addr, batch)
+        };
+        let count = batch.len() as u64;
+        let mut payload = vec![KIND_BATCH];
+        match postcard::to_allocvec(&batch) {
+            Ok(body) => payload.extend_from_slice(&body),
+            Err(_) => continue,
+        }
+        if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
+            tracing::debug!(%addr, error = %e, count, "peer send failed");
+            metrics
+                .peer_sends_failed
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        metrics
+            .peer_sends_in_flight
+            .fetch_sub(count, Ordering::Relaxed);
     }
 }
 
