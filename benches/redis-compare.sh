@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Cairn beside Redis on this machine, in one run: INCR and SADD with redis-benchmark
+# against Redis in three durability tiers, and `cairn bench` counter-incr and set-add
+# against one durable Cairn node (n=1) and a 3-node cluster (n=3, w=2), at the same
+# concurrency, ROUNDS times each. Prints medians, Cairn/Redis ratios, and the servers'
+# CPU per operation.
+#
+#   benches/redis-compare.sh            # ROUNDS=3 CLIENTS=64 SECS=5
+#   ROUNDS=1 SECS=2 benches/redis-compare.sh    # a quick look
+#
+# Installs redis-server and redis-tools from Debian if missing (needs root or sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-64}
+SECS=${SECS:-5}
+KEYS=${KEYS:-10000}
+PIPELINE=${PIPELINE:-16}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "==> installing redis-server and redis-tools"
+    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    $sudo_ apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+
+echo "==> building cairn (release)"
+cargo build --release -q
+CAIRN=target/release/cairn
+WORK=$(mktemp -d /tmp/cairn-vs-redis.XXXXXX)
+RESULTS=$WORK/results.tsv
+: > "$RESULTS"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# CPU seconds (user + system) of a process, from /proc (USER_HZ = 100).
+cpu() { awk '{ sub(/.*\) /, ""); print ($12 + $13) / 100 }' "/proc/$1/stat"; }
+
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$RESULTS"; }
+
+# ---- Redis -------------------------------------------------------------------------
+redis_tier() { # name, extra redis-server args...
+    local name=$1; shift
+    local port=6390 dir=$WORK/redis-$name
+    mkdir -p "$dir"
+    redis-server --port $port --dir "$dir" --save "" --daemonize no "$@" >"$dir/log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    until redis-cli -p $port ping >/dev/null 2>&1; do sleep 0.1; done
+    local n=$((SECS * 60000))
+    for round in $(seq "$ROUNDS"); do
+        for test in incr sadd; do
+            for pipe in 1 $PIPELINE; do
+                local c0; c0=$(cpu "$pid")
+                local rps
+                if [ "$test" = incr ]; then
+                    rps=$(redis-benchmark -p $port -c "$CLIENTS" -n $n -r "$KEYS" -P "$pipe" -q --csv incr "counter:__rand_int__" | tail -1 | cut -d, -f2 | tr -d '"')
+                else
+                    rps=$(redis-benchmark -p $port -c "$CLIENTS" -n $n -r "$KEYS" -P "$pipe" -q --csv sadd "set:__rand_int__" "m:__rand_int__" | tail -1 | cut -d, -f2 | tr -d '"')
+                fi
+                local c1; c1=$(cpu "$pid")
+                local us; us=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }')
+                record "redis-$name P$pipe" "$test" "$rps" "$us"
+                echo "   redis $name $test -P $pipe round $round: $rps op/s, server CPU $us us/op"
+            done
+        done
+    done
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
+echo "==> Redis: no persistence, appendfsync everysec, appendfsync always"
+redis_tier none --appendonly no
+redis_tier everysec --appendonly yes --appendfsync everysec
+redis_tier always --appendonly yes --appendfsync always
+
+# ---- Cairn -------------------------------------------------------------------------
+cairn_cluster() { # name, nodes, base ports
+    local name=$1 nodes=$2 quic=$3 http=$4
+    local dir=$WORK/cairn-$name
+    "$CAIRN" dev --nodes "$nodes" --dir "$dir" --quic-port "$quic" --http-port "$http" >"$WORK/dev-$name.log" 2>&1 &
+    local dev=$!
+    PIDS+=("$dev")
+    until grep -q "Ctrl-C" "$WORK/dev-$name.log" 2>/dev/null; do
+        kill -0 "$dev" 2>/dev/null || { cat "$WORK/dev-$name.log"; exit 1; }
+        sleep 0.2
+    done
+    local addrs pids
+    addrs=$(seq 0 $((nodes - 1)) | awk -v b="$quic" '{ printf "%s127.0.0.1:%d", (NR > 1 ? "," : ""), b + $1 }')
+    pids=$(pgrep -f -- "--data $dir/node" | paste -sd, -)
+    for round in $(seq "$ROUNDS"); do
+        for test in counter-incr set-add; do
+            for batch in 1 $PIPELINE; do
+                [ "$nodes" -gt 1 ] && [ "$batch" -gt 1 ] && continue
+                "$CAIRN" bench --dir "$dir" --nodes "$addrs" --workload "$test" --keys "$KEYS" \
+                    --concurrency "$CLIENTS" --batch "$batch" --warmup 1 --duration "$SECS" \
+                    --no-progress --pids "$pids" --json "$WORK/r.json" >/dev/null
+                local rps us
+                rps=$(python3 -c "import json; print(round(json.load(open('$WORK/r.json'))['throughput_ops_per_s']))")
+                us=$(python3 -c "import json; print(round(json.load(open('$WORK/r.json'))['server_cpu_us_per_op'], 1))")
+                local t=incr; [ "$test" = set-add ] && t=sadd
+                record "cairn-$name P$batch" "$t" "$rps" "$us"
+                echo "   cairn $name $test batch $batch round $round: $rps op/s, server CPU $us us/op"
+            done
+        done
+    done
+    kill -TERM "$dev"; wait "$dev" 2>/dev/null || true
+}
+
+echo "==> Cairn: one durable node (n=1), then three nodes (n=3, w=2), durability fsync"
+cairn_cluster 1node 1 7100 8100
+cairn_cluster 3nodes 3 7200 8200
+
+# ---- Table -------------------------------------------------------------------------
+echo
+echo "median of $ROUNDS rounds, $CLIENTS clients, $KEYS keys; ratio = Cairn / Redis appendfsync always at the same pipelining"
+python3 - "$RESULTS" <<'EOF'
+import sys, statistics, collections
+rows = collections.defaultdict(list)
+cpu = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    system, test, rps, us = line.rstrip("\n").split("\t")
+    rows[(system, test)].append(float(rps))
+    cpu[(system, test)].append(float(us))
+med = {k: statistics.median(v) for k, v in rows.items()}
+print(f"{'system':<22} {'test':<5} {'op/s (median)':>14} {'[min max]':>20} {'server CPU us/op':>17} {'vs redis-always':>16}")
+for (system, test), v in sorted(rows.items()):
+    pipe = system.split()[-1]
+    base = med.get((f"redis-always {pipe}", test))
+    ratio = f"{med[(system, test)] / base:.2f}x" if base and system.startswith("cairn") else ""
+    print(f"{system:<22} {test:<5} {med[(system, test)]:>14.0f} {f'[{min(v):.0f} {max(v):.0f}]':>20} {statistics.median(cpu[(system, test)]):>17.1f} {ratio:>16}")
+EOF
