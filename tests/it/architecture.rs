@@ -39,6 +39,10 @@ const ALLOWED_WORKSPACE_DEPS: &[(&str, &[&str])] = &[
         &["cairn-core", "cairn-crdt", "cairn-proto", "cairn-ring"],
     ),
     ("cairn-net", &[]),
+    (
+        "cairn-nemesis",
+        &["cairn-client", "cairn-crdt", "cairn-sim"],
+    ),
     ("cairn-client", &["cairn-crdt", "cairn-net", "cairn-proto"]),
     (
         "cairn-server",

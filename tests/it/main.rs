@@ -5,5 +5,6 @@ mod architecture;
 mod cli;
 mod cluster;
 mod examples;
+mod nemesis;
 mod sdk;
 mod sizes;

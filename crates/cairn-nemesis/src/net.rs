@@ -1,0 +1,216 @@
+//! The test network: one namespace per node, veth pairs on a bridge, and the faults
+//! applied to it (iptables on UDP between nodes; netem where the kernel has it).
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+/// Runs a command; returns its stderr as the error.
+pub(crate) fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The namespaces, bridge and addresses of one run.
+pub(crate) struct Net {
+    pub(crate) tag: String,
+    pub(crate) nodes: usize,
+    bridge: String,
+    pub(crate) netem: bool,
+}
+
+impl Net {
+    /// Node `i`'s address (0-based).
+    pub(crate) fn addr(&self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, 0, 11 + u8::try_from(i).unwrap_or(0))
+    }
+
+    /// The namespace of node `i`.
+    pub(crate) fn ns(&self, i: usize) -> String {
+        format!("{}-n{i}", self.tag)
+    }
+
+    /// Whether this machine lets us make namespaces (root, iproute2, iptables).
+    pub(crate) fn check() -> Result<(), String> {
+        let probe = format!("cairn-probe-{}", std::process::id());
+        sh(&["ip", "netns", "add", &probe])?;
+        let ipt = sh(&["ip", "netns", "exec", &probe, "iptables", "-S"]);
+        let _ = sh(&["ip", "netns", "del", &probe]);
+        ipt
+    }
+
+    /// Creates the bridge (10.77.0.1, where the clients live) and one namespace per node.
+    pub(crate) fn up(nodes: usize) -> Result<Net, String> {
+        let tag = format!("cn{}", std::process::id() % 100_000);
+        let net = Net {
+            bridge: format!("{tag}br"),
+            tag,
+            nodes,
+            netem: false,
+        };
+        net.down(); // Leftovers of a crashed run with the same pid.
+        sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
+        sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", &net.bridge])?;
+        sh(&["ip", "link", "set", &net.bridge, "up"])?;
+        for i in 0..nodes {
+            let ns = net.ns(i);
+            let (host, inner) = (format!("{}v{i}", net.tag), format!("{}e{i}", net.tag));
+            sh(&["ip", "netns", "add", &ns])?;
+            sh(&[
+                "ip", "link", "add", &host, "type", "veth", "peer", "name", &inner,
+            ])?;
+            sh(&["ip", "link", "set", &inner, "netns", &ns])?;
+            sh(&["ip", "link", "set", &host, "master", &net.bridge])?;
+            sh(&["ip", "link", "set", &host, "up"])?;
+            let cidr = format!("{}/24", net.addr(i));
+            sh(&[
+                "ip", "netns", "exec", &ns, "ip", "addr", "add", &cidr, "dev", &inner,
+            ])?;
+            sh(&[
+                "ip", "netns", "exec", &ns, "ip", "link", "set", &inner, "up",
+            ])?;
+            sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        }
+        let probe = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &net.ns(0),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            &format!("{}e0", net.tag),
+            "root",
+            "netem",
+            "delay",
+            "1ms",
+        ]);
+        let netem = probe.is_ok();
+        if netem {
+            let _ = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &net.ns(0),
+                "tc",
+                "qdisc",
+                "del",
+                "dev",
+                &format!("{}e0", net.tag),
+                "root",
+            ]);
+        }
+        Ok(Net { netem, ..net })
+    }
+
+    /// Removes everything `up` made (errors ignored: parts may be gone already).
+    pub(crate) fn down(&self) {
+        for i in 0..self.nodes {
+            let _ = sh(&["ip", "netns", "del", &self.ns(i)]);
+            let _ = sh(&["ip", "link", "del", &format!("{}v{i}", self.tag)]);
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge]);
+    }
+
+    /// Drops UDP from node `from` to node `to` (in `from`'s namespace, outbound).
+    pub(crate) fn block(&self, from: usize, to: usize) -> Result<(), String> {
+        let dst = self.addr(to).to_string();
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(from),
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-d",
+            &dst,
+            "-j",
+            "DROP",
+        ])
+    }
+
+    /// Drops a fraction of the UDP node `i` sends to other nodes (iptables statistic).
+    pub(crate) fn lossy(&self, i: usize, probability: f64) -> Result<(), String> {
+        let p = format!("{probability}");
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(i),
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "-d",
+            "10.77.0.0/24",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &p,
+            "-j",
+            "DROP",
+        ])
+    }
+
+    /// Delay, duplication and reordering on node `i`'s link (needs sch_netem).
+    pub(crate) fn netem(&self, i: usize) -> Result<(), String> {
+        let dev = format!("{}e{i}", self.tag);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(i),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            &dev,
+            "root",
+            "netem",
+            "delay",
+            "30ms",
+            "10ms",
+            "duplicate",
+            "2%",
+            "reorder",
+            "10%",
+        ])
+    }
+
+    /// Removes every rule and qdisc: the network is whole again.
+    pub(crate) fn heal(&self) {
+        for i in 0..self.nodes {
+            let _ = sh(&["ip", "netns", "exec", &self.ns(i), "iptables", "-F"]);
+            let dev = format!("{}e{i}", self.tag);
+            let _ = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &self.ns(i),
+                "tc",
+                "qdisc",
+                "del",
+                "dev",
+                &dev,
+                "root",
+            ]);
+        }
+    }
+}
