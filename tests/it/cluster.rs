@@ -419,6 +419,10 @@ fn garbage_gets_errors_and_sigterm_leaves_a_clean_store() {
         udp.send_to(&junk, node.quic).unwrap();
     }
 
+    // Garbage and oversized frames from an authenticated peer: error frames, and the
+    // connection and the node keep serving.
+    garbage_frames(&node);
+
     // Malformed HTTP: each gets a 4xx with the error shape.
     let long_key = "k".repeat(2000);
     let big = json!({"type": "set", "op": {"add": ["x".repeat(9 << 20)]}});
@@ -669,4 +673,49 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
         "{http}"
     );
     std::fs::remove_dir_all(&root).ok();
+}
+
+/// Sends malformed frames and payloads to `node` over real mutual-TLS QUIC.
+fn garbage_frames(node: &Server) {
+    use cairn_net::{Alpn, Endpoint, Identity, NetConfig, NetError};
+    let identity = Identity::load(
+        &node.ca,
+        &node.data.join(format!("{}.pem", node.name)),
+        &node.data.join(format!("{}-key.pem", node.name)),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ep = Endpoint::client(&identity, NetConfig::default()).unwrap();
+        // Frame = [u32 BE length][version][kind][payload]; an error reply has kind 2.
+        let huge = [&0x7fff_ffffu32.to_be_bytes()[..], &[1, 0]].concat();
+        for junk in [
+            &b"not a frame at all"[..],
+            &[0, 0, 0, 1, 9, 0, 0][..],
+            &huge[..],
+        ] {
+            let reply = ep.raw_exchange(node.quic, Alpn::Peer, junk).await.unwrap();
+            assert_eq!(
+                reply.get(5),
+                Some(&2),
+                "an error frame for {junk:?}: {reply:?}"
+            );
+        }
+        // A well-formed frame whose payload is garbage: the handler's error comes back.
+        let bad = ep.call(node.quic, Alpn::Peer, &[0, 0xff, 0xee]).await;
+        assert!(matches!(bad, Err(NetError::Remote(_))), "{bad:?}");
+        let reply = ep.call(node.quic, Alpn::Client, &[1, 0xff]).await.unwrap();
+        let decoded = cairn_proto::client::decode_response(&reply).unwrap();
+        assert!(
+            matches!(decoded, cairn_proto::client::Response::Error(_)),
+            "{decoded:?}"
+        );
+        // The same connection still works.
+        let nodes = cairn_proto::client::encode_request(&cairn_proto::client::Request::Nodes);
+        assert!(ep.call(node.quic, Alpn::Client, &nodes).await.is_ok());
+    });
 }
