@@ -761,15 +761,18 @@ impl<S: Store> Node<S> {
         };
         let id = self.register(now_ms, opts.timeout_ms, Pending::Write(state));
         self.waiters.insert(token, Waiter::LocalWrite(id));
+        // The delta goes out now, while the local write is still being made durable: the
+        // two fsyncs overlap instead of adding up. Safe for causality because a crash
+        // before the local write is durable ends this incarnation, and every start takes
+        // a new generation (a new actor), so the dot the replicas hold is never reissued.
+        self.send_delta(id);
     }
 
-    /// The coordinator's own apply is durable: count it and send the delta on.
-    fn replicate_write(&mut self, now_ms: u64, id: RequestId) {
+    fn send_delta(&mut self, id: RequestId) {
         let me = self.cfg.id;
-        let Some(Pending::Write(w)) = self.pending.get_mut(&id) else {
+        let Some(Pending::Write(w)) = self.pending.get(&id) else {
             return;
         };
-        w.acked.push(me);
         let sends: Vec<(NodeId, PeerMessage)> = w
             .targets
             .iter()
@@ -787,6 +790,15 @@ impl<S: Store> Node<S> {
         for (to, msg) in sends {
             self.send(to, msg);
         }
+    }
+
+    /// The coordinator's own apply is durable: count it.
+    fn replicate_write(&mut self, now_ms: u64, id: RequestId) {
+        let me = self.cfg.id;
+        let Some(Pending::Write(w)) = self.pending.get_mut(&id) else {
+            return;
+        };
+        w.acked.push(me);
         self.check_write(now_ms, id);
     }
 
