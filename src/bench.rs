@@ -450,6 +450,17 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
             cairn_proto::client::BATCH_MAX
         ));
     }
+    for (name, secs) in [("--warmup", args.warmup), ("--duration", args.duration)] {
+        if !(0.0..=86_400.0).contains(&secs) {
+            return Err(format!("{name} must be 0..=86400 seconds"));
+        }
+    }
+    if args.duration == 0.0 {
+        return Err("--duration must be above zero".into());
+    }
+    if args.concurrency == Some(0) || args.rate == Some(0) {
+        return Err("--concurrency and --rate must be at least 1".into());
+    }
     if args.batch > 1 && args.http {
         return Err("--batch needs the native protocol (drop --http)".into());
     }

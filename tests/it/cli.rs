@@ -44,3 +44,22 @@ fn unknown_argument_is_a_usage_error() {
         .to_lowercase()
         .contains("usage"));
 }
+
+#[test]
+fn bench_refuses_settings_it_cannot_run() {
+    for args in [
+        &["bench", "--duration=-1"][..],
+        &["bench", "--warmup", "NaN"][..],
+        &["bench", "--concurrency", "0"][..],
+        &["bench", "--rate", "0"][..],
+        &["bench", "--keys", "0"][..],
+        &["bench", "--batch", "4", "--http"][..],
+    ] {
+        let out = cairn(args);
+        // Refused before connecting anywhere (no cluster runs here).
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("must") || stderr.contains("needs"), "{args:?}: {stderr}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{args:?}");
+    }
+}

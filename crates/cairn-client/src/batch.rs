@@ -54,6 +54,7 @@ impl Client {
         }
         let options = options.over(self.default_options());
         let writes = items.iter().any(|(_, _, op)| op.is_some());
+        let count = items.len();
         let requests = items
             .into_iter()
             .map(|(bucket, key, op)| KeyRequest {
@@ -73,7 +74,13 @@ impl Client {
         };
         let timeout = options.timeout.unwrap_or(crate::client::DEFAULT_TIMEOUT);
         match self.send(&Request::Batch(requests), retry, timeout).await? {
-            Response::Batch(answers) => Ok(answers.into_iter().map(answer).collect()),
+            Response::Batch(answers) if answers.len() == count => {
+                Ok(answers.into_iter().map(answer).collect())
+            }
+            Response::Batch(answers) => Err(Error::Protocol(format!(
+                "a batch of {count} was answered with {} results",
+                answers.len()
+            ))),
             Response::Error(e) => Err(e.into()),
             other => Err(Error::Protocol(format!(
                 "a batch was answered with {other:?}"

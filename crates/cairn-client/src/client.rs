@@ -90,7 +90,7 @@ impl Options {
             pw: self.pw,
             timeout_ms: self
                 .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
         }
     }
 }
@@ -294,12 +294,26 @@ impl Client {
             let index = (start + i) % nodes.len();
             let addr = nodes[index];
             let call = self.inner.endpoint.call(addr, Alpn::Client, &bytes);
-            let outcome = tokio::time::timeout(timeout + CLIENT_SLACK, call).await;
+            let outcome = tokio::time::timeout(timeout.saturating_add(CLIENT_SLACK), call).await;
             let err = match outcome {
                 Ok(Ok(reply)) => {
+                    let response = wire::decode_response(&reply)
+                        .map_err(|e| Error::Protocol(e.to_string()))?;
+                    if let Response::Error(e) = &response {
+                        // Refused before anything was applied (the node is starting,
+                        // stopping, overloaded, or reaches no replica): another node
+                        // may serve it, even a write.
+                        if matches!(
+                            e.kind,
+                            wire::ErrorKind::Unavailable | wire::ErrorKind::Overloaded
+                        ) {
+                            tracing::debug!(%addr, message = %e.message, "node refused; trying the next");
+                            last = Error::from(e.clone());
+                            continue;
+                        }
+                    }
                     self.inner.preferred.store(index, Ordering::Relaxed);
-                    return wire::decode_response(&reply)
-                        .map_err(|e| Error::Protocol(e.to_string()));
+                    return Ok(response);
                 }
                 Ok(Err(e)) if never_sent(&e) => {
                     tracing::debug!(%addr, error = %e, "node unreachable; trying the next");

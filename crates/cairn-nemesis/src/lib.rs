@@ -469,7 +469,16 @@ async fn converge(
     let deadline = Instant::now() + patience;
     let mut clients = Vec::new();
     for n in 0..NODES {
-        clients.push(connect(cluster, n).await.ok()?);
+        // A node that just restarted may take a moment: retry within the patience.
+        loop {
+            match connect(cluster, n).await {
+                Ok(c) => break clients.push(c),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(_) => return None,
+            }
+        }
     }
     let mut agreed_before: Option<BTreeMap<String, Option<Value>>> = None;
     while Instant::now() < deadline {

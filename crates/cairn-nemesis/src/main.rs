@@ -44,6 +44,11 @@ fn parse() -> Result<Config, String> {
             _ => return Err(USAGE.to_owned()),
         }
     }
+    if !(0.5..=3600.0).contains(&config.fault_secs) || config.clients == 0 {
+        return Err(format!(
+            "--fault-secs must be 0.5..=3600 and --clients at least 1\n{USAGE}"
+        ));
+    }
     Ok(config)
 }
 

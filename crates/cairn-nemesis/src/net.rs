@@ -146,27 +146,33 @@ impl Net {
     /// Drops a fraction of the UDP node `i` sends to other nodes (iptables statistic).
     pub(crate) fn lossy(&self, i: usize, probability: f64) -> Result<(), String> {
         let p = format!("{probability}");
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(i),
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "-d",
-            "10.77.0.0/24",
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            &p,
-            "-j",
-            "DROP",
-        ])
+        // Only towards the other nodes: replies to the clients (10.77.0.1) are spared.
+        for j in (0..self.nodes).filter(|j| *j != i) {
+            let dst = self.addr(j).to_string();
+            let rule = [
+                "ip",
+                "netns",
+                "exec",
+                &self.ns(i),
+                "iptables",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "udp",
+                "-d",
+                &dst,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &p,
+                "-j",
+                "DROP",
+            ];
+            sh(&rule)?;
+        }
+        Ok(())
     }
 
     /// Delay, duplication and reordering on node `i`'s link (needs sch_netem).

@@ -252,3 +252,10 @@ impl Cluster {
         }
     }
 }
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A run that failed half-way must not leave servers behind.
+        self.stop_all();
+    }
+}

@@ -67,7 +67,9 @@ impl Pending {
     async fn finish(self) -> Response {
         match tokio::time::timeout(self.timeout, self.rx).await {
             Ok(Ok(result)) => response(result),
-            Ok(Err(_)) => error(ErrorKind::Unavailable, "the node is shutting down"),
+            // The core dropped the request unanswered (it stopped): it may have been
+            // applied, so this is indeterminate, never "try elsewhere".
+            Ok(Err(_)) => error(ErrorKind::Timeout, "the node stopped before answering"),
             Err(_) => error(ErrorKind::Timeout, "the node did not answer in time"),
         }
     }

@@ -115,6 +115,22 @@ impl CoreHandle {
         })
     }
 
+    /// Like [`ask`](Self::ask), but waits for room in a full queue instead of refusing
+    /// (for the one event that must get through: shutdown).
+    pub async fn ask_blocking<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, Refused> {
+        let (tx, rx) = oneshot::channel();
+        let event = make(tx);
+        let sender = self.tx.clone();
+        let sent = tokio::task::spawn_blocking(move || sender.send(event).is_ok()).await;
+        if !matches!(sent, Ok(true)) {
+            return Err(Refused::Stopped);
+        }
+        rx.await.map_err(|_| Refused::Stopped)
+    }
+
     /// Sends a request built around a fresh oneshot and waits for the answer.
     pub async fn ask<T>(
         &self,
@@ -415,9 +431,9 @@ impl Core {
         }
         self.save_layout();
         for (_, w) in self.replies.drain() {
-            let _ = w
-                .reply
-                .send(Err(ClientError::Unavailable("the node is shutting down")));
+            // Still in flight after the grace period: possibly applied, so indeterminate.
+            let e = ClientError::Unavailable("the coordinator did not answer in time");
+            let _ = w.reply.send(Err(e));
         }
         self.node.into_store().close().map_err(|e| e.to_string())
     }

@@ -28,6 +28,13 @@ use crate::metrics::Metrics;
 /// Largest request body.
 pub const BODY_BYTES_MAX: usize = 8 << 20;
 
+/// Most HTTP requests served at once (beyond it: `503 overloaded`), which also bounds
+/// the memory bodies take: `HTTP_REQUESTS_MAX * BODY_BYTES_MAX`.
+pub const HTTP_REQUESTS_MAX: usize = 256;
+
+/// Longest a client may take to send its body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How much longer the HTTP layer waits than the request's own timeout before it
 /// answers 504 itself (the coordinator normally answers first).
 const REPLY_SLACK: Duration = Duration::from_secs(2);
@@ -44,6 +51,19 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The QUIC endpoint (for its connection count).
     pub endpoint: Endpoint,
+    /// Permits for requests in flight ([`HTTP_REQUESTS_MAX`]).
+    pub limit: Arc<tokio::sync::Semaphore>,
+}
+
+async fn limit(
+    State(app): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match app.limit.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::from(Refused::Overloaded).into_response(),
+    }
 }
 
 impl axum::extract::FromRef<AppState> for CoreHandle {
@@ -67,6 +87,7 @@ pub fn router(app: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), limit))
         .with_state(app)
 }
 
@@ -303,16 +324,22 @@ fn update_body(bytes: &[u8]) -> Result<(ValueType, Vec<Op>), ApiError> {
 }
 
 async fn body_bytes(body: Body) -> Result<Vec<u8>, ApiError> {
-    to_bytes(body, BODY_BYTES_MAX)
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, to_bytes(body, BODY_BYTES_MAX))
         .await
-        .map(|b| b.to_vec())
         .map_err(|_| {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("request bodies are at most {BODY_BYTES_MAX} bytes"),
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body did not arrive in time",
             )
-        })
+        })?;
+    read.map(|b| b.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request bodies are at most {BODY_BYTES_MAX} bytes"),
+        )
+    })
 }
 
 async fn update(

@@ -111,6 +111,16 @@ pub async fn run(
         "layout"
     );
 
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| ServerError::Http {
+            addr: config.http,
+            reason: e.to_string(),
+        })?;
+    let http_addr = listener.local_addr().map_err(|e| ServerError::Http {
+        addr: config.http,
+        reason: e.to_string(),
+    })?;
     let (tx, rx) = std::sync::mpsc::sync_channel(core_loop::EVENTS_MAX);
     let handle = CoreHandle::new(tx.clone());
     let flag = Arc::new(AtomicBool::new(false));
@@ -142,7 +152,16 @@ pub async fn run(
     );
     let core_thread = std::thread::Builder::new()
         .name("cairn-core".into())
-        .spawn(move || core.run(rx))
+        .spawn(move || {
+            // A node whose core died serves nothing but would look alive: end the
+            // process instead, so a supervisor restarts it (a new generation, no lost
+            // acknowledged write: everything acknowledged is durable).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(rx)));
+            if ran.is_err() {
+                tracing::error!("the core thread panicked; aborting");
+                std::process::abort();
+            }
+        })
         .map_err(|e| ServerError::Net(format!("cannot start the core thread: {e}")))?;
 
     let serving = {
@@ -150,31 +169,36 @@ pub async fn run(
         let handler = Arc::new(PeerHandler::new(handle.clone(), id));
         tokio::spawn(async move { endpoint.serve(handler).await })
     };
-    let listener = tokio::net::TcpListener::bind(config.http)
-        .await
-        .map_err(|e| ServerError::Http {
-            addr: config.http,
-            reason: e.to_string(),
-        })?;
-    let http_addr = listener.local_addr().map_err(|e| ServerError::Http {
-        addr: config.http,
-        reason: e.to_string(),
-    })?;
     tracing::info!(http = %http_addr, "HTTP API ready");
     let app = http::AppState {
         core: handle.clone(),
         metrics,
         endpoint: endpoint.clone(),
+        limit: Arc::new(tokio::sync::Semaphore::new(http::HTTP_REQUESTS_MAX)),
     };
-    let served = axum::serve(listener, http::router(app))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    if let Err(e) = served {
-        tracing::error!(error = %e, "HTTP server failed");
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let signalled = signalled.clone();
+        async move {
+            shutdown.await;
+            signalled.notify_one();
+        }
+    };
+    let serve = axum::serve(listener, http::router(app)).with_graceful_shutdown(signal);
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        served = serve => {
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }
+        () = async { signalled.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("HTTP requests still open after the grace period; closing them");
+        }
     }
     tracing::info!("shutting down: HTTP closed, finishing requests in flight");
     let closed = handle
-        .ask(|done| Event::Shutdown {
+        .ask_blocking(|done| Event::Shutdown {
             grace: config.shutdown_grace,
             done,
         })

@@ -113,6 +113,8 @@ impl Handler for PeerHandler {
 /// Most messages waiting for one peer; beyond it new ones are dropped (the protocol
 /// tolerates loss: timeouts, retries, hints and anti-entropy cover it).
 pub const PEER_QUEUE_MAX: usize = 8192;
+/// Most bytes waiting for one peer (large repairs fill this before the count bound).
+pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
 /// Most messages in one batch frame.
 pub const BATCH_MESSAGES_MAX: usize = 512;
 /// Most message bytes in one batch frame (well under the transport's frame bound).
@@ -124,6 +126,8 @@ pub const PEER_SENDERS: usize = 4;
 struct PeerQueue {
     addr: SocketAddr,
     msgs: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes in `msgs`.
+    bytes: usize,
     /// Sender tasks running for this peer.
     senders: usize,
 }
@@ -186,10 +190,11 @@ impl Outbound {
         let q = queues.entry(to).or_insert_with(|| PeerQueue {
             addr,
             msgs: std::collections::VecDeque::new(),
+            bytes: 0,
             senders: 0,
         });
         q.addr = addr;
-        if q.msgs.len() >= PEER_QUEUE_MAX {
+        if q.msgs.len() >= PEER_QUEUE_MAX || q.bytes + bytes.len() > PEER_QUEUE_BYTES_MAX {
             drop(queues);
             tracing::debug!("peer queue full; message dropped");
             self.metrics
@@ -197,6 +202,7 @@ impl Outbound {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
+        q.bytes += bytes.len();
         q.msgs.push_back(bytes);
         self.metrics
             .peer_sends_in_flight
@@ -238,6 +244,7 @@ async fn drain(
                     break;
                 }
                 bytes += m.len();
+                q.bytes = q.bytes.saturating_sub(m.len());
                 batch.extend(q.msgs.pop_front());
             }
             (q.addr, batch)
@@ -246,7 +253,12 @@ async fn drain(
         let mut payload = vec![KIND_BATCH];
         match postcard::to_allocvec(&batch) {
             Ok(body) => payload.extend_from_slice(&body),
-            Err(_) => continue,
+            Err(_) => {
+                metrics
+                    .peer_sends_in_flight
+                    .fetch_sub(count, Ordering::Relaxed);
+                continue;
+            }
         }
         if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
             tracing::debug!(%addr, error = %e, count, "peer send failed");
