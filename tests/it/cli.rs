@@ -59,7 +59,13 @@ fn bench_refuses_settings_it_cannot_run() {
         // Refused before connecting anywhere (no cluster runs here).
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("must") || stderr.contains("needs"), "{args:?}: {stderr}");
-        assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{args:?}");
+        assert!(
+            stderr.contains("must") || stderr.contains("needs"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+            "{args:?}"
+        );
     }
 }
