@@ -182,3 +182,30 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[test]
+fn a_node_that_refuses_before_applying_sends_the_client_to_the_next() {
+    let root = temp_dir("sdk-refuse");
+    let ca = root.join("ca");
+    crate::cluster::make_ca(&ca);
+    // A lone node of a 3-replica cluster has no committed layout: it refuses every key
+    // request as unavailable before applying anything.
+    let mut waiting = Server::new(&root, &ca, "w1", &["--replication", "3"]);
+    waiting.start();
+    let mut serving = Server::new(&root, &ca, "s1", &[]);
+    serving.start();
+    block_on(async {
+        let (cert, key) = client_cert(&root);
+        let client = Client::builder()
+            .nodes([waiting.quic, serving.quic])
+            .ca_cert(ca.join("ca.pem"))
+            .client_cert(cert, key)
+            .build()
+            .await
+            .unwrap();
+        // A write too: the refusal proves it was never applied.
+        assert_eq!(client.counter("likes", "p").increment(2).await.unwrap(), 2);
+        assert_eq!(client.counter("likes", "p").get().await.unwrap(), 2);
+    });
+    std::fs::remove_dir_all(&root).ok();
+}
