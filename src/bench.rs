@@ -143,17 +143,7 @@ enum Act {
 }
 
 fn parse_quorum(text: &Option<String>) -> Result<Option<Quorum>, String> {
-    text.as_deref()
-        .map(|t| match t {
-            "one" => Ok(Quorum::One),
-            "quorum" => Ok(Quorum::Quorum),
-            "all" => Ok(Quorum::All),
-            n => n
-                .parse()
-                .map(Quorum::Count)
-                .map_err(|_| format!("{t:?}: expected a number, one, quorum or all")),
-        })
-        .transpose()
+    text.as_deref().map(str::parse).transpose()
 }
 
 /// Picks keys: uniform, zipfian (YCSB's generator, θ = 0.99, scrambled) or one hot key.

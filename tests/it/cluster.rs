@@ -525,14 +525,24 @@ pub(crate) fn free_port_run(count: u16) -> u16 {
     }
 }
 
-#[test]
-fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
+/// A `cairn dev --nodes 3` on free ports, stopped with SIGTERM when dropped.
+pub(crate) struct Dev {
+    pub(crate) proc: KillOnDrop,
+    /// What it prints after announcing the cluster.
+    pub(crate) rest: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// The first node's QUIC port (the others follow).
+    pub(crate) quic: u16,
+    /// The HTTP URLs it printed.
+    pub(crate) urls: Vec<String>,
+}
+
+/// Starts `cairn dev --nodes 3` in `root` and waits until it says the cluster is up.
+pub(crate) fn start_dev(root: &Path) -> Dev {
     use std::io::{BufRead, BufReader};
-    let root = temp_dir("dev");
     let (quic, http) = (free_port_run(3), free_port_run(3));
-    let mut dev = cairn()
+    let mut child = cairn()
         .args(["dev", "--nodes", "3", "--dir"])
-        .arg(&root)
+        .arg(root)
         .args([
             "--quic-port",
             &quic.to_string(),
@@ -543,10 +553,10 @@ fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let dev = KillOnDrop(dev);
+    let mut rest = BufReader::new(child.stdout.take().unwrap()).lines();
+    let proc = KillOnDrop(child);
     let mut urls = Vec::new();
-    for line in lines.by_ref() {
+    for line in rest.by_ref() {
         let line = line.unwrap();
         if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
             if line.trim_start().starts_with("node") {
@@ -557,6 +567,23 @@ fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
             break;
         }
     }
+    Dev {
+        proc,
+        rest,
+        quic,
+        urls,
+    }
+}
+
+#[test]
+fn cairn_dev_starts_a_joined_cluster_and_stops_it_cleanly() {
+    let root = temp_dir("dev");
+    let Dev {
+        proc: dev,
+        rest: lines,
+        urls,
+        ..
+    } = start_dev(&root);
     assert_eq!(urls.len(), 3, "cairn dev printed {urls:?}");
     let body = json!({"type": "counter", "op": {"increment": 2}});
     let r = http_client::request(&urls[0], "POST", "/v1/buckets/b/keys/k", Some(&body)).unwrap();

@@ -1,11 +1,10 @@
 //! The examples in `examples/` against a `cairn dev` cluster, each checking the claims it
 //! prints (`--short` keeps them quick). `cargo test --workspace` builds the examples.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::cluster::{cairn, free_port_run, temp_dir, KillOnDrop};
+use crate::cluster::{start_dev, temp_dir};
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -22,26 +21,8 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn the_examples_run_against_cairn_dev_and_their_claims_hold() {
     let root = temp_dir("examples");
-    let (quic, http) = (free_port_run(3), free_port_run(3));
-    let mut dev = cairn()
-        .args(["dev", "--nodes", "3", "--dir"])
-        .arg(&root)
-        .args([
-            "--quic-port",
-            &quic.to_string(),
-            "--http-port",
-            &http.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let dev = KillOnDrop(dev);
-    for line in lines {
-        if line.unwrap().starts_with("Ctrl-C") {
-            break;
-        }
-    }
+    let dev = start_dev(&root);
+    let quic = dev.quic;
     let nodes: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", quic + i)).collect();
     for name in ["like_counter", "shopping_cart", "session_store"] {
         let mut cmd = Command::new(example(name));

@@ -1,7 +1,7 @@
 //! Many operations in one frame: [`Client::batch`].
 
 use cairn_crdt::{CounterOp, FieldOp, MapOp, Op, RegisterOp, SetOp, Value};
-use cairn_proto::client::{Action, KeyRequest, Request, Response, BATCH_MAX};
+use cairn_proto::client::{Action, Answer, KeyRequest, Request, Response, BATCH_MAX};
 
 use crate::client::{Client, Options, Retry};
 use crate::error::{Error, Result};
@@ -89,13 +89,10 @@ impl Client {
     }
 }
 
-fn answer(r: Response) -> Result<Option<Value>> {
-    match r {
-        Response::Value(bytes) => {
-            Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string()))
-        }
-        Response::Deleted => Ok(None),
-        Response::Error(e) => Err(e.into()),
-        other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
+fn answer(a: Answer) -> Result<Option<Value>> {
+    match a {
+        Answer::Value(bytes) => Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string())),
+        Answer::Deleted => Ok(None),
+        Answer::Error(e) => Err(e.into()),
     }
 }

@@ -265,13 +265,7 @@ impl MapUpdate {
 
     /// Removes the field `name`, whatever its type (as far as the update's context saw it).
     pub fn remove(&mut self, name: &str) {
-        for ty in [
-            FieldType::Counter,
-            FieldType::Set,
-            FieldType::Register,
-            FieldType::Flag,
-            FieldType::Map,
-        ] {
+        for ty in FieldType::ALL {
             self.push(name, FieldOp::Remove(ty));
         }
     }

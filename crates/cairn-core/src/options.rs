@@ -29,11 +29,34 @@ impl Quorum {
 
     /// Parses `one`, `quorum`, `all` or a number.
     pub fn parse(text: &str) -> Option<Quorum> {
-        match text {
-            "one" => Some(Quorum::One),
-            "quorum" => Some(Quorum::Quorum),
-            "all" => Some(Quorum::All),
-            digits => digits.parse().ok().map(Quorum::Count),
+        text.parse::<cairn_proto::client::Quorum>()
+            .ok()
+            .map(Quorum::from)
+    }
+}
+
+/// The client protocol spells quorums the same way; the core keeps its own type so that
+/// its API does not move with a wire format.
+impl From<cairn_proto::client::Quorum> for Quorum {
+    fn from(q: cairn_proto::client::Quorum) -> Quorum {
+        use cairn_proto::client::Quorum as Wire;
+        match q {
+            Wire::One => Quorum::One,
+            Wire::Quorum => Quorum::Quorum,
+            Wire::All => Quorum::All,
+            Wire::Count(k) => Quorum::Count(k),
+        }
+    }
+}
+
+impl From<Quorum> for cairn_proto::client::Quorum {
+    fn from(q: Quorum) -> cairn_proto::client::Quorum {
+        use cairn_proto::client::Quorum as Wire;
+        match q {
+            Quorum::One => Wire::One,
+            Quorum::Quorum => Wire::Quorum,
+            Quorum::All => Wire::All,
+            Quorum::Count(k) => Wire::Count(k),
         }
     }
 }

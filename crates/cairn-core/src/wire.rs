@@ -20,6 +20,9 @@ use crate::options::{InvalidOptions, Quorum, RequestOptions};
 use crate::store::{ObjectKey, StoreError};
 use crate::RequestId;
 
+/// Quorums travel in the client protocol's spelling.
+use cairn_proto::client::Quorum as WireQuorum;
+
 /// The version of the peer message layout; the first byte of every encoded message.
 pub const WIRE_VERSION: u8 = 1;
 
@@ -49,13 +52,9 @@ pub fn encode_peer(from: NodeId, msg: &PeerMessage) -> Vec<u8> {
         from: from.0,
         msg: WireMsg::from_msg(msg),
     };
-    let mut out = vec![WIRE_VERSION];
-    // Serialising plain data into a Vec cannot fail; an empty body would be refused by
-    // the receiver, which is the right outcome should it ever happen.
-    if let Ok(body) = postcard::to_allocvec(&wire) {
-        out.extend_from_slice(&body);
-    }
-    out
+    // Serialising plain data into a Vec cannot fail; a bare version byte would be
+    // refused by the receiver, which is the right outcome should it ever happen.
+    postcard::to_extend(&wire, vec![WIRE_VERSION]).unwrap_or_else(|_| vec![WIRE_VERSION])
 }
 
 /// Decodes a message and the id its sender gave.
@@ -81,7 +80,7 @@ struct Envelope {
     msg: WireMsg,
 }
 
-type Bytes = Vec<u8>;
+use cairn_proto::ByteBuf as Bytes;
 
 /// The serde mirror of [`PeerMessage`]; values and ops travel as `cairn-proto` bytes.
 #[derive(Serialize, Deserialize)]
@@ -193,14 +192,6 @@ struct WireOptions {
 }
 
 #[derive(Serialize, Deserialize)]
-enum WireQuorum {
-    One,
-    Quorum,
-    All,
-    Count(u8),
-}
-
-#[derive(Serialize, Deserialize)]
 enum WireReply {
     Value(Option<Bytes>),
     Deleted,
@@ -269,7 +260,7 @@ impl WireMsg {
             } => WireMsg::Replicate {
                 id: id.map(|i| i.0),
                 key: WireKey::from_key(key),
-                value: cairn_proto::encode_value(value),
+                value: cairn_proto::encode_value(value).into(),
                 hint_for: hint_for.map(|n| n.0),
             },
             PeerMessage::ReplicateAck { id, result } => WireMsg::ReplicateAck {
@@ -338,7 +329,7 @@ impl WireMsg {
             },
             PeerMessage::AaeRepair { key, value } => WireMsg::AaeRepair {
                 key: WireKey::from_key(key),
-                value: cairn_proto::encode_value(value),
+                value: cairn_proto::encode_value(value).into(),
             },
             PeerMessage::AaeFetch { id, keys } => WireMsg::AaeFetch {
                 id: id.0,
@@ -357,7 +348,7 @@ impl WireMsg {
             PeerMessage::ReadReply { id, result } => WireMsg::ReadReply {
                 id: id.0,
                 result: match result {
-                    Ok(value) => Ok(value.as_ref().map(cairn_proto::encode_value)),
+                    Ok(value) => Ok(value.as_ref().map(|v| cairn_proto::encode_value(v).into())),
                     Err(e) => Err(WireReplicaError::from_error(e)),
                 },
             },
@@ -369,8 +360,8 @@ impl WireKey {
     fn from_key(key: &ObjectKey) -> WireKey {
         WireKey {
             partition: key.partition.0,
-            bucket: key.bucket.to_vec(),
-            key: key.key.to_vec(),
+            bucket: key.bucket.to_vec().into(),
+            key: key.key.to_vec().into(),
         }
     }
 }
@@ -379,32 +370,21 @@ impl WireRequest {
     fn from_request(r: &ClientRequest) -> WireRequest {
         let o = &r.options;
         WireRequest {
-            bucket: r.bucket.to_vec(),
-            key: r.key.to_vec(),
+            bucket: r.bucket.to_vec().into(),
+            key: r.key.to_vec().into(),
             op: match &r.op {
-                ClientOp::Update(op) => WireOp::Update(cairn_proto::encode_op(op)),
+                ClientOp::Update(op) => WireOp::Update(cairn_proto::encode_op(op).into()),
                 ClientOp::Read => WireOp::Read,
                 ClientOp::Delete => WireOp::Delete,
             },
             options: WireOptions {
                 n: o.n,
-                r: o.r.map(WireQuorum::from_quorum),
-                w: o.w.map(WireQuorum::from_quorum),
-                pr: o.pr.map(WireQuorum::from_quorum),
-                pw: o.pw.map(WireQuorum::from_quorum),
+                r: o.r.map(WireQuorum::from),
+                w: o.w.map(WireQuorum::from),
+                pr: o.pr.map(WireQuorum::from),
+                pw: o.pw.map(WireQuorum::from),
                 timeout_ms: o.timeout_ms,
             },
-        }
-    }
-}
-
-impl WireQuorum {
-    fn from_quorum(q: Quorum) -> WireQuorum {
-        match q {
-            Quorum::One => WireQuorum::One,
-            Quorum::Quorum => WireQuorum::Quorum,
-            Quorum::All => WireQuorum::All,
-            Quorum::Count(k) => WireQuorum::Count(k),
         }
     }
 }
@@ -412,7 +392,9 @@ impl WireQuorum {
 impl WireReply {
     fn from_reply(reply: &ClientReply) -> WireReply {
         match reply {
-            ClientReply::Value(v) => WireReply::Value(v.as_ref().map(cairn_proto::encode_value)),
+            ClientReply::Value(v) => {
+                WireReply::Value(v.as_ref().map(|v| cairn_proto::encode_value(v).into()))
+            }
             ClientReply::Deleted => WireReply::Deleted,
         }
     }
@@ -650,8 +632,8 @@ impl WireKey {
     fn into_key(self) -> Result<ObjectKey, WireError> {
         Ok(ObjectKey {
             partition: partition(self.partition)?,
-            bucket: self.bucket.into_boxed_slice(),
-            key: self.key.into_boxed_slice(),
+            bucket: self.bucket.0.into_boxed_slice(),
+            key: self.key.0.into_boxed_slice(),
         })
     }
 }
@@ -659,10 +641,10 @@ impl WireKey {
 impl WireRequest {
     fn into_request(self) -> Result<ClientRequest, WireError> {
         let o = self.options;
-        let q = |q: Option<WireQuorum>| q.map(WireQuorum::into_quorum);
+        let q = |q: Option<WireQuorum>| q.map(Quorum::from);
         Ok(ClientRequest {
-            bucket: self.bucket.into_boxed_slice(),
-            key: self.key.into_boxed_slice(),
+            bucket: self.bucket.0.into_boxed_slice(),
+            key: self.key.0.into_boxed_slice(),
             op: match self.op {
                 WireOp::Update(bytes) => {
                     ClientOp::Update(cairn_proto::decode_op(&bytes).map_err(malformed)?)
@@ -679,17 +661,6 @@ impl WireRequest {
                 timeout_ms: o.timeout_ms,
             },
         })
-    }
-}
-
-impl WireQuorum {
-    fn into_quorum(self) -> Quorum {
-        match self {
-            WireQuorum::One => Quorum::One,
-            WireQuorum::Quorum => Quorum::Quorum,
-            WireQuorum::All => Quorum::All,
-            WireQuorum::Count(k) => Quorum::Count(k),
-        }
     }
 }
 

@@ -27,6 +27,17 @@ pub enum FieldType {
     Map,
 }
 
+impl FieldType {
+    /// Every field type.
+    pub const ALL: [FieldType; 5] = [
+        FieldType::Counter,
+        FieldType::Set,
+        FieldType::Register,
+        FieldType::Flag,
+        FieldType::Map,
+    ];
+}
+
 impl fmt::Display for FieldType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {

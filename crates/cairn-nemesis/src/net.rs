@@ -44,9 +44,21 @@ impl Net {
     pub(crate) fn check() -> Result<(), String> {
         let probe = format!("cairn-probe-{}", std::process::id());
         sh(&["ip", "netns", "add", &probe])?;
-        let ipt = sh(&["ip", "netns", "exec", &probe, "iptables", "-S"]);
+        let ipt = Self::in_ns(&probe, "iptables -S");
         let _ = sh(&["ip", "netns", "del", &probe]);
         ipt
+    }
+
+    /// Runs `command` (words separated by spaces) inside namespace `ns`.
+    fn in_ns(ns: &str, command: &str) -> Result<(), String> {
+        let mut args = vec!["ip", "netns", "exec", ns];
+        args.extend(command.split_whitespace());
+        sh(&args)
+    }
+
+    /// The veth end inside node `i`'s namespace.
+    fn dev(&self, i: usize) -> String {
+        format!("{}e{i}", self.tag)
     }
 
     /// Creates the bridge (10.77.0.1, where the clients live) and one namespace per node.
@@ -59,57 +71,38 @@ impl Net {
             netem: false,
         };
         net.down(); // Leftovers of a crashed run with the same pid.
-        sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
-        sh(&["ip", "addr", "add", "10.77.0.1/24", "dev", &net.bridge])?;
-        sh(&["ip", "link", "set", &net.bridge, "up"])?;
-        for i in 0..nodes {
-            let ns = net.ns(i);
-            let (host, inner) = (format!("{}v{i}", net.tag), format!("{}e{i}", net.tag));
-            sh(&["ip", "netns", "add", &ns])?;
-            sh(&[
-                "ip", "link", "add", &host, "type", "veth", "peer", "name", &inner,
-            ])?;
-            sh(&["ip", "link", "set", &inner, "netns", &ns])?;
-            sh(&["ip", "link", "set", &host, "master", &net.bridge])?;
-            sh(&["ip", "link", "set", &host, "up"])?;
-            let cidr = format!("{}/24", net.addr(i));
-            sh(&[
-                "ip", "netns", "exec", &ns, "ip", "addr", "add", &cidr, "dev", &inner,
-            ])?;
-            sh(&[
-                "ip", "netns", "exec", &ns, "ip", "link", "set", &inner, "up",
-            ])?;
-            sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+        let br = &net.bridge;
+        for cmd in [
+            format!("ip link add {br} type bridge"),
+            format!("ip addr add 10.77.0.1/24 dev {br}"),
+            format!("ip link set {br} up"),
+        ] {
+            sh(&cmd.split_whitespace().collect::<Vec<_>>())?;
         }
-        let probe = sh(&[
-            "ip",
-            "netns",
-            "exec",
+        for i in 0..nodes {
+            let (ns, host, inner) = (net.ns(i), format!("{}v{i}", net.tag), net.dev(i));
+            for cmd in [
+                format!("ip netns add {ns}"),
+                format!("ip link add {host} type veth peer name {inner}"),
+                format!("ip link set {inner} netns {ns}"),
+                format!("ip link set {host} master {br}"),
+                format!("ip link set {host} up"),
+            ] {
+                sh(&cmd.split_whitespace().collect::<Vec<_>>())?;
+            }
+            let cidr = format!("{}/24", net.addr(i));
+            Self::in_ns(&ns, &format!("ip addr add {cidr} dev {inner}"))?;
+            Self::in_ns(&ns, &format!("ip link set {inner} up"))?;
+            Self::in_ns(&ns, "ip link set lo up")?;
+        }
+        let dev = net.dev(0);
+        let netem = Self::in_ns(
             &net.ns(0),
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            &format!("{}e0", net.tag),
-            "root",
-            "netem",
-            "delay",
-            "1ms",
-        ]);
-        let netem = probe.is_ok();
+            &format!("tc qdisc add dev {dev} root netem delay 1ms"),
+        )
+        .is_ok();
         if netem {
-            let _ = sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &net.ns(0),
-                "tc",
-                "qdisc",
-                "del",
-                "dev",
-                &format!("{}e0", net.tag),
-                "root",
-            ]);
+            let _ = Self::in_ns(&net.ns(0), &format!("tc qdisc del dev {dev} root"));
         }
         Ok(Net { netem, ..net })
     }
@@ -125,98 +118,42 @@ impl Net {
 
     /// Drops UDP from node `from` to node `to` (in `from`'s namespace, outbound).
     pub(crate) fn block(&self, from: usize, to: usize) -> Result<(), String> {
-        let dst = self.addr(to).to_string();
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
+        let dst = self.addr(to);
+        Self::in_ns(
             &self.ns(from),
-            "iptables",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "udp",
-            "-d",
-            &dst,
-            "-j",
-            "DROP",
-        ])
+            &format!("iptables -A OUTPUT -p udp -d {dst} -j DROP"),
+        )
     }
 
     /// Drops a fraction of the UDP node `i` sends to other nodes (iptables statistic).
     pub(crate) fn lossy(&self, i: usize, probability: f64) -> Result<(), String> {
-        let p = format!("{probability}");
         // Only towards the other nodes: replies to the clients (10.77.0.1) are spared.
         for j in (0..self.nodes).filter(|j| *j != i) {
-            let dst = self.addr(j).to_string();
-            let rule = [
-                "ip",
-                "netns",
-                "exec",
-                &self.ns(i),
-                "iptables",
-                "-A",
-                "OUTPUT",
-                "-p",
-                "udp",
-                "-d",
-                &dst,
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &p,
-                "-j",
-                "DROP",
-            ];
-            sh(&rule)?;
+            let dst = self.addr(j);
+            let rule = format!(
+                "iptables -A OUTPUT -p udp -d {dst} -m statistic --mode random --probability {probability} -j DROP"
+            );
+            Self::in_ns(&self.ns(i), &rule)?;
         }
         Ok(())
     }
 
     /// Delay, duplication and reordering on node `i`'s link (needs sch_netem).
     pub(crate) fn netem(&self, i: usize) -> Result<(), String> {
-        let dev = format!("{}e{i}", self.tag);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(i),
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            &dev,
-            "root",
-            "netem",
-            "delay",
-            "30ms",
-            "10ms",
-            "duplicate",
-            "2%",
-            "reorder",
-            "10%",
-        ])
+        let dev = self.dev(i);
+        let qdisc =
+            format!("tc qdisc add dev {dev} root netem delay 30ms 10ms duplicate 2% reorder 10%");
+        Self::in_ns(&self.ns(i), &qdisc)
     }
 
     /// Removes every rule and qdisc: the network is whole again.
     pub(crate) fn heal(&self) {
         for i in 0..self.nodes {
-            let _ = sh(&["ip", "netns", "exec", &self.ns(i), "iptables", "-F"]);
-            let dev = format!("{}e{i}", self.tag);
-            let _ = sh(&[
-                "ip",
-                "netns",
-                "exec",
+            let _ = Self::in_ns(&self.ns(i), "iptables -F");
+            let _ = Self::in_ns(
                 &self.ns(i),
-                "tc",
-                "qdisc",
-                "del",
-                "dev",
-                &dev,
-                "root",
-            ]);
+                &format!("tc qdisc del dev {} root", self.dev(i)),
+            );
         }
     }
 }

@@ -38,8 +38,10 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRequest {
     /// The bucket.
+    #[serde(with = "crate::wire::byte_vec")]
     pub bucket: Vec<u8>,
     /// The key.
+    #[serde(with = "crate::wire::byte_vec")]
     pub key: Vec<u8>,
     /// The action.
     pub action: Action,
@@ -51,7 +53,7 @@ pub struct KeyRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Apply an operation (its [`crate::encode_op`] bytes); the answer is the value after it.
-    Update(Vec<u8>),
+    Update(#[serde(with = "crate::wire::byte_vec")] Vec<u8>),
     /// Read the value.
     Read,
     /// Delete what the replicas read have observed.
@@ -86,19 +88,68 @@ pub enum Quorum {
     Count(u8),
 }
 
+impl std::str::FromStr for Quorum {
+    type Err = String;
+
+    /// Parses `one`, `quorum`, `all` or a number.
+    fn from_str(text: &str) -> Result<Quorum, String> {
+        match text {
+            "one" => Ok(Quorum::One),
+            "quorum" => Ok(Quorum::Quorum),
+            "all" => Ok(Quorum::All),
+            digits => digits
+                .parse()
+                .map(Quorum::Count)
+                .map_err(|_| format!("{text:?}: expected a number, one, quorum or all")),
+        }
+    }
+}
+
 /// A node's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The value ([`crate::encode_value`] bytes) after an update or as read; `None`: not found.
-    Value(Option<Vec<u8>>),
+    Value(#[serde(with = "crate::wire::opt_byte_vec")] Option<Vec<u8>>),
     /// A delete was acknowledged.
     Deleted,
-    /// Answers to a batch, in order.
-    Batch(Vec<Response>),
+    /// Answers to a batch, in order (flat: a batch never nests, so decoding cannot
+    /// recurse on hostile input).
+    Batch(Vec<Answer>),
     /// The cluster's nodes' QUIC addresses.
     Nodes(Vec<String>),
     /// The request failed.
     Error(ErrorReply),
+}
+
+/// One key's answer inside a [`Response::Batch`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// As [`Response::Value`].
+    Value(#[serde(with = "crate::wire::opt_byte_vec")] Option<Vec<u8>>),
+    /// As [`Response::Deleted`].
+    Deleted,
+    /// As [`Response::Error`].
+    Error(ErrorReply),
+}
+
+impl Response {
+    /// This single-key response as a batch answer (a response that answers no key
+    /// becomes an error answer).
+    pub fn into_answer(self) -> Answer {
+        match self {
+            Response::Value(v) => Answer::Value(v),
+            Response::Deleted => Answer::Deleted,
+            Response::Error(e) => Answer::Error(e),
+            Response::Batch(_) | Response::Nodes(_) => Answer::Error(ErrorReply {
+                kind: ErrorKind::Invalid,
+                message: "not an answer to one key".into(),
+                answered: 0,
+                required: 0,
+                primaries: 0,
+                primaries_required: 0,
+            }),
+        }
+    }
 }
 
 /// Why a request failed.
@@ -160,13 +211,9 @@ impl Response {
 }
 
 fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = vec![CLIENT_VERSION];
-    // Serialising plain data into a Vec cannot fail; an empty body is refused by the
-    // receiver, which is the right outcome should it ever happen.
-    if let Ok(body) = postcard::to_allocvec(msg) {
-        out.extend_from_slice(&body);
-    }
-    out
+    // Serialising plain data into a Vec cannot fail; a bare version byte is refused by
+    // the receiver, which is the right outcome should it ever happen.
+    postcard::to_extend(msg, vec![CLIENT_VERSION]).unwrap_or_else(|_| vec![CLIENT_VERSION])
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
@@ -251,7 +298,11 @@ mod tests {
             Response::Value(None),
             Response::Deleted,
             Response::Nodes(vec!["127.0.0.1:7000".into()]),
-            Response::Batch(vec![Response::Deleted, Response::Error(error.clone())]),
+            Response::Batch(vec![
+                Answer::Deleted,
+                Answer::Error(error.clone()),
+                Answer::Value(Some(vec![1, 2])),
+            ]),
             Response::Error(error),
         ] {
             assert_eq!(decode_response(&encode_response(&resp)), Ok(resp));

@@ -70,6 +70,7 @@ use cairn_crdt::{CausalContext, Op, Value};
 
 pub use error::{DecodeError, Kind};
 pub use set::SHARED_PREFIX_MAX;
+pub use wire::ByteBuf;
 
 /// The version of every layout in this crate; byte 0 of every encoding.
 pub const FORMAT_VERSION: u8 = 1;

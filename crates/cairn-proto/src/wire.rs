@@ -36,6 +36,74 @@ impl Bytes<'_> {
     }
 }
 
+/// An owned byte string with [`Bytes`]'s layout (a varint length, then the bytes), read
+/// in one copy rather than element by element as serde's `Vec<u8>` would be. For the
+/// message types of other crates (peer messages, the client protocol) that own their
+/// fields. Decoding needs a borrowing deserializer (`postcard::from_bytes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ByteBuf(pub Vec<u8>);
+
+impl Serialize for ByteBuf {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de [u8]>::deserialize(d).map(|b| ByteBuf(b.to_vec()))
+    }
+}
+
+impl std::ops::Deref for ByteBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for ByteBuf {
+    fn from(v: Vec<u8>) -> Self {
+        ByteBuf(v)
+    }
+}
+
+/// Serde adapter (`#[serde(with = "…")]`): a `Vec<u8>` field laid out as a [`ByteBuf`].
+pub(crate) mod byte_vec {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the bytes as one byte string.
+    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    /// Reads them in one copy.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        super::ByteBuf::deserialize(d).map(|b| b.0)
+    }
+}
+
+/// Serde adapter: an `Option<Vec<u8>>` field laid out as an `Option<ByteBuf>`.
+pub(crate) mod opt_byte_vec {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes the bytes, if any, as one byte string.
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_deref().map(serde_bytes_ref).serialize(s)
+    }
+
+    /// Reads them in one copy.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<super::ByteBuf>::deserialize(d).map(|b| b.map(|b| b.0))
+    }
+
+    fn serde_bytes_ref(b: &[u8]) -> super::Bytes<'_> {
+        super::Bytes(b)
+    }
+}
+
 /// One dot: `(actor, counter)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct DotWire {
@@ -161,5 +229,8 @@ mod tests {
         let ours = postcard::to_allocvec(&Bytes(b"abc")).unwrap();
         let serde_vec = postcard::to_allocvec(&b"abc".to_vec()).unwrap();
         assert_eq!(ours, serde_vec);
+        let owned = postcard::to_allocvec(&ByteBuf(b"abc".to_vec())).unwrap();
+        assert_eq!(owned, serde_vec);
+        assert_eq!(postcard::from_bytes::<ByteBuf>(&owned).unwrap().0, b"abc");
     }
 }

@@ -34,8 +34,8 @@ pub async fn handle(core: &CoreHandle, bytes: &[u8]) -> Vec<u8> {
             let mut out = Vec::with_capacity(started.len());
             for s in started {
                 out.push(match s {
-                    Ok(pending) => pending.finish().await,
-                    Err(resp) => resp,
+                    Ok(pending) => pending.finish().await.into_answer(),
+                    Err(resp) => resp.into_answer(),
                 });
             }
             Response::Batch(out)
@@ -118,14 +118,7 @@ fn request(k: KeyRequest) -> Result<ClientRequest, Response> {
         None if k.action == Action::Read => ClientOp::Read,
         None => ClientOp::Delete,
     };
-    let q = |q: Option<wire::Quorum>| {
-        q.map(|q| match q {
-            wire::Quorum::One => Quorum::One,
-            wire::Quorum::Quorum => Quorum::Quorum,
-            wire::Quorum::All => Quorum::All,
-            wire::Quorum::Count(n) => Quorum::Count(n),
-        })
-    };
+    let q = |q: Option<wire::Quorum>| q.map(Quorum::from);
     let o = k.options;
     Ok(ClientRequest {
         bucket: k.bucket.into_boxed_slice(),
@@ -165,6 +158,25 @@ fn response(result: ClientResult) -> Response {
                 primaries_required,
             })
         }
+    }
+}
+
+/// The error's code as the HTTP API and the metrics name it (`docs/http-api.md`).
+pub fn code(e: &ClientError) -> &'static str {
+    match (classify(e), e) {
+        (ErrorKind::QuorumNotReached, _) => "quorum_not_reached",
+        (ErrorKind::TypeMismatch, _) => "type_mismatch",
+        (ErrorKind::TooLarge, _) => "too_large",
+        (ErrorKind::Refused, ClientError::Refused(ApplyError::CounterOverflow)) => {
+            "counter_overflow"
+        }
+        (ErrorKind::Refused, _) => "refused",
+        (ErrorKind::Invalid, ClientError::InvalidKey(_)) => "invalid_key",
+        (ErrorKind::Invalid, _) => "invalid_options",
+        (ErrorKind::Timeout, _) => "timeout",
+        (ErrorKind::Overloaded, _) => "overloaded",
+        (ErrorKind::Storage, _) => "storage",
+        _ => "unavailable",
     }
 }
 

@@ -186,20 +186,9 @@ fn kind_of(request: &ClientRequest) -> RequestKind {
 
 /// `ok`, or the error's code as the HTTP API names it.
 fn outcome(result: &ClientResult) -> &'static str {
-    use cairn_proto::client::ErrorKind;
     match result {
         Ok(_) => "ok",
-        Err(e) => match crate::client_api::classify(e) {
-            ErrorKind::QuorumNotReached => "quorum_not_reached",
-            ErrorKind::TypeMismatch => "type_mismatch",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::Refused => "refused",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::Storage => "storage",
-            _ => "unavailable",
-        },
+        Err(e) => crate::client_api::code(e),
     }
 }
 

@@ -16,7 +16,7 @@ use cairn_core::{
     ClientError, ClientOp, ClientReply, ClientRequest, Quorum, RequestOptions, BUCKET_BYTES_MAX,
     KEY_BYTES_MAX, TIMEOUT_MS_MAX,
 };
-use cairn_crdt::{ApplyError, Op, Value, ValueType};
+use cairn_crdt::{Op, Value, ValueType};
 use cairn_net::Endpoint;
 use cairn_proto::client::ErrorKind;
 use serde_json::{json, Value as JsonValue};
@@ -145,27 +145,16 @@ impl From<Refused> for ApiError {
 
 impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> Self {
-        let message = e.to_string();
-        let (status, code) = match crate::client_api::classify(&e) {
-            ErrorKind::QuorumNotReached => (StatusCode::SERVICE_UNAVAILABLE, "quorum_not_reached"),
-            ErrorKind::TypeMismatch => (StatusCode::CONFLICT, "type_mismatch"),
-            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            ErrorKind::Refused
-                if matches!(e, ClientError::Refused(ApplyError::CounterOverflow)) =>
-            {
-                (StatusCode::CONFLICT, "counter_overflow")
-            }
-            ErrorKind::Refused => (StatusCode::CONFLICT, "refused"),
-            ErrorKind::Invalid if matches!(e, ClientError::InvalidKey(_)) => {
-                (StatusCode::BAD_REQUEST, "invalid_key")
-            }
-            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_options"),
-            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-            ErrorKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ErrorKind::Storage => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        let status = match crate::client_api::classify(&e) {
+            ErrorKind::QuorumNotReached | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::TypeMismatch | ErrorKind::Refused => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Storage => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, code, message)
+        ApiError::new(status, crate::client_api::code(&e), e.to_string())
     }
 }
 

@@ -227,20 +227,14 @@ fn flag(op: &Json) -> Result<FlagOp, JsonError> {
 }
 
 fn field_type(name: &str) -> Result<FieldType, JsonError> {
-    [
-        FieldType::Counter,
-        FieldType::Set,
-        FieldType::Register,
-        FieldType::Flag,
-        FieldType::Map,
-    ]
-    .into_iter()
-    .find(|t| t.to_string() == name)
-    .ok_or_else(|| {
-        bad(format!(
-            "unknown map field type {name:?}; expected counter, set, register, flag or map"
-        ))
-    })
+    FieldType::ALL
+        .into_iter()
+        .find(|t| t.to_string() == name)
+        .ok_or_else(|| {
+            bad(format!(
+                "unknown map field type {name:?}; expected counter, set, register, flag or map"
+            ))
+        })
 }
 
 /// `{"update": {FIELD: {"type": T, "op": OP}}, "remove": [FIELD]}` at nesting `depth`.
@@ -263,13 +257,7 @@ fn map_updates(op: &Json, depth: usize) -> Result<Vec<(String, FieldOp)>, JsonEr
         for name in strings(Some(remove), "remove")? {
             let name = String::from_utf8(name).map_err(|_| bad("field names are strings"))?;
             // Removing by name removes the field whatever its type.
-            for ty in [
-                FieldType::Counter,
-                FieldType::Set,
-                FieldType::Register,
-                FieldType::Flag,
-                FieldType::Map,
-            ] {
+            for ty in FieldType::ALL {
                 out.push((name.clone(), FieldOp::Remove(ty)));
             }
         }

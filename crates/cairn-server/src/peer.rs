@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use cairn_core::wire::{decode_peer, encode_peer};
 use cairn_core::PeerMessage;
 use cairn_net::{Alpn, Endpoint, Handler};
+use cairn_proto::ByteBuf;
 use cairn_ring::{Capacity, Layout, NodeId, NodeRole, Zone};
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +68,7 @@ impl PeerHandler {
     }
 
     fn batch(&self, body: &[u8]) -> Result<Vec<u8>, String> {
-        let msgs: Vec<Vec<u8>> =
+        let msgs: Vec<ByteBuf> =
             postcard::from_bytes(body).map_err(|e| format!("malformed peer batch: {e}"))?;
         for m in &msgs {
             self.core_message(m)?;
@@ -245,21 +246,20 @@ async fn drain(
                 }
                 bytes += m.len();
                 q.bytes = q.bytes.saturating_sub(m.len());
-                batch.extend(q.msgs.pop_front());
+                batch.extend(q.msgs.pop_front().map(ByteBuf));
             }
             (q.addr, batch)
         };
         let count = batch.len() as u64;
-        let mut payload = vec![KIND_BATCH];
-        match postcard::to_allocvec(&batch) {
-            Ok(body) => payload.extend_from_slice(&body),
+        let payload = match postcard::to_extend(&batch, vec![KIND_BATCH]) {
+            Ok(payload) => payload,
             Err(_) => {
                 metrics
                     .peer_sends_in_flight
                     .fetch_sub(count, Ordering::Relaxed);
                 continue;
             }
-        }
+        };
         if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
             tracing::debug!(%addr, error = %e, count, "peer send failed");
             metrics
