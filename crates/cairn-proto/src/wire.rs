@@ -36,7 +36,7 @@ impl Bytes<'_> {
     }
 }
 
-/// An owned byte string with [`Bytes`]'s layout (a varint length, then the bytes), read
+/// An owned byte string with the crate's borrowed `Bytes` layout (a varint length, then the bytes), read
 /// in one copy rather than element by element as serde's `Vec<u8>` would be. For the
 /// message types of other crates (peer messages, the client protocol) that own their
 /// fields. Decoding needs a borrowing deserializer (`postcard::from_bytes`).
