@@ -39,6 +39,7 @@
 //! unclean shutdown takes a new storage generation (DESIGN.md §4.2). See
 //! [`RotationReason`] for every case.
 
+mod backend;
 mod derived;
 mod error;
 pub mod format;

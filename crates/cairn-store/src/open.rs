@@ -6,8 +6,10 @@ use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
 use cairn_core::{NodeMeta, StoreError};
+use redb::backends::FileBackend;
 use redb::{Builder, Database, StorageBackend};
 
+use crate::backend::SyncedGrowth;
 use crate::error::{
     at_open, commit_error, database_error, refuse, storage_error, table_error, txn_error,
 };
@@ -146,9 +148,24 @@ fn open_file(path: &Path, file: &str, opts: Options) -> Result<RedbStore, StoreE
     if created {
         create(path, file)?;
     }
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| StoreError::Io(format!("cannot open {file}: {e}")))?;
+    // `create_with_backend` would make a new store in an empty file; an empty file where
+    // a store should be is damage, not a fresh start.
+    let len = handle
+        .metadata()
+        .map_err(|e| StoreError::Io(format!("cannot open {file}: {e}")))?
+        .len();
+    if len == 0 {
+        return Err(refuse(file, "it is empty (truncated to 0 bytes)"));
+    }
+    let backend = FileBackend::new(handle).map_err(|e| database_error(file, e))?;
     let db = Builder::new()
         .set_cache_size(opts.cache_bytes)
-        .open(path)
+        .create_with_backend(SyncedGrowth(backend))
         .map_err(|e| database_error(file, e))?;
     start(db, file.to_string(), file_identity(path), opts, created)
 }
@@ -163,7 +180,7 @@ fn open_backend(
     let db = Builder::new()
         .set_cache_size(opts.cache_bytes)
         .create_with_file_format_v3(true)
-        .create_with_backend(backend)
+        .create_with_backend(SyncedGrowth(backend))
         .map_err(|e| database_error(name, e))?;
     if created {
         initialize(&db, None).map_err(|e| at_open(name, e))?;
