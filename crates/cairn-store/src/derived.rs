@@ -160,12 +160,23 @@ impl RedbStore {
 ///   but none of the derived ones.
 /// - Format 1 keyed `objects` by the plain key and kept the `aae_keys` index.
 /// - Format 2 kept the segment hashes in their own `aae_segments` table.
+/// - Format 3 had no write-ahead log; only the format record changes.
 ///
 /// Formats 0 and 1 re-key the objects with their segment (into a side table, renamed over
 /// the old one) and drop `aae_keys`; all three drop `aae_segments`, write the segment hashes
 /// into `objects` and rebuild `hint_totals`, the hashes and totals rebuilt from the objects
 /// and hints.
 pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
+    if from == 3 {
+        // Format 4 only adds the log, which open sets up: the tables are unchanged.
+        let txn = db.begin_write().map_err(txn_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(table_error)?;
+            meta.insert(MetaKey::FORMAT, &FORMAT_VERSION.to_le_bytes()[..])
+                .map_err(storage_error)?;
+        }
+        return txn.commit().map_err(commit_error);
+    }
     if from > 2 {
         return Err(StoreError::Corrupt(format!(
             "no upgrade from format {from}"

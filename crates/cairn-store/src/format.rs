@@ -40,8 +40,10 @@ use redb::TableDefinition;
 /// The layout this code writes. Format 0 is the layout before the derived tables
 /// (`aae_keys`, `aae_segments`, `hint_totals`) existed; format 1 keyed objects without
 /// their segment and kept the `aae_keys` index; format 2 kept the segment hashes in their
-/// own `aae_segments` table; open upgrades all three (see `RedbStore::open`).
-pub const FORMAT_VERSION: u32 = 3;
+/// own `aae_segments` table; format 3 had no write-ahead log (format 4 adds the `wal` meta
+/// record and the log file beside the store, so a build that does not replay the log
+/// refuses the file); open upgrades all four (see `RedbStore::open`).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Record version byte of object and hint records.
 const RECORD_V1: u8 = 1;
@@ -72,6 +74,9 @@ impl MetaKey {
     /// `[1] [clean u8] [durability u8] [has identity u8] [device u64 LE] [inode u64 LE]`:
     /// the last session, see [`Session`].
     pub(crate) const SESSION: &'static str = "session";
+    /// `[1] [epoch u64 LE] [end u64 LE]`: how much of the write-ahead log this file holds
+    /// (format 4; see `wal`). Absent until the first open in format 4.
+    pub(crate) const WAL: &'static str = "wal";
     /// Reserved for the layout the node last saw (issue 4); no bytes are written yet.
     #[allow(dead_code)] // Named now so no other record takes the name.
     pub(crate) const LAYOUT: &'static str = "layout";
@@ -412,6 +417,26 @@ pub(crate) fn decode_session_record(bytes: &[u8]) -> Result<Session, StoreError>
                 .transpose()?,
         }),
         _ => Err(corrupt("session record is malformed")),
+    }
+}
+
+/// Encodes how much of the log redb holds.
+pub(crate) fn wal_record(a: crate::wal::Applied) -> [u8; 17] {
+    let mut out = [0; 17];
+    out[0] = RECORD_V1;
+    out[1..9].copy_from_slice(&a.epoch.to_le_bytes());
+    out[9..17].copy_from_slice(&a.end.to_le_bytes());
+    out
+}
+
+/// Decodes [`wal_record`].
+pub(crate) fn decode_wal_record(bytes: &[u8]) -> Result<crate::wal::Applied, StoreError> {
+    match bytes {
+        [RECORD_V1, rest @ ..] if rest.len() == 16 => Ok(crate::wal::Applied {
+            epoch: u64_le(rest, "log epoch")?,
+            end: u64_le(&rest[8..], "log end")?,
+        }),
+        _ => Err(corrupt("log record in meta is malformed")),
     }
 }
 

@@ -46,6 +46,7 @@ pub mod format;
 mod open;
 mod overlay;
 mod store;
+mod wal;
 mod writer;
 
 use std::sync::Arc;
@@ -55,7 +56,10 @@ pub use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken
 pub use derived::Audit;
 pub use open::{Recovery, Rotation, RotationReason};
 pub use store::{RedbStore, Stats};
-pub use writer::NONE_DURABLE_EVERY_BATCHES;
+pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
+pub use writer::{
+    APPLY_QUEUE_BATCHES, APPLY_SYNC_EVERY, APPLY_WRITES_MAX, NONE_DURABLE_EVERY_BATCHES,
+};
 
 /// Most writes committed in one transaction, by default. Large enough that a batch's
 /// fsync is shared by hundreds of writes; small enough that a batch's transaction stays

@@ -16,6 +16,7 @@ use crate::error::{
 use crate::format::{self, MetaKey, Session, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::overlay::Overlay;
 use crate::store::RedbStore;
+use crate::wal::{self, Applied, Found, Wal};
 use crate::writer::{self, Batching, Counters, Done, Shared};
 use crate::{derived, Durability, Options};
 
@@ -32,6 +33,9 @@ pub struct Recovery {
     pub upgraded_from: Option<u32>,
     /// The storage generation changed.
     pub rotated: Option<Rotation>,
+    /// Batches replayed from the write-ahead log (reported durable, not yet in redb when
+    /// the previous process stopped).
+    pub replayed: usize,
 }
 
 /// A storage generation replaced at open.
@@ -58,6 +62,10 @@ pub enum RotationReason {
     /// The previous session reported writes before syncing them ([`Durability::None`]) and
     /// did not close cleanly.
     UnsyncedCrash,
+    /// The previous session did not close cleanly and its write-ahead log is missing,
+    /// damaged, or belongs to another copy of the store, so writes it reported may be
+    /// gone.
+    LogLost,
     /// The file is not the one the previous session wrote (another device or inode): it
     /// was copied or restored from a backup, which may predate reported writes.
     FileReplaced,
@@ -75,21 +83,32 @@ impl RedbStore {
     /// [`StoreError::Corrupt`] naming the file and what to do; it is never replaced by an
     /// empty store. A new file is built beside `path` and renamed into place, so a crash
     /// during creation leaves no half-made file at `path`.
+    ///
+    /// The write-ahead log lives beside it, in `path` with `.wal` appended; it is created
+    /// when missing and must move with the file.
     pub fn open(path: impl AsRef<Path>, opts: Options) -> Result<RedbStore, StoreError> {
         let path = path.as_ref();
         let file = path.display().to_string();
         guard(&file, || open_file(path, &file, opts))
     }
 
-    /// Opens a store on any redb [`StorageBackend`] (an in-memory one, or a test backend
-    /// that simulates crashes); an empty backend gets a new store. `name` stands for the
-    /// file in errors.
+    /// The write-ahead log's path for a store at `path`.
+    pub fn wal_path(path: impl AsRef<Path>) -> std::path::PathBuf {
+        let mut p = path.as_ref().as_os_str().to_owned();
+        p.push(".wal");
+        p.into()
+    }
+
+    /// Opens a store on any redb [`StorageBackend`]s (in-memory ones, or test backends
+    /// that simulate crashes): `backend` for redb, `wal` for the write-ahead log. An empty
+    /// backend gets a new store. `name` stands for the file in errors.
     pub fn open_backend(
         backend: impl StorageBackend,
+        wal: impl StorageBackend,
         name: &str,
         opts: Options,
     ) -> Result<RedbStore, StoreError> {
-        guard(name, || open_backend(backend, name, opts))
+        guard(name, || open_backend(backend, Box::new(wal), name, opts))
     }
 
     /// Stops the writer after it drained the queue and, if every commit succeeded, records
@@ -167,11 +186,47 @@ fn open_file(path: &Path, file: &str, opts: Options) -> Result<RedbStore, StoreE
         .set_cache_size(opts.cache_bytes)
         .create_with_backend(SyncedGrowth(backend))
         .map_err(|e| database_error(file, e))?;
-    start(db, file.to_string(), file_identity(path), opts, created)
+    let wal = open_wal(path, file)?;
+    start(
+        db,
+        wal,
+        file.to_string(),
+        file_identity(path),
+        opts,
+        created,
+    )
+}
+
+/// The log file beside `path`, created if missing (its directory entry synced, so the
+/// log a crash leaves is found).
+fn open_wal(path: &Path, file: &str) -> Result<Box<dyn StorageBackend>, StoreError> {
+    let wal_path = RedbStore::wal_path(path);
+    let io = |e: std::io::Error| StoreError::Io(format!("cannot open {}: {e}", wal_path.display()));
+    let existed = wal_path.exists();
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&wal_path)
+        .map_err(io)?;
+    if !existed {
+        sync_dir(path).map_err(io)?;
+    }
+    let backend = FileBackend::new(handle).map_err(|e| database_error(file, e))?;
+    Ok(Box::new(backend))
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir).and_then(|d| d.sync_all()),
+        None => Ok(()),
+    }
 }
 
 fn open_backend(
     backend: impl StorageBackend,
+    wal: Box<dyn StorageBackend>,
     name: &str,
     opts: Options,
 ) -> Result<RedbStore, StoreError> {
@@ -185,7 +240,7 @@ fn open_backend(
     if created {
         initialize(&db, None).map_err(|e| at_open(name, e))?;
     }
-    start(db, name.to_string(), None, opts, created)
+    start(db, wal, name.to_string(), None, opts, created)
 }
 
 /// Builds a new store beside `path` and renames it into place.
@@ -205,11 +260,7 @@ fn create(path: &Path, file: &str) -> Result<(), StoreError> {
     initialize(&db, file_identity(tmp))?;
     drop(db);
     std::fs::rename(tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
+    sync_dir(path).map_err(io)?;
     Ok(())
 }
 
@@ -236,6 +287,7 @@ pub(crate) fn initialize(db: &Database, identity: Option<(u64, u64)>) -> Result<
 
 fn start(
     mut db: Database,
+    wal: Box<dyn StorageBackend>,
     file: String,
     identity: Option<(u64, u64)>,
     opts: Options,
@@ -266,9 +318,11 @@ fn start(
             ))
         }
     };
-    let (node, session) = read_meta(&db).map_err(|e| at_open(&file, e))?;
+    let (node, session, applied) = read_meta(&db).map_err(|e| at_open(&file, e))?;
+    let wal_name = format!("{file}.wal");
+    let (wal, replayed, log_lost) = replay(&db, wal, &wal_name, applied)?;
     let synced = opts.durability == Durability::Fsync;
-    let reason = rotation_reason(session, identity, repaired);
+    let reason = rotation_reason(session, identity, repaired, log_lost);
     let rotated = match (reason, &node) {
         (Some(reason), Some(old)) => Some(Rotation {
             from: old.generation,
@@ -298,8 +352,37 @@ fn start(
         repaired,
         upgraded_from,
         rotated,
+        replayed,
     };
-    spawn(db, file, identity, opts, recovery)
+    spawn(db, wal, file, identity, opts, recovery)
+}
+
+/// Replays the log into redb (one synced commit, which also records the log's end), then
+/// starts the log over. Returns the log, the batches replayed, and whether the log could
+/// not be trusted to hold every reported write (see `wal`).
+fn replay(
+    db: &Database,
+    backend: Box<dyn StorageBackend>,
+    name: &str,
+    applied: Option<Applied>,
+) -> Result<(Wal, usize, bool), StoreError> {
+    let found = wal::recover(&*backend, name, applied).map_err(|e| at_open(name, e))?;
+    let fresh = Applied {
+        epoch: wal::fresh_epoch(),
+        end: wal::HEADER_BYTES,
+    };
+    let (batches, mark, lost) = match found {
+        Found::Replay {
+            epoch,
+            end,
+            batches,
+        } => (batches, Applied { epoch, end }, false),
+        Found::Empty => (Vec::new(), fresh, applied.is_some()),
+        Found::Unrelated => (Vec::new(), fresh, true),
+    };
+    writer::commit(db, batches.iter().flatten(), true, Some(mark)).map_err(|e| at_open(name, e))?;
+    let wal = Wal::restart(backend, name.to_string(), mark.epoch).map_err(|e| at_open(name, e))?;
+    Ok((wal, batches.len(), lost))
 }
 
 /// Whether the previous session may have lost writes it reported (see [`RotationReason`]).
@@ -307,6 +390,7 @@ fn rotation_reason(
     prev: Option<Session>,
     identity: Option<(u64, u64)>,
     repaired: bool,
+    log_lost: bool,
 ) -> Option<RotationReason> {
     let Some(prev) = prev else {
         return Some(RotationReason::NoSession);
@@ -315,6 +399,8 @@ fn rotation_reason(
         Some(RotationReason::Repaired)
     } else if !prev.clean && !prev.synced {
         Some(RotationReason::UnsyncedCrash)
+    } else if !prev.clean && log_lost {
+        Some(RotationReason::LogLost)
     } else if prev.identity.is_some() && identity.is_some() && prev.identity != identity {
         Some(RotationReason::FileReplaced)
     } else {
@@ -333,6 +419,7 @@ fn fresh_generation(old: u64, nonce: u64) -> u64 {
 
 fn spawn(
     db: Database,
+    wal: Wal,
     file: String,
     identity: Option<(u64, u64)>,
     opts: Options,
@@ -352,11 +439,24 @@ fn spawn(
         wait: opts.batch_wait,
         durability: opts.durability,
     };
+    let (apply_tx, apply_rx) = sync_channel(writer::APPLY_QUEUE_BATCHES);
+    let cannot = |e: std::io::Error| StoreError::Io(format!("{file}: cannot start a thread: {e}"));
+    let for_applier = Arc::clone(&shared);
+    let applier = std::thread::Builder::new()
+        .name("cairn-store-apply".into())
+        .spawn(move || writer::apply_loop(&for_applier, &apply_rx))
+        .map_err(cannot)?;
     let for_writer = Arc::clone(&shared);
     let writer = std::thread::Builder::new()
         .name("cairn-store-writer".into())
-        .spawn(move || writer::run(&for_writer, &rx, batching))
-        .map_err(|e| StoreError::Io(format!("{file}: cannot start the writer thread: {e}")))?;
+        .spawn(move || {
+            writer::run(&for_writer, &rx, wal, batching, &apply_tx);
+            drop(apply_tx);
+            if applier.join().is_err() {
+                writer::fail_with(&for_writer, "the applier thread panicked");
+            }
+        })
+        .map_err(cannot)?;
     Ok(RedbStore {
         shared,
         tx: Some(tx),
@@ -380,8 +480,11 @@ fn read_format(db: &Database) -> Result<Option<u32>, StoreError> {
     got.map(|g| format::decode_format(g.value())).transpose()
 }
 
-/// The node metadata and last session, after checking that every table exists.
-fn read_meta(db: &Database) -> Result<(Option<NodeMeta>, Option<Session>), StoreError> {
+/// The node metadata, last session and how much of the log redb holds, after checking
+/// that every table exists.
+fn read_meta(
+    db: &Database,
+) -> Result<(Option<NodeMeta>, Option<Session>, Option<Applied>), StoreError> {
     let txn = db.begin_read().map_err(txn_error)?;
     for t in [OBJECTS, HINTS, HINT_TOTALS] {
         txn.open_table(t).map_err(table_error)?;
@@ -395,7 +498,11 @@ fn read_meta(db: &Database) -> Result<(Option<NodeMeta>, Option<Session>), Store
     let session = session
         .map(|g| format::decode_session_record(g.value()))
         .transpose()?;
-    Ok((node, session))
+    let applied = meta.get(MetaKey::WAL).map_err(storage_error)?;
+    let applied = applied
+        .map(|g| format::decode_wal_record(g.value()))
+        .transpose()?;
+    Ok((node, session, applied))
 }
 
 /// Writes the session record (and new node metadata) in a synced commit.

@@ -48,13 +48,13 @@ impl std::fmt::Debug for RedbStore {
 /// What the writer has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Transactions committed.
+    /// Batches made durable (log records appended and synced).
     pub batches: u64,
     /// Writes in them.
     pub writes: u64,
-    /// Time spent committing (including fsync).
+    /// Time spent making them durable (append and fsync).
     pub commit_time: Duration,
-    /// Staged entries not yet committed.
+    /// Staged entries not yet applied to redb.
     pub overlay_entries: usize,
 }
 
@@ -97,8 +97,8 @@ impl RedbStore {
         }
     }
 
-    /// Waits until every write staged so far is committed (its token is then waiting in
-    /// [`take_persisted`](Self::take_persisted)).
+    /// Waits until every write staged so far is durable (its token is then waiting in
+    /// [`take_persisted`](Self::take_persisted)) and applied to redb (out of the overlay).
     pub fn flush(&self) -> Result<(), StoreError> {
         let target = self.next_seq;
         let mut done = self.shared.done();
@@ -106,7 +106,7 @@ impl RedbStore {
             if let Some(e) = &done.failed {
                 return Err(e.clone());
             }
-            if done.committed >= target || self.writer.is_none() {
+            if (done.committed >= target && done.applied >= target) || self.writer.is_none() {
                 return Ok(());
             }
             done = match self.shared.done_cv.wait(done) {

@@ -25,34 +25,63 @@ enum Event {
     Sync,
 }
 
+/// The store's two files: redb's and the write-ahead log.
+pub const FILES: usize = 2;
+
 #[derive(Debug, Default)]
 struct State {
-    current: Vec<u8>,
-    log: Vec<Event>,
+    current: [Vec<u8>; FILES],
+    /// Every change and sync, to either file, in the order they happened.
+    log: Vec<(usize, Event)>,
 }
 
-/// Reads see every write; the log says which of them a crash could keep.
+/// A disk holding the store's files. Reads see every write; the log says which of them
+/// a crash could keep.
 #[derive(Clone, Debug, Default)]
-pub struct CrashBackend(Arc<Mutex<State>>);
+pub struct Disk(Arc<Mutex<State>>);
 
-impl CrashBackend {
-    pub fn with_image(image: Vec<u8>) -> Self {
-        CrashBackend(Arc::new(Mutex::new(State {
-            current: image,
+/// One file of a [`Disk`], as a redb backend.
+#[derive(Clone, Debug)]
+pub struct CrashBackend {
+    disk: Disk,
+    file: usize,
+}
+
+impl Disk {
+    pub fn with_images(images: [Vec<u8>; FILES]) -> Self {
+        Disk(Arc::new(Mutex::new(State {
+            current: images,
             log: Vec::new(),
         })))
+    }
+
+    /// The redb file (0) or the log (1).
+    pub fn file(&self, file: usize) -> CrashBackend {
+        CrashBackend {
+            disk: self.clone(),
+            file,
+        }
     }
 
     fn events(&self) -> usize {
         self.0.lock().unwrap().log.len()
     }
 
-    fn log(&self) -> Vec<Event> {
+    fn log(&self) -> Vec<(usize, Event)> {
         self.0.lock().unwrap().log.clone()
     }
 
-    fn image(&self) -> Vec<u8> {
+    fn images(&self) -> [Vec<u8>; FILES] {
         self.0.lock().unwrap().current.clone()
+    }
+
+    /// Opens the store on this disk.
+    fn open(
+        &self,
+        name: &str,
+        durability: Durability,
+    ) -> Result<RedbStore, cairn_core::StoreError> {
+        RedbStore::open_backend(self.file(0), self.file(1), name, opts(durability))
     }
 }
 
@@ -71,78 +100,104 @@ fn apply(image: &mut Vec<u8>, e: &Event, torn_at: Option<usize>) {
     }
 }
 
-/// The disk after a crash once the first `cut` events happened: every event before the
-/// last sync, then a random subset of the later ones, one possibly torn.
-fn crash_image(base: &[u8], log: &[Event], cut: usize, rng: &mut Rng) -> Vec<u8> {
-    let mut image = base.to_vec();
-    let synced = log[..cut]
-        .iter()
-        .rposition(|e| matches!(e, Event::Sync))
-        .map_or(0, |i| i + 1);
-    for e in &log[..synced] {
-        apply(&mut image, e, None);
-    }
-    let mode = rng.below(4);
-    for e in &log[synced..cut] {
-        let keep = match mode {
-            0 => false,
-            1 => true,
-            // Data written in place reached the disk, but no change of the file's
-            // length did: a journaling file system may commit the two separately.
-            2 => !matches!(e, Event::SetLen(_)),
-            _ => rng.chance(50),
-        };
-        if keep {
-            let torn = (mode == 3 && rng.chance(20)).then(|| match e {
-                Event::Write { data, .. } => rng.below(data.len() as u64 + 1) as usize,
-                _ => 0,
-            });
-            apply(&mut image, e, torn);
+/// Which unsynced changes a crash keeps.
+#[derive(Clone, Copy, Debug)]
+enum Keep {
+    None,
+    All,
+    /// Data written in place reached the disk, but no change of a file's length did: a
+    /// journaling file system may commit the two separately.
+    NoLengths,
+    /// Any subset, some writes torn.
+    Random,
+}
+
+/// The disk after a crash once the first `cut` events happened: for each file, every
+/// change before that file's last sync, then some of its later ones (`keep`).
+fn crash_images(
+    bases: &[Vec<u8>; FILES],
+    log: &[(usize, Event)],
+    cut: usize,
+    keep: Keep,
+    rng: &mut Rng,
+) -> [Vec<u8>; FILES] {
+    let mut images = bases.clone();
+    for (f, image) in images.iter_mut().enumerate() {
+        let synced = log[..cut]
+            .iter()
+            .rposition(|(g, e)| *g == f && matches!(e, Event::Sync))
+            .map_or(0, |i| i + 1);
+        for (_, e) in log[..synced].iter().filter(|(g, _)| *g == f) {
+            apply(image, e, None);
+        }
+        for (_, e) in log[synced..cut].iter().filter(|(g, _)| *g == f) {
+            let kept = match keep {
+                Keep::None => false,
+                Keep::All => true,
+                Keep::NoLengths => !matches!(e, Event::SetLen(_)),
+                Keep::Random => rng.chance(50),
+            };
+            if kept {
+                let torn = (matches!(keep, Keep::Random) && rng.chance(20)).then(|| match e {
+                    Event::Write { data, .. } => rng.below(data.len() as u64 + 1) as usize,
+                    _ => 0,
+                });
+                apply(image, e, torn);
+            }
         }
     }
-    image
+    images
+}
+
+fn random_keep(rng: &mut Rng) -> Keep {
+    [Keep::None, Keep::All, Keep::NoLengths, Keep::Random][rng.below(4) as usize]
+}
+
+impl CrashBackend {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<u8>, &mut Vec<(usize, Event)>) -> T) -> T {
+        let mut s = self.disk.0.lock().unwrap();
+        let State { current, log } = &mut *s;
+        f(&mut current[self.file], log)
+    }
 }
 
 impl StorageBackend for CrashBackend {
     fn len(&self) -> Result<u64, io::Error> {
-        Ok(self.0.lock().unwrap().current.len() as u64)
+        Ok(self.with(|image, _| image.len() as u64))
     }
 
     fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, io::Error> {
-        let s = self.0.lock().unwrap();
         let start = usize::try_from(offset).map_err(io::Error::other)?;
-        s.current
-            .get(start..start + len)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+        self.with(|image, _| {
+            image
+                .get(start..start + len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end"))
+        })
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        let mut s = self.0.lock().unwrap();
-        s.current
-            .resize(usize::try_from(len).map_err(io::Error::other)?, 0);
-        s.log.push(Event::SetLen(len));
+        let n = usize::try_from(len).map_err(io::Error::other)?;
+        self.with(|image, log| {
+            image.resize(n, 0);
+            log.push((self.file, Event::SetLen(len)));
+        });
         Ok(())
     }
 
     fn sync_data(&self, _eventual: bool) -> Result<(), io::Error> {
-        self.0.lock().unwrap().log.push(Event::Sync);
+        self.with(|_, log| log.push((self.file, Event::Sync)));
         Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let mut s = self.0.lock().unwrap();
-        apply(
-            &mut s.current,
-            &Event::Write {
-                offset,
-                data: data.to_vec(),
-            },
-            None,
-        );
-        s.log.push(Event::Write {
+        let e = Event::Write {
             offset,
             data: data.to_vec(),
+        };
+        self.with(|image, log| {
+            apply(image, &e, None);
+            log.push((self.file, e));
         });
         Ok(())
     }
@@ -219,9 +274,8 @@ fn crash_everywhere(seed: u64, writes: usize) {
     let mut rng = Rng::new(seed);
     let keys = keys();
     // A store with some history, closed cleanly: the base image.
-    let first = CrashBackend::default();
-    let mut store =
-        RedbStore::open_backend(first.clone(), "crash.redb", opts(Durability::Fsync)).unwrap();
+    let first = Disk::default();
+    let mut store = first.open("crash.redb", Durability::Fsync).unwrap();
     let mut model = MemStore::new();
     for _ in 0..10 {
         let w = random_write(&mut rng, &keys);
@@ -230,12 +284,11 @@ fn crash_everywhere(seed: u64, writes: usize) {
     }
     model.commit();
     store.close().unwrap();
-    let base = first.image();
+    let base = first.images();
 
     // The workload, recording when each token was seen reported.
-    let disk = CrashBackend::with_image(base.clone());
-    let mut store =
-        RedbStore::open_backend(disk.clone(), "crash.redb", opts(Durability::Fsync)).unwrap();
+    let disk = Disk::with_images(base.clone());
+    let mut store = disk.open("crash.redb", Durability::Fsync).unwrap();
     let opened_at = disk.events();
     let mut prefixes = vec![digest(&model)];
     let mut acked: Vec<(usize, u64)> = Vec::new(); // (event count when seen, seq)
@@ -263,15 +316,17 @@ fn crash_everywhere(seed: u64, writes: usize) {
     drop(store);
 
     let mut older = 0;
+    let mut replays = 0;
     for cut in opened_at..=log.len() {
-        let image = crash_image(&base, &log, cut, &mut rng);
-        let ctx = format!("seed {seed}, crash after event {cut} of {}", log.len());
-        let reopened = RedbStore::open_backend(
-            CrashBackend::with_image(image),
-            "crash.redb",
-            opts(Durability::Fsync),
-        )
-        .unwrap_or_else(|e| panic!("{ctx}: a crash image was refused: {e}"));
+        let keep = random_keep(&mut rng);
+        let images = crash_images(&base, &log, cut, keep, &mut rng);
+        let ctx = format!(
+            "seed {seed}, crash after event {cut} of {} keeping {keep:?}",
+            log.len()
+        );
+        let reopened = Disk::with_images(images)
+            .open("crash.redb", Durability::Fsync)
+            .unwrap_or_else(|e| panic!("{ctx}: a crash image was refused: {e}"));
         assert_eq!(
             reopened.recovery().rotated,
             None,
@@ -291,13 +346,19 @@ fn crash_everywhere(seed: u64, writes: usize) {
             "{ctx}: the store is not the model after any prefix from {must} (acknowledged) on"
         );
         older += usize::from(prefixes.last() != Some(&got));
+        replays += usize::from(reopened.recovery().replayed > 0);
     }
+    assert!(
+        replays > 0,
+        "seed {seed}: no crash point replayed the log; the cuts test nothing"
+    );
     assert!(
         older > 0,
         "seed {seed}: no crash point lost anything; the cuts test nothing"
     );
     eprintln!(
-        "seed {seed}: {} events, {} crash points, {older} lost unacknowledged writes",
+        "seed {seed}: {} events, {} crash points, {older} lost unacknowledged writes, \
+         {replays} replayed the log",
         log.len(),
         log.len() - opened_at + 1
     );
@@ -333,16 +394,15 @@ fn big_register(len: usize, seed: u8) -> Value {
 #[test]
 fn a_crash_that_loses_the_files_growth_loses_no_acknowledged_write() {
     let base = {
-        let b = CrashBackend::default();
-        RedbStore::open_backend(b.clone(), "grow.redb", opts(Durability::Fsync))
+        let d = Disk::default();
+        d.open("grow.redb", Durability::Fsync)
             .unwrap()
             .close()
             .unwrap();
-        b.image()
+        d.images()
     };
-    let disk = CrashBackend::with_image(base.clone());
-    let mut store =
-        RedbStore::open_backend(disk.clone(), "grow.redb", opts(Durability::Fsync)).unwrap();
+    let disk = Disk::with_images(base.clone());
+    let mut store = disk.open("grow.redb", Durability::Fsync).unwrap();
     let opened_at = disk.events();
     let keys: Vec<ObjectKey> = keys().into_iter().take(8).collect();
     for (i, k) in keys.iter().enumerate() {
@@ -358,32 +418,16 @@ fn a_crash_that_loses_the_files_growth_loses_no_acknowledged_write() {
     assert!(
         log[opened_at..]
             .iter()
-            .any(|e| matches!(e, Event::SetLen(n) if *n as usize > base.len())),
+            .any(|(f, e)| *f == 0 && matches!(e, Event::SetLen(n) if *n as usize > base[0].len())),
         "the workload never grew the file; the test tests nothing"
     );
 
     for cut in opened_at..=log.len() {
-        let synced = log[..cut]
-            .iter()
-            .rposition(|e| matches!(e, Event::Sync))
-            .map_or(0, |i| i + 1);
-        let mut image = base.clone();
-        for e in &log[..synced] {
-            apply(&mut image, e, None);
-        }
-        for e in log[synced..cut]
-            .iter()
-            .filter(|e| !matches!(e, Event::SetLen(_)))
-        {
-            apply(&mut image, e, None);
-        }
+        let images = crash_images(&base, &log, cut, Keep::NoLengths, &mut Rng::new(1));
         let ctx = format!("crash after event {cut} of {}", log.len());
-        let reopened = RedbStore::open_backend(
-            CrashBackend::with_image(image),
-            "grow.redb",
-            opts(Durability::Fsync),
-        )
-        .unwrap_or_else(|e| panic!("{ctx}: a crash image was refused: {e}"));
+        let reopened = Disk::with_images(images)
+            .open("grow.redb", Durability::Fsync)
+            .unwrap_or_else(|e| panic!("{ctx}: a crash image was refused: {e}"));
         let audit = reopened.audit().unwrap();
         assert!(audit.problems.is_empty(), "{ctx}: {:?}", audit.problems);
         if cut >= acked_at {
@@ -402,15 +446,12 @@ fn a_crash_that_loses_the_files_growth_loses_no_acknowledged_write() {
 fn the_crash_backend_loses_unsynced_writes() {
     // The harness itself: with no sync, a crash keeps nothing new.
     let base = {
-        let b = CrashBackend::default();
-        RedbStore::open_backend(b.clone(), "x", opts(Durability::Fsync))
-            .unwrap()
-            .close()
-            .unwrap();
-        b.image()
+        let d = Disk::default();
+        d.open("x", Durability::Fsync).unwrap().close().unwrap();
+        d.images()
     };
-    let disk = CrashBackend::with_image(base.clone());
-    let mut store = RedbStore::open_backend(disk.clone(), "x", opts(Durability::None)).unwrap();
+    let disk = Disk::with_images(base.clone());
+    let mut store = disk.open("x", Durability::None).unwrap();
     let k = keys()[0].clone();
     store
         .stage_object(k.clone(), Value::empty(cairn_crdt::ValueType::Counter))
@@ -420,10 +461,11 @@ fn the_crash_backend_loses_unsynced_writes() {
     let mut rng = Rng::new(3);
     let mut lost = false;
     for _ in 0..8 {
-        let image = crash_image(&base, &log, log.len(), &mut rng);
-        let s =
-            RedbStore::open_backend(CrashBackend::with_image(image), "x", opts(Durability::None))
-                .unwrap();
+        let keep = random_keep(&mut rng);
+        let images = crash_images(&base, &log, log.len(), keep, &mut rng);
+        let s = Disk::with_images(images)
+            .open("x", Durability::None)
+            .unwrap();
         lost |= s.object(&k).unwrap().is_none();
     }
     assert!(

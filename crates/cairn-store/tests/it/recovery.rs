@@ -75,6 +75,51 @@ fn an_unsynced_crash_rotates_the_generation_durably() {
 }
 
 #[test]
+fn a_crash_that_lost_its_log_rotates() {
+    let dir = TempDir::new("log-lost");
+    crash_after_persisting(&dir.file(), Durability::Fsync);
+    std::fs::remove_file(RedbStore::wal_path(dir.file())).unwrap();
+    let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    let r = s.recovery().rotated.expect("rotated");
+    assert_eq!(r.reason, RotationReason::LogLost);
+    // A log from another copy of the store is no better than none.
+    drop(s);
+    let other = TempDir::new("log-other");
+    crash_after_persisting(&other.file(), Durability::Fsync);
+    std::fs::copy(
+        RedbStore::wal_path(dir.file()),
+        RedbStore::wal_path(other.file()),
+    )
+    .unwrap();
+    let s = RedbStore::open(other.file(), opts(Durability::Fsync)).unwrap();
+    assert_eq!(
+        s.recovery().rotated.map(|r| r.reason),
+        Some(RotationReason::LogLost)
+    );
+}
+
+#[test]
+fn a_cleanly_closed_store_needs_no_log() {
+    let dir = TempDir::new("log-clean");
+    let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    s.stage_meta(meta(7)).unwrap();
+    let k = key(&mut Rng::new(3));
+    let v = value(&mut Rng::new(4));
+    s.stage_object(k.clone(), v.clone()).unwrap();
+    s.close().unwrap();
+    std::fs::remove_file(RedbStore::wal_path(dir.file())).unwrap();
+    let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    assert_eq!(s.recovery().rotated, None);
+    assert_eq!(s.recovery().replayed, 0);
+    assert_eq!(s.meta().unwrap(), Some(meta(7)));
+    assert_eq!(s.object(&k).unwrap(), Some(v));
+    assert!(
+        RedbStore::wal_path(dir.file()).exists(),
+        "a new log was made"
+    );
+}
+
+#[test]
 fn a_clean_close_keeps_the_generation_even_without_fsync() {
     let dir = TempDir::new("none-clean");
     let mut s = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
@@ -246,6 +291,26 @@ fn upgrade_from(from: u32, downgrade: fn(&std::path::Path)) {
     assert!(read(&s) == before);
 }
 
+/// Format 3, built from a format-4 file: no `wal` meta record and no log file.
+fn downgrade_to_format_3(path: &std::path::Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn
+            .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+            .unwrap();
+        meta.remove("wal").unwrap();
+        meta.insert("format", &3u32.to_le_bytes()[..]).unwrap();
+    }
+    txn.commit().unwrap();
+    std::fs::remove_file(RedbStore::wal_path(path)).unwrap();
+}
+
+#[test]
+fn format_3_is_upgraded_and_gets_a_log() {
+    upgrade_from(3, downgrade_to_format_3);
+}
+
 #[test]
 fn format_0_is_upgraded_and_its_derived_tables_rebuilt() {
     upgrade_from(0, downgrade_to_format_0);
@@ -325,7 +390,12 @@ fn group_commit_shares_fsyncs_and_wakes_the_driver() {
         "{stats:?}: writes did not share commits"
     );
     assert!(woken.load(Ordering::Relaxed) >= stats.batches.min(1));
-    assert_eq!(stats.overlay_entries, 0);
+    s.flush().unwrap();
+    assert_eq!(
+        s.stats().overlay_entries,
+        0,
+        "applied writes leave the overlay"
+    );
 }
 
 #[test]

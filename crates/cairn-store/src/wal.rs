@@ -1,0 +1,691 @@
+//! The write-ahead log: where a write becomes durable.
+//!
+//! A redb commit costs a fixed ~100 µs of page bookkeeping plus an fsync of every page it
+//! dirtied, scattered over the file. A log append costs one sequential write and an
+//! fsync of a page or two. So the writer appends each batch to this log, syncs it and
+//! reports the batch durable; a second thread applies batches to redb afterwards, many
+//! at a time, in commits that are not synced, and syncs redb now and then (a
+//! *checkpoint*). Reads never look here: until a batch is applied its writes are in the
+//! overlay.
+//!
+//! ## The file, byte by byte
+//!
+//! ```text
+//! header (offset 0, HEADER_BYTES reserved):
+//!   "CAIRNWAL" | version u32 LE (1) | 0u32 | epoch u64 LE | previous epoch u64 LE
+//!   | xxh3-64 of the 32 bytes before it, u64 LE
+//! records, from offset HEADER_BYTES, back to back:
+//!   xxh3-64 of the rest, u64 LE | payload length u32 LE | epoch u64 LE | payload
+//! payload: ops, each a tag byte and its fields (see `encode_ops`)
+//! ```
+//!
+//! An *epoch* is a random number naming one lap of the log. Records carry it, so what
+//! an earlier lap left further on in the file (the log is rewritten from the start, never
+//! truncated, so that appends overwrite blocks the file system already holds) is never
+//! taken for a record of this lap, even when user bytes inside an old payload happen to
+//! look like a record: the epoch is not guessable.
+//!
+//! ## What redb and the log agree on
+//!
+//! Every synced redb commit made by the applier records in `meta` the epoch and the end
+//! offset of the last record it applied (`wal` record, [`Applied`]). At open:
+//! - the header's epoch equals the recorded one: records from the recorded offset on are
+//!   replayed;
+//! - the header's *previous* epoch equals the recorded one: the log was restarted after a
+//!   checkpoint that applied all of the previous lap; every record is replayed;
+//! - anything else (no header, a damaged header, another store's log): nothing is
+//!   replayed. That is exact after a crash during a restart (the header is rewritten only
+//!   when redb holds everything), and otherwise the caller treats the store as one that
+//!   may have lost writes.
+//!
+//! Replay stops at the first record that is short, fails its checksum, or has another
+//! epoch: that is the torn tail of a crash (never reported durable). Records are whole
+//! values of rows, so applying one twice is harmless.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use cairn_core::StoreError;
+use redb::StorageBackend;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::writer::Op;
+
+/// Bytes reserved for the header at the start of the file.
+pub(crate) const HEADER_BYTES: u64 = 4096;
+
+/// The log restarts from its beginning (after a checkpoint) once it is this long.
+pub const WAL_RESTART_BYTES: u64 = 16 << 20;
+
+/// The file grows by at least this much at a time, written with zeros, so that appends
+/// overwrite blocks the file already has (an fsync then writes data, not file-system
+/// metadata).
+pub const WAL_GROW_BYTES: u64 = 1 << 20;
+
+/// The largest record replay accepts: a batch of `BATCH_WRITES_MAX` writes of the
+/// largest values fits many times over.
+pub(crate) const RECORD_BYTES_MAX: u64 = 1 << 30;
+
+const MAGIC: &[u8; 8] = b"CAIRNWAL";
+const VERSION: u32 = 1;
+const HEADER_USED: usize = 40;
+const RECORD_HEAD: usize = 20;
+
+/// What a synced redb commit holds of the log: everything of `epoch` before `end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub(crate) epoch: u64,
+    pub(crate) end: u64,
+}
+
+/// The log's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) epoch: u64,
+    pub(crate) previous: u64,
+}
+
+/// What open found in the log.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// The log has no header: a new store, or a store from before the log existed.
+    Empty,
+    /// The header is damaged or names another lap: nothing was replayed.
+    Unrelated,
+    /// These batches (each a list of ops), in order, are to be replayed; the lap's epoch
+    /// and the end of its last whole record.
+    Replay {
+        epoch: u64,
+        end: u64,
+        batches: Vec<Vec<Op>>,
+    },
+}
+
+/// A random epoch, seeded by the operating system (std's `RandomState`).
+pub(crate) fn fresh_epoch() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x00CA_1A4E);
+    h.finish() | 1
+}
+
+/// The log, open for appending.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    backend: Box<dyn StorageBackend>,
+    name: String,
+    epoch: u64,
+    /// Where the next record goes.
+    end: u64,
+    /// The file's length.
+    len: u64,
+}
+
+impl Wal {
+    /// Starts a new lap at the beginning of the file: writes a header with a fresh epoch
+    /// naming `previous` and syncs it. The caller must have made redb hold every record
+    /// of the old lap first.
+    pub(crate) fn restart(
+        backend: Box<dyn StorageBackend>,
+        name: String,
+        previous: u64,
+    ) -> Result<Wal, StoreError> {
+        let len = backend.len().map_err(|e| io(&name, &e))?;
+        let mut wal = Wal {
+            backend,
+            name,
+            epoch: 0,
+            end: HEADER_BYTES,
+            len,
+        };
+        wal.restart_lap(previous)?;
+        Ok(wal)
+    }
+
+    fn restart_lap(&mut self, previous: u64) -> Result<(), StoreError> {
+        let header = Header {
+            epoch: fresh_epoch(),
+            previous,
+        };
+        self.ensure(HEADER_BYTES)?;
+        self.backend
+            .write(0, &encode_header(header))
+            .map_err(|e| io(&self.name, &e))?;
+        self.sync()?;
+        self.epoch = header.epoch;
+        self.end = HEADER_BYTES;
+        Ok(())
+    }
+
+    /// Restarts the log (see [`Wal::restart`]).
+    pub(crate) fn restart_in_place(&mut self) -> Result<(), StoreError> {
+        let previous = self.epoch;
+        self.restart_lap(previous)
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Where the next record goes (the end of the last one).
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends one record holding `ops` (not synced).
+    pub(crate) fn append<'a>(
+        &mut self,
+        ops: impl Iterator<Item = &'a Op>,
+    ) -> Result<(), StoreError> {
+        let mut rec = vec![0u8; RECORD_HEAD];
+        encode_ops(ops, &mut rec);
+        let payload = u32::try_from(rec.len() - RECORD_HEAD).map_err(|_| {
+            StoreError::Io(format!(
+                "{}: a batch too large for one log record",
+                self.name
+            ))
+        })?;
+        rec[8..12].copy_from_slice(&payload.to_le_bytes());
+        rec[12..20].copy_from_slice(&self.epoch.to_le_bytes());
+        let sum = xxh3_64(&rec[8..]);
+        rec[..8].copy_from_slice(&sum.to_le_bytes());
+        self.ensure(self.end + rec.len() as u64)?;
+        self.backend
+            .write(self.end, &rec)
+            .map_err(|e| io(&self.name, &e))?;
+        self.end += rec.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything appended durable.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        self.backend
+            .sync_data(false)
+            .map_err(|e| io(&self.name, &e))
+    }
+
+    /// Grows the file with zeros to at least `need` bytes, by whole `WAL_GROW_BYTES`.
+    fn ensure(&mut self, need: u64) -> Result<(), StoreError> {
+        if need <= self.len {
+            return Ok(());
+        }
+        let target = need.div_ceil(WAL_GROW_BYTES) * WAL_GROW_BYTES;
+        let zeros = vec![0u8; usize::try_from(WAL_GROW_BYTES).unwrap_or(1 << 20)];
+        let mut at = self.len;
+        while at < target {
+            let n = (target - at).min(zeros.len() as u64);
+            let chunk = zeros.get(..usize::try_from(n).unwrap_or(0)).unwrap_or(&[]);
+            self.backend
+                .write(at, chunk)
+                .map_err(|e| io(&self.name, &e))?;
+            at += n;
+        }
+        self.len = target;
+        Ok(())
+    }
+}
+
+fn io(name: &str, e: &std::io::Error) -> StoreError {
+    StoreError::Io(format!("{name}: {e}"))
+}
+
+fn encode_header(h: Header) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_USED);
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&h.epoch.to_le_bytes());
+    b.extend_from_slice(&h.previous.to_le_bytes());
+    let sum = xxh3_64(&b);
+    b.extend_from_slice(&sum.to_le_bytes());
+    b
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_le_bytes(a)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_le_bytes(a)
+}
+
+/// The header, if the first bytes are a whole, undamaged one.
+pub(crate) fn decode_header(b: &[u8]) -> Option<Header> {
+    let b = b.get(..HEADER_USED)?;
+    if &b[..8] != MAGIC || u32_at(b, 8) != VERSION || xxh3_64(&b[..32]) != u64_at(b, 32) {
+        return None;
+    }
+    Some(Header {
+        epoch: u64_at(b, 16),
+        previous: u64_at(b, 24),
+    })
+}
+
+/// Reads the log in `backend` against what redb holds (`applied`; `None` for a store
+/// that never recorded one) and returns what to replay.
+pub(crate) fn recover(
+    backend: &dyn StorageBackend,
+    name: &str,
+    applied: Option<Applied>,
+) -> Result<Found, StoreError> {
+    let len = backend.len().map_err(|e| io(name, &e))?;
+    if len < HEADER_USED as u64 {
+        return Ok(Found::Empty);
+    }
+    let head = backend.read(0, HEADER_USED).map_err(|e| io(name, &e))?;
+    let Some(header) = decode_header(&head) else {
+        return Ok(if head.iter().all(|&b| b == 0) {
+            Found::Empty
+        } else {
+            Found::Unrelated
+        });
+    };
+    let Some(applied) = applied else {
+        return Ok(Found::Unrelated);
+    };
+    let start = if header.epoch == applied.epoch {
+        applied.end.max(HEADER_BYTES)
+    } else if header.previous == applied.epoch {
+        HEADER_BYTES
+    } else {
+        return Ok(Found::Unrelated);
+    };
+    let mut batches = Vec::new();
+    let mut at = start;
+    while let Some((ops, next)) = record_at(backend, name, header.epoch, at, len)? {
+        batches.push(ops);
+        at = next;
+    }
+    Ok(Found::Replay {
+        epoch: header.epoch,
+        end: at,
+        batches,
+    })
+}
+
+/// The record at `at`, if a whole one of `epoch` is there; its ops and where the next
+/// record starts.
+fn record_at(
+    backend: &dyn StorageBackend,
+    name: &str,
+    epoch: u64,
+    at: u64,
+    len: u64,
+) -> Result<Option<(Vec<Op>, u64)>, StoreError> {
+    if at + RECORD_HEAD as u64 > len {
+        return Ok(None);
+    }
+    let head = backend.read(at, RECORD_HEAD).map_err(|e| io(name, &e))?;
+    let payload = u64::from(u32_at(&head, 8));
+    let end = at + RECORD_HEAD as u64 + payload;
+    if u64_at(&head, 12) != epoch || payload > RECORD_BYTES_MAX || end > len {
+        return Ok(None);
+    }
+    let whole = backend
+        .read(
+            at,
+            usize::try_from(end - at).map_err(|_| corrupt(name, at))?,
+        )
+        .map_err(|e| io(name, &e))?;
+    if xxh3_64(whole.get(8..).unwrap_or(&[])) != u64_at(&whole, 0) {
+        return Ok(None);
+    }
+    // A record that passes its checksum was written whole by us; ops that do not decode
+    // are damage (or a bug), not a torn tail.
+    let ops =
+        decode_ops(whole.get(RECORD_HEAD..).unwrap_or(&[])).ok_or_else(|| corrupt(name, at))?;
+    Ok(Some((ops, end)))
+}
+
+fn corrupt(name: &str, at: u64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{name}: the log record at offset {at} passes its checksum but does not decode"
+    ))
+}
+
+const TAG_OBJECT: u8 = 1;
+const TAG_OBJECT_REMOVAL: u8 = 2;
+const TAG_SEGMENT: u8 = 3;
+const TAG_HINT: u8 = 4;
+const TAG_HINT_REMOVAL: u8 = 5;
+const TAG_TOTALS: u8 = 6;
+const TAG_NODE: u8 = 7;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Keys and records are far below 4 GiB (values are bounded long before).
+    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Ops as bytes: a tag, then the op's fields (byte strings as `[len u32 LE] [bytes]`).
+pub(crate) fn encode_ops<'a>(ops: impl Iterator<Item = &'a Op>, out: &mut Vec<u8>) {
+    for op in ops {
+        match op {
+            Op::Object {
+                key,
+                record: Some(r),
+            } => {
+                out.push(TAG_OBJECT);
+                put_bytes(out, key);
+                put_bytes(out, r);
+            }
+            Op::Object { key, record: None } => {
+                out.push(TAG_OBJECT_REMOVAL);
+                put_bytes(out, key);
+            }
+            Op::Segment { key, hash } => {
+                out.push(TAG_SEGMENT);
+                out.extend_from_slice(key);
+                out.extend_from_slice(&hash.to_le_bytes());
+            }
+            Op::Hint {
+                key,
+                record: Some(r),
+            } => {
+                out.push(TAG_HINT);
+                put_bytes(out, key);
+                put_bytes(out, r);
+            }
+            Op::Hint { key, record: None } => {
+                out.push(TAG_HINT_REMOVAL);
+                put_bytes(out, key);
+            }
+            Op::Totals { owner, totals } => {
+                out.push(TAG_TOTALS);
+                out.extend_from_slice(owner);
+                out.extend_from_slice(&totals.0.to_le_bytes());
+                out.extend_from_slice(&totals.1.to_le_bytes());
+            }
+            Op::Node(r) => {
+                out.push(TAG_NODE);
+                put_bytes(out, r);
+            }
+        }
+    }
+}
+
+/// A cursor over a payload; every read is checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = u32::from_le_bytes(self.array()?);
+        self.take(usize::try_from(n).ok()?).map(<[u8]>::to_vec)
+    }
+}
+
+/// The ops of a payload, or `None` if it is not exactly a list of them.
+pub(crate) fn decode_ops(payload: &[u8]) -> Option<Vec<Op>> {
+    let mut r = Reader(payload);
+    let mut ops = Vec::new();
+    while let Some(&[tag]) = r.take(1) {
+        ops.push(match tag {
+            TAG_OBJECT => Op::Object {
+                key: r.bytes()?,
+                record: Some(r.bytes()?),
+            },
+            TAG_OBJECT_REMOVAL => Op::Object {
+                key: r.bytes()?,
+                record: None,
+            },
+            TAG_SEGMENT => Op::Segment {
+                key: r.array()?,
+                hash: r.u64()?,
+            },
+            TAG_HINT => Op::Hint {
+                key: r.bytes()?,
+                record: Some(r.bytes()?),
+            },
+            TAG_HINT_REMOVAL => Op::Hint {
+                key: r.bytes()?,
+                record: None,
+            },
+            TAG_TOTALS => Op::Totals {
+                owner: r.array()?,
+                totals: (r.u64()?, r.u64()?),
+            },
+            TAG_NODE => Op::Node(r.bytes()?),
+            _ => return None,
+        });
+    }
+    Some(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An in-memory file the test can still see after handing it to the log.
+    #[derive(Clone, Debug, Default)]
+    struct Mem(Arc<Mutex<Vec<u8>>>);
+
+    impl StorageBackend for Mem {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            Ok(self.0.lock().unwrap().len() as u64)
+        }
+        fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+            let b = self.0.lock().unwrap();
+            let at = offset as usize;
+            b.get(at..at + len)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.0.lock().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+        fn sync_data(&self, _: bool) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            let mut b = self.0.lock().unwrap();
+            let at = offset as usize;
+            if b.len() < at + data.len() {
+                b.resize(at + data.len(), 0);
+            }
+            b[at..at + data.len()].copy_from_slice(data);
+            Ok(())
+        }
+    }
+
+    fn batch(i: u8) -> Vec<Op> {
+        vec![
+            Op::Object {
+                key: vec![0, 1, i],
+                record: Some(vec![i; 3]),
+            },
+            Op::Segment {
+                key: [0, 1, 0, i],
+                hash: u64::from(i) * 7,
+            },
+            Op::Object {
+                key: vec![9],
+                record: None,
+            },
+            Op::Hint {
+                key: vec![i],
+                record: Some(vec![]),
+            },
+            Op::Hint {
+                key: vec![i, i],
+                record: None,
+            },
+            Op::Totals {
+                owner: [i; 8],
+                totals: (1, 2),
+            },
+            Op::Node(vec![1, 2, 3]),
+        ]
+    }
+
+    /// A log whose previous lap is `previous`, with `n` batches appended.
+    fn log_with(n: u8, previous: u64) -> (Mem, Wal, Vec<u64>) {
+        let mem = Mem::default();
+        let mut wal = Wal::restart(Box::new(mem.clone()), "t.wal".into(), previous).unwrap();
+        let mut ends = Vec::new();
+        for i in 0..n {
+            wal.append(batch(i).iter()).unwrap();
+            ends.push(wal.end());
+        }
+        (mem, wal, ends)
+    }
+
+    fn replayed(found: Found) -> Vec<Vec<Op>> {
+        match found {
+            Found::Replay { batches, .. } => batches,
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_lap_replays_whole_and_a_recorded_end_replays_the_rest() {
+        let (mem, wal, ends) = log_with(3, 42);
+        let all = recover(&mem, "t", Some(Applied { epoch: 42, end: 0 })).unwrap();
+        assert_eq!(replayed(all), vec![batch(0), batch(1), batch(2)]);
+        let rest = Applied {
+            epoch: wal.epoch(),
+            end: ends[0],
+        };
+        let found = recover(&mem, "t", Some(rest)).unwrap();
+        assert_eq!(
+            found,
+            Found::Replay {
+                epoch: wal.epoch(),
+                end: ends[2],
+                batches: vec![batch(1), batch(2)],
+            }
+        );
+    }
+
+    #[test]
+    fn replay_stops_at_a_torn_record() {
+        let (mem, _, ends) = log_with(3, 42);
+        let applied = Some(Applied { epoch: 42, end: 0 });
+        for cut in [ends[1] + 1, ends[2] - 1] {
+            let mut torn = mem.0.lock().unwrap().clone();
+            torn[cut as usize..ends[2] as usize].fill(0);
+            let m = Mem(Arc::new(Mutex::new(torn)));
+            assert_eq!(replayed(recover(&m, "t", applied).unwrap()).len(), 2);
+        }
+        // A flipped byte inside the middle record ends the replay there too.
+        let mut flipped = mem.0.lock().unwrap().clone();
+        flipped[ends[0] as usize + RECORD_HEAD + 2] ^= 1;
+        let m = Mem(Arc::new(Mutex::new(flipped)));
+        assert_eq!(replayed(recover(&m, "t", applied).unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn records_of_an_earlier_lap_are_never_replayed() {
+        let (mem, mut wal, _) = log_with(5, 42);
+        let old = wal.epoch();
+        wal.restart_in_place().unwrap();
+        wal.append(batch(9).iter()).unwrap();
+        // The old lap's later records are still in the file, after the new one.
+        let found = recover(&mem, "t", Some(Applied { epoch: old, end: 0 })).unwrap();
+        assert_eq!(replayed(found), vec![batch(9)]);
+    }
+
+    #[test]
+    fn a_log_that_does_not_match_the_store_is_not_replayed() {
+        let (mem, _, _) = log_with(2, 42);
+        assert_eq!(
+            recover(&mem, "t", Some(Applied { epoch: 7, end: 0 })).unwrap(),
+            Found::Unrelated
+        );
+        assert_eq!(recover(&mem, "t", None).unwrap(), Found::Unrelated);
+        let mut damaged = mem.0.lock().unwrap().clone();
+        damaged[17] ^= 0x40;
+        let m = Mem(Arc::new(Mutex::new(damaged)));
+        let applied = Some(Applied { epoch: 42, end: 0 });
+        assert_eq!(recover(&m, "t", applied).unwrap(), Found::Unrelated);
+        assert_eq!(
+            recover(&Mem::default(), "t", applied).unwrap(),
+            Found::Empty
+        );
+        let zeros = Mem(Arc::new(Mutex::new(vec![0; 8192])));
+        assert_eq!(recover(&zeros, "t", applied).unwrap(), Found::Empty);
+    }
+
+    #[test]
+    fn a_checksummed_record_that_does_not_decode_is_damage() {
+        let (mem, wal, _) = log_with(0, 42);
+        let payload = [0xEEu8, 1, 2];
+        let mut rec = vec![0u8; RECORD_HEAD];
+        rec.extend_from_slice(&payload);
+        rec[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec[12..20].copy_from_slice(&wal.epoch().to_le_bytes());
+        let sum = xxh3_64(&rec[8..]);
+        rec[..8].copy_from_slice(&sum.to_le_bytes());
+        mem.write(HEADER_BYTES, &rec).unwrap();
+        let e = recover(&mem, "t.wal", Some(Applied { epoch: 42, end: 0 })).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Corrupt(m) if m.contains("t.wal") && m.contains("4096")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_file_grows_in_zeroed_steps_and_laps_reuse_it() {
+        let (mem, mut wal, _) = log_with(3, 42);
+        assert_eq!(mem.len().unwrap(), WAL_GROW_BYTES);
+        wal.restart_in_place().unwrap();
+        wal.append(batch(1).iter()).unwrap();
+        assert_eq!(mem.len().unwrap(), WAL_GROW_BYTES, "a lap overwrites");
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let bytes = || proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            (bytes(), proptest::option::of(bytes()))
+                .prop_map(|(key, record)| Op::Object { key, record }),
+            (any::<[u8; 4]>(), any::<u64>()).prop_map(|(key, hash)| Op::Segment { key, hash }),
+            (bytes(), proptest::option::of(bytes()))
+                .prop_map(|(key, record)| Op::Hint { key, record }),
+            (any::<[u8; 8]>(), any::<(u64, u64)>())
+                .prop_map(|(owner, totals)| Op::Totals { owner, totals }),
+            bytes().prop_map(Op::Node),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn ops_round_trip(ops in proptest::collection::vec(arb_op(), 0..20)) {
+            let mut b = Vec::new();
+            encode_ops(ops.iter(), &mut b);
+            prop_assert_eq!(decode_ops(&b), Some(ops));
+        }
+
+        #[test]
+        fn any_bytes_decode_or_are_refused_without_panic(
+            b in proptest::collection::vec(any::<u8>(), 0..200)
+        ) {
+            let _ = decode_ops(&b);
+            let _ = decode_header(&b);
+        }
+    }
+}
