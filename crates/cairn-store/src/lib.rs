@@ -2,10 +2,14 @@
 //! group commit.
 //!
 //! One redb file per node holds the objects, their anti-entropy trees (updated in the same
-//! transaction as each object), hints with running totals, and node metadata. The node
-//! stages writes from its own thread; a single writer thread commits them in batches, one
-//! fsync per batch, and reports each write's [`WriteToken`] once it is durable. The driver
-//! drains those tokens ([`RedbStore::take_persisted`] or [`RedbStore::wait_persisted`]) and
+//! transaction as each object), hints with running totals, and node metadata; a
+//! write-ahead log beside it (`node.redb.wal`) is where writes become durable. The node
+//! stages writes from its own thread; a single writer thread appends them to the log in
+//! batches, one fsync per batch, and reports each write's [`WriteToken`] once it is
+//! durable. An applier thread then writes the batches into redb, many per unsynced
+//! transaction, syncing redb every [`APPLY_SYNC_EVERY`] commits (a checkpoint that also
+//! records how much of the log redb holds); open replays the rest of the log. The driver
+//! drains the tokens ([`RedbStore::take_persisted`] or [`RedbStore::wait_persisted`]) and
 //! passes them to `Node::handle_persisted`; nothing is acknowledged before.
 //!
 //! ```
@@ -32,8 +36,9 @@
 //!
 //! # Durability and generations
 //!
-//! With [`Durability::Fsync`] (the default) a token is reported only after the batch that
-//! holds it is synced, so a crash loses nothing reported and the node keeps its actors.
+//! With [`Durability::Fsync`] (the default) a token is reported only after the log record
+//! that holds it is synced, so a crash loses nothing reported and the node keeps its
+//! actors (unless the log itself is lost: [`RotationReason::LogLost`]).
 //! With [`Durability::None`] (tests and benchmarks only) tokens are reported before the
 //! data is synced; a crash may then lose reported writes, so the next open after an
 //! unclean shutdown takes a new storage generation (DESIGN.md §4.2). See
@@ -58,16 +63,16 @@ pub use open::{Recovery, Rotation, RotationReason};
 pub use store::{RedbStore, Stats};
 pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
 pub use writer::{
-    APPLY_QUEUE_BATCHES, APPLY_SYNC_EVERY, APPLY_WRITES_MAX, NONE_DURABLE_EVERY_BATCHES,
+    APPLY_QUEUE_BATCHES, APPLY_SYNC_EVERY, APPLY_WAIT, APPLY_WRITES_MAX, NONE_DURABLE_EVERY_BATCHES,
 };
 
-/// Most writes committed in one transaction, by default. Large enough that a batch's
-/// fsync is shared by hundreds of writes; small enough that a batch's transaction stays
-/// a few megabytes.
+/// Most writes in one log record (one fsync), by default. Large enough that a batch's
+/// fsync is shared by hundreds of writes; small enough that a record stays a few
+/// megabytes.
 pub const BATCH_WRITES_MAX: usize = 1024;
 /// How long the writer waits for more writes once it has one, by default: none. Writes
-/// that arrive during a commit's fsync already form the next batch, so waiting only adds
-/// latency; a single writer then pays one fsync per write, at most two.
+/// that arrive during a log fsync already form the next batch, so waiting only adds
+/// latency; a single writer then pays about one fsync per write.
 pub const BATCH_WAIT: Duration = Duration::ZERO;
 /// Most staged writes queued for the writer, by default. A full queue blocks the staging
 /// thread until the writer frees room (backpressure: the disk is the bottleneck, and the
@@ -83,8 +88,8 @@ pub enum Durability {
     /// and the only mode for production.
     #[default]
     Fsync,
-    /// Batches are committed without syncing (one in [`NONE_DURABLE_EVERY_BATCHES`] is
-    /// synced, so the file does not grow without bound) and reported at once. For tests and
+    /// Batches are appended to the log without syncing and reported at once (the applier
+    /// still checkpoints redb, so the file does not grow without bound). For tests and
     /// benchmarks: a crash may lose reported writes, and the next open takes a new
     /// generation.
     None,
