@@ -108,6 +108,9 @@ pub struct Options {
     pub queue_writes_max: usize,
     /// redb's cache ([`CACHE_BYTES`]).
     pub cache_bytes: usize,
+    /// The log's length before it starts over ([`WAL_RESTART_BYTES`]); the log file is
+    /// about this long.
+    pub wal_restart_bytes: u64,
     /// A number never used before by this node (the driver draws it at random at every
     /// start, like `cairn_core::Config::incarnation_nonce`); it becomes the new storage
     /// generation when open must rotate it.
@@ -129,6 +132,7 @@ impl Options {
             batch_wait: BATCH_WAIT,
             queue_writes_max: QUEUE_WRITES_MAX,
             cache_bytes: CACHE_BYTES,
+            wal_restart_bytes: WAL_RESTART_BYTES,
             incarnation_nonce,
             verify_at_open: true,
             on_persisted: None,
@@ -144,6 +148,7 @@ impl std::fmt::Debug for Options {
             .field("batch_wait", &self.batch_wait)
             .field("queue_writes_max", &self.queue_writes_max)
             .field("cache_bytes", &self.cache_bytes)
+            .field("wal_restart_bytes", &self.wal_restart_bytes)
             .field("incarnation_nonce", &self.incarnation_nonce)
             .field("verify_at_open", &self.verify_at_open)
             .field("on_persisted", &self.on_persisted.is_some())

@@ -320,7 +320,7 @@ fn start(
     };
     let (node, session, applied) = read_meta(&db).map_err(|e| at_open(&file, e))?;
     let wal_name = format!("{file}.wal");
-    let (wal, replayed, log_lost) = replay(&db, wal, &wal_name, applied)?;
+    let (wal, replayed, log_lost) = replay(&db, wal, &wal_name, applied, opts.wal_restart_bytes)?;
     let synced = opts.durability == Durability::Fsync;
     let reason = rotation_reason(session, identity, repaired, log_lost);
     let rotated = match (reason, &node) {
@@ -365,6 +365,7 @@ fn replay(
     backend: Box<dyn StorageBackend>,
     name: &str,
     applied: Option<Applied>,
+    restart_bytes: u64,
 ) -> Result<(Wal, usize, bool), StoreError> {
     let found = wal::recover(&*backend, name, applied).map_err(|e| at_open(name, e))?;
     let fresh = Applied {
@@ -381,7 +382,8 @@ fn replay(
         Found::Unrelated => (Vec::new(), fresh, true),
     };
     writer::commit(db, batches.iter().flatten(), true, Some(mark)).map_err(|e| at_open(name, e))?;
-    let wal = Wal::restart(backend, name.to_string(), mark.epoch).map_err(|e| at_open(name, e))?;
+    let wal = Wal::restart(backend, name.to_string(), mark.epoch, restart_bytes)
+        .map_err(|e| at_open(name, e))?;
     Ok((wal, batches.len(), lost))
 }
 

@@ -21,7 +21,7 @@ use redb::{Database, WriteTransaction};
 use crate::error::{commit_error, storage_error, table_error, txn_error};
 use crate::format::{MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::overlay::Overlay;
-use crate::wal::{Applied, Wal, WAL_RESTART_BYTES};
+use crate::wal::{Applied, Wal};
 use crate::Durability;
 
 /// One change to one table; `None` (or zero) removes the row.
@@ -172,7 +172,7 @@ pub(crate) fn run(
         if apply.send(ToApply::Batch { writes: batch, at }).is_err() {
             return; // The applier failed and recorded why.
         }
-        if wal.end() >= WAL_RESTART_BYTES {
+        if wal.wants_restart() {
             if let Err(e) = restart(&mut wal, apply) {
                 fail(shared, e);
                 return;

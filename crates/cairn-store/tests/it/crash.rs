@@ -314,6 +314,14 @@ fn crash_everywhere(seed: u64, writes: usize) {
     acked.extend(store.take_persisted().into_iter().map(|t| (seen, t.0)));
     let log = disk.log();
     drop(store);
+    let laps = log[opened_at..]
+        .iter()
+        .filter(|(f, e)| *f == 1 && matches!(e, Event::Write { offset: 0, .. }))
+        .count();
+    assert!(
+        laps >= 1,
+        "seed {seed}: the log never started over; restarts go untested"
+    );
 
     let mut older = 0;
     let mut replays = 0;
@@ -358,7 +366,7 @@ fn crash_everywhere(seed: u64, writes: usize) {
     );
     eprintln!(
         "seed {seed}: {} events, {} crash points, {older} lost unacknowledged writes, \
-         {replays} replayed the log",
+         {replays} replayed the log, {laps} laps",
         log.len(),
         log.len() - opened_at + 1
     );

@@ -58,10 +58,12 @@ impl Drop for TempDir {
     }
 }
 
-/// Options for tests: fast commits unless a test says otherwise.
+/// Options for tests: fast commits unless a test says otherwise, and a short log that
+/// starts over often (so crashes meet every step of a restart).
 pub fn opts(durability: Durability) -> Options {
     let mut o = Options::new(0xC0FFEE);
     o.durability = durability;
+    o.wal_restart_bytes = 5 << 10;
     o
 }
 
