@@ -250,6 +250,7 @@ fn open_store(
         durability = ?config.durability,
         created = r.created,
         previous_clean = r.previous_clean,
+        replayed_log_batches = r.replayed,
         rotated = ?r.rotated,
         "store"
     );
