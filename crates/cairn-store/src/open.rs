@@ -318,7 +318,11 @@ fn start(
             ))
         }
     };
-    let (node, session, applied) = read_meta(&db).map_err(|e| at_open(&file, e))?;
+    let Meta {
+        node,
+        session,
+        applied,
+    } = read_meta(&db).map_err(|e| at_open(&file, e))?;
     let wal_name = format!("{file}.wal");
     let (wal, replayed, log_lost) = replay(&db, wal, &wal_name, applied, opts.wal_restart_bytes)?;
     let synced = opts.durability == Durability::Fsync;
@@ -482,11 +486,16 @@ fn read_format(db: &Database) -> Result<Option<u32>, StoreError> {
     got.map(|g| format::decode_format(g.value())).transpose()
 }
 
-/// The node metadata, last session and how much of the log redb holds, after checking
-/// that every table exists.
-fn read_meta(
-    db: &Database,
-) -> Result<(Option<NodeMeta>, Option<Session>, Option<Applied>), StoreError> {
+/// What `meta` holds besides the format.
+struct Meta {
+    node: Option<NodeMeta>,
+    session: Option<Session>,
+    /// How much of the log redb holds.
+    applied: Option<Applied>,
+}
+
+/// The `meta` records, after checking that every table exists.
+fn read_meta(db: &Database) -> Result<Meta, StoreError> {
     let txn = db.begin_read().map_err(txn_error)?;
     for t in [OBJECTS, HINTS, HINT_TOTALS] {
         txn.open_table(t).map_err(table_error)?;
@@ -504,7 +513,11 @@ fn read_meta(
     let applied = applied
         .map(|g| format::decode_wal_record(g.value()))
         .transpose()?;
-    Ok((node, session, applied))
+    Ok(Meta {
+        node,
+        session,
+        applied,
+    })
 }
 
 /// Writes the session record (and new node metadata) in a synced commit.

@@ -487,6 +487,7 @@ pub(crate) fn decode_ops(payload: &[u8]) -> Option<Vec<Op>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
     use std::sync::{Arc, Mutex};
 
@@ -678,7 +679,7 @@ mod tests {
         wal.append(batch(1).iter()).unwrap();
         assert_eq!(mem.len().unwrap(), len, "a lap overwrites");
         // A record larger than what is left grows the file by whole steps.
-        let big = vec![Op::Node(vec![7; len as usize])];
+        let big = [Op::Node(vec![7; len as usize])];
         wal.append(big.iter()).unwrap();
         assert_eq!(mem.len().unwrap(), len + WAL_GROW_BYTES);
     }
