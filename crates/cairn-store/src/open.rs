@@ -324,7 +324,17 @@ fn start(
         applied,
     } = read_meta(&db).map_err(|e| at_open(&file, e))?;
     let wal_name = format!("{file}.wal");
-    let (wal, replayed, log_lost) = replay(&db, wal, &wal_name, applied, opts.wal_restart_bytes)?;
+    let found = wal::recover(&*wal, &wal_name, applied).map_err(|e| at_open(&wal_name, e))?;
+    let Replay {
+        batches,
+        mark,
+        log_lost,
+    } = replay_plan(found, applied);
+    // What the node metadata will be once the log is replayed.
+    let node = match replayed_node(&batches).map_err(|e| at_open(&wal_name, e))? {
+        Some(n) => Some(n),
+        None => node,
+    };
     let synced = opts.durability == Durability::Fsync;
     let reason = rotation_reason(session, identity, repaired, log_lost);
     let rotated = match (reason, &node) {
@@ -349,46 +359,94 @@ fn start(
         }),
         _ => None,
     };
-    write_session(&db, &this, new_meta.as_ref()).map_err(|e| at_open(&file, e))?;
+    // The replayed writes, the log's mark, this session and any new generation go in one
+    // synced commit, before the log starts over: a crash anywhere in open then finds
+    // either the old log (and decides again) or all of it done, never a restarted log
+    // beside a rotation that was not written.
+    commit_open(&db, &batches, mark, &this, new_meta.as_ref()).map_err(|e| at_open(&file, e))?;
+    let wal = Wal::restart(wal, wal_name.clone(), mark, opts.wal_restart_bytes)
+        .map_err(|e| at_open(&wal_name, e))?;
     let recovery = Recovery {
         created,
         previous_clean: session.is_some_and(|s| s.clean),
         repaired,
         upgraded_from,
         rotated,
-        replayed,
+        replayed: batches.len(),
     };
     spawn(db, wal, file, identity, opts, recovery)
 }
 
-/// Replays the log into redb (one synced commit, which also records the log's end), then
-/// starts the log over. Returns the log, the batches replayed, and whether the log could
-/// not be trusted to hold every reported write (see `wal`).
-fn replay(
-    db: &Database,
-    backend: Box<dyn StorageBackend>,
-    name: &str,
-    applied: Option<Applied>,
-    restart_bytes: u64,
-) -> Result<(Wal, usize, bool), StoreError> {
-    let found = wal::recover(&*backend, name, applied).map_err(|e| at_open(name, e))?;
+/// What open does with the log.
+struct Replay {
+    /// Batches to apply, in order.
+    batches: Vec<Vec<writer::Op>>,
+    /// What redb holds of the log once they are applied.
+    mark: Applied,
+    /// Whether the log cannot be trusted to hold every reported write (see `wal`).
+    log_lost: bool,
+}
+
+fn replay_plan(found: Found, applied: Option<Applied>) -> Replay {
     let fresh = Applied {
         epoch: wal::fresh_epoch(),
         end: wal::HEADER_BYTES,
     };
-    let (batches, mark, lost) = match found {
+    match found {
         Found::Replay {
             epoch,
             end,
             batches,
-        } => (batches, Applied { epoch, end }, false),
-        Found::Empty => (Vec::new(), fresh, applied.is_some()),
-        Found::Unrelated => (Vec::new(), fresh, true),
-    };
-    writer::commit(db, batches.iter().flatten(), true, Some(mark)).map_err(|e| at_open(name, e))?;
-    let wal = Wal::restart(backend, name.to_string(), mark.epoch, restart_bytes)
-        .map_err(|e| at_open(name, e))?;
-    Ok((wal, batches.len(), lost))
+        } => Replay {
+            batches,
+            mark: Applied { epoch, end },
+            log_lost: false,
+        },
+        Found::Empty => Replay {
+            batches: Vec::new(),
+            mark: fresh,
+            log_lost: applied.is_some(),
+        },
+        Found::Unrelated => Replay {
+            batches: Vec::new(),
+            mark: fresh,
+            log_lost: true,
+        },
+    }
+}
+
+/// The node metadata the last replayed batch that sets it sets.
+fn replayed_node(batches: &[Vec<writer::Op>]) -> Result<Option<NodeMeta>, StoreError> {
+    let last = batches.iter().flatten().rev().find_map(|op| match op {
+        writer::Op::Node(r) => Some(r),
+        _ => None,
+    });
+    last.map(|r| format::decode_node_record(r)).transpose()
+}
+
+/// One synced commit: the replayed batches, the log's mark, the session record and new
+/// node metadata.
+fn commit_open(
+    db: &Database,
+    batches: &[Vec<writer::Op>],
+    mark: Applied,
+    session: &Session,
+    node: Option<&NodeMeta>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(txn_error)?;
+    writer::apply(&txn, batches.iter().flatten())?;
+    {
+        let mut meta = txn.open_table(META).map_err(table_error)?;
+        meta.insert(MetaKey::WAL, &format::wal_record(mark)[..])
+            .map_err(storage_error)?;
+        meta.insert(MetaKey::SESSION, &format::session_record(session)[..])
+            .map_err(storage_error)?;
+        if let Some(n) = node {
+            meta.insert(MetaKey::NODE, &format::node_record(n)[..])
+                .map_err(storage_error)?;
+        }
+    }
+    txn.commit().map_err(commit_error)
 }
 
 /// Whether the previous session may have lost writes it reported (see [`RotationReason`]).
@@ -456,7 +514,13 @@ fn spawn(
     let writer = std::thread::Builder::new()
         .name("cairn-store-writer".into())
         .spawn(move || {
-            writer::run(&for_writer, &rx, wal, batching, &apply_tx);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                writer::run(&for_writer, &rx, wal, batching, &apply_tx);
+            }));
+            if run.is_err() {
+                writer::fail_with(&for_writer, "the writer thread panicked");
+            }
+            // The applier finishes what it has once the log writer is gone.
             drop(apply_tx);
             if applier.join().is_err() {
                 writer::fail_with(&for_writer, "the applier thread panicked");

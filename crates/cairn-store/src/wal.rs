@@ -11,9 +11,11 @@
 //! ## The file, byte by byte
 //!
 //! ```text
-//! header (offset 0, HEADER_BYTES reserved):
-//!   "CAIRNWAL" | version u32 LE (1) | 0u32 | epoch u64 LE | previous epoch u64 LE
-//!   | xxh3-64 of the 32 bytes before it, u64 LE
+//! header, in two slots (offsets 0 and 2048; HEADER_BYTES reserved), lap N in slot N % 2:
+//!   "CAIRNWAL" | version u32 LE (1) | 0u32 | lap u64 LE | epoch u64 LE
+//!   | previous epoch u64 LE | previous end u64 LE | xxh3-64 of the 48 bytes before it
+//!   The valid slot with the higher lap is the header; a torn write of the new one leaves
+//!   the old one in force.
 //! records, from offset HEADER_BYTES, back to back:
 //!   xxh3-64 of the rest, u64 LE | payload length u32 LE | epoch u64 LE | payload
 //! payload: ops, each a tag byte and its fields (see `encode_ops`)
@@ -31,12 +33,12 @@
 //! offset of the last record it applied (`wal` record, [`Applied`]). At open:
 //! - the header's epoch equals the recorded one: records from the recorded offset on are
 //!   replayed;
-//! - the header's *previous* epoch equals the recorded one: the log was restarted after a
-//!   checkpoint that applied all of the previous lap; every record is replayed;
-//! - anything else (no header, a damaged header, another store's log): nothing is
-//!   replayed. That is exact after a crash during a restart (the header is rewritten only
-//!   when redb holds everything), and otherwise the caller treats the store as one that
-//!   may have lost writes.
+//! - the header's *previous* lap (epoch and end) equals the recorded one: the log was
+//!   restarted after a checkpoint that applied all of the previous lap; every record is
+//!   replayed;
+//! - anything else (no header, damaged headers, another store's log, a store file older
+//!   or newer than its log): nothing is replayed, and the caller treats the store as one
+//!   that may have lost writes.
 //!
 //! Replay stops at the first record that is short, fails its checksum, or has another
 //! epoch: that is the torn tail of a crash (never reported durable). Records are whole
@@ -65,13 +67,11 @@ pub const WAL_RESTART_BYTES: u64 = 16 << 20;
 /// does not fit (a batch larger than the space left before a restart).
 pub const WAL_GROW_BYTES: u64 = 1 << 20;
 
-/// The largest record replay accepts: a batch of `BATCH_WRITES_MAX` writes of the
-/// largest values fits many times over.
-pub(crate) const RECORD_BYTES_MAX: u64 = 1 << 30;
-
 const MAGIC: &[u8; 8] = b"CAIRNWAL";
 const VERSION: u32 = 1;
-const HEADER_USED: usize = 40;
+const HEADER_USED: usize = 56;
+/// Where the second header slot starts.
+const SLOT_2: u64 = 2048;
 const RECORD_HEAD: usize = 20;
 
 /// What a synced redb commit holds of the log: everything of `epoch` before `end`.
@@ -84,8 +84,11 @@ pub(crate) struct Applied {
 /// The log's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
+    /// Counts restarts of this file; the higher valid slot wins.
+    pub(crate) lap: u64,
     pub(crate) epoch: u64,
-    pub(crate) previous: u64,
+    /// The lap before, as redb recorded it when it held all of it.
+    pub(crate) previous: Applied,
 }
 
 /// What open found in the log.
@@ -123,20 +126,26 @@ pub(crate) struct Wal {
     len: u64,
     /// Restart once the log is this long.
     restart_bytes: u64,
+    /// The current lap's number.
+    lap: u64,
 }
 
 impl Wal {
     /// Starts a new lap at the beginning of the file: writes a header with a fresh epoch
-    /// naming `previous` and syncs it. The caller must have made redb hold every record
-    /// of the old lap first.
-    /// The file is first grown (with zeros) to hold `restart_bytes` of log.
+    /// naming `previous` (what redb holds) and syncs it. The caller must have made redb
+    /// hold `previous` first. The file is first grown (with zeros) to hold
+    /// `restart_bytes` of log.
     pub(crate) fn restart(
         backend: Box<dyn StorageBackend>,
         name: String,
-        previous: u64,
+        previous: Applied,
         restart_bytes: u64,
     ) -> Result<Wal, StoreError> {
         let len = backend.len().map_err(|e| io(&name, &e))?;
+        let lap = match read_header(&*backend, &name)? {
+            Slots::Header(h) => h.lap,
+            Slots::Zeros | Slots::Damaged => 0,
+        };
         let mut wal = Wal {
             backend,
             name,
@@ -144,6 +153,7 @@ impl Wal {
             end: HEADER_BYTES,
             len,
             restart_bytes: restart_bytes.max(HEADER_BYTES + 1),
+            lap,
         };
         wal.ensure(wal.restart_bytes + WAL_GROW_BYTES)?;
         wal.restart_lap(previous)?;
@@ -155,15 +165,18 @@ impl Wal {
         self.end >= self.restart_bytes
     }
 
-    fn restart_lap(&mut self, previous: u64) -> Result<(), StoreError> {
+    fn restart_lap(&mut self, previous: Applied) -> Result<(), StoreError> {
         let header = Header {
+            lap: self.lap.wrapping_add(1),
             epoch: fresh_epoch(),
             previous,
         };
         self.ensure(HEADER_BYTES)?;
+        let slot = if header.lap % 2 == 0 { 0 } else { SLOT_2 };
         self.backend
-            .write(0, &encode_header(header))
+            .write(slot, &encode_header(header))
             .map_err(|e| io(&self.name, &e))?;
+        self.lap = header.lap;
         self.sync()?;
         self.epoch = header.epoch;
         self.end = HEADER_BYTES;
@@ -172,7 +185,10 @@ impl Wal {
 
     /// Restarts the log (see [`Wal::restart`]).
     pub(crate) fn restart_in_place(&mut self) -> Result<(), StoreError> {
-        let previous = self.epoch;
+        let previous = Applied {
+            epoch: self.epoch,
+            end: self.end,
+        };
         self.restart_lap(previous)
     }
 
@@ -247,8 +263,10 @@ fn encode_header(h: Header) -> Vec<u8> {
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&VERSION.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&h.lap.to_le_bytes());
     b.extend_from_slice(&h.epoch.to_le_bytes());
-    b.extend_from_slice(&h.previous.to_le_bytes());
+    b.extend_from_slice(&h.previous.epoch.to_le_bytes());
+    b.extend_from_slice(&h.previous.end.to_le_bytes());
     let sum = xxh3_64(&b);
     b.extend_from_slice(&sum.to_le_bytes());
     b
@@ -273,12 +291,49 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 /// The header, if the first bytes are a whole, undamaged one.
 pub(crate) fn decode_header(b: &[u8]) -> Option<Header> {
     let b = b.get(..HEADER_USED)?;
-    if &b[..8] != MAGIC || u32_at(b, 8) != VERSION || xxh3_64(&b[..32]) != u64_at(b, 32) {
+    if &b[..8] != MAGIC || u32_at(b, 8) != VERSION || xxh3_64(&b[..48]) != u64_at(b, 48) {
         return None;
     }
     Some(Header {
-        epoch: u64_at(b, 16),
-        previous: u64_at(b, 24),
+        lap: u64_at(b, 16),
+        epoch: u64_at(b, 24),
+        previous: Applied {
+            epoch: u64_at(b, 32),
+            end: u64_at(b, 40),
+        },
+    })
+}
+
+/// What the two header slots hold.
+enum Slots {
+    /// Nothing was ever written (a new, zero-filled or empty file).
+    Zeros,
+    /// Neither slot holds a whole header.
+    Damaged,
+    /// The header in force: the valid slot with the higher lap.
+    Header(Header),
+}
+
+fn read_header(backend: &dyn StorageBackend, name: &str) -> Result<Slots, StoreError> {
+    let len = backend.len().map_err(|e| io(name, &e))?;
+    let mut best: Option<Header> = None;
+    let mut zeros = true;
+    for slot in [0, SLOT_2] {
+        if slot + HEADER_USED as u64 > len {
+            continue;
+        }
+        let b = backend.read(slot, HEADER_USED).map_err(|e| io(name, &e))?;
+        zeros &= b.iter().all(|&x| x == 0);
+        if let Some(h) = decode_header(&b) {
+            if best.is_none_or(|old| h.lap > old.lap) {
+                best = Some(h);
+            }
+        }
+    }
+    Ok(match best {
+        Some(h) => Slots::Header(h),
+        None if zeros => Slots::Zeros,
+        None => Slots::Damaged,
     })
 }
 
@@ -290,23 +345,17 @@ pub(crate) fn recover(
     applied: Option<Applied>,
 ) -> Result<Found, StoreError> {
     let len = backend.len().map_err(|e| io(name, &e))?;
-    if len < HEADER_USED as u64 {
-        return Ok(Found::Empty);
-    }
-    let head = backend.read(0, HEADER_USED).map_err(|e| io(name, &e))?;
-    let Some(header) = decode_header(&head) else {
-        return Ok(if head.iter().all(|&b| b == 0) {
-            Found::Empty
-        } else {
-            Found::Unrelated
-        });
+    let header = match read_header(backend, name)? {
+        Slots::Zeros => return Ok(Found::Empty),
+        Slots::Damaged => return Ok(Found::Unrelated),
+        Slots::Header(h) => h,
     };
     let Some(applied) = applied else {
         return Ok(Found::Unrelated);
     };
     let start = if header.epoch == applied.epoch {
         applied.end.max(HEADER_BYTES)
-    } else if header.previous == applied.epoch {
+    } else if header.previous == applied {
         HEADER_BYTES
     } else {
         return Ok(Found::Unrelated);
@@ -339,7 +388,8 @@ fn record_at(
     let head = backend.read(at, RECORD_HEAD).map_err(|e| io(name, &e))?;
     let payload = u64::from(u32_at(&head, 8));
     let end = at + RECORD_HEAD as u64 + payload;
-    if u64_at(&head, 12) != epoch || payload > RECORD_BYTES_MAX || end > len {
+    // `end <= len` bounds what is read (and allocated) by the file's length.
+    if u64_at(&head, 12) != epoch || end > len {
         return Ok(None);
     }
     let whole = backend
@@ -558,8 +608,14 @@ mod tests {
         ]
     }
 
+    /// What redb holds in these tests before the log's first lap.
+    const BEFORE: Applied = Applied {
+        epoch: 42,
+        end: 4321,
+    };
+
     /// A log whose previous lap is `previous`, with `n` batches appended.
-    fn log_with(n: u8, previous: u64) -> (Mem, Wal, Vec<u64>) {
+    fn log_with(n: u8, previous: Applied) -> (Mem, Wal, Vec<u64>) {
         let mem = Mem::default();
         let mut wal = Wal::restart(Box::new(mem.clone()), "t.wal".into(), previous, 8192).unwrap();
         let mut ends = Vec::new();
@@ -579,8 +635,8 @@ mod tests {
 
     #[test]
     fn a_new_lap_replays_whole_and_a_recorded_end_replays_the_rest() {
-        let (mem, wal, ends) = log_with(3, 42);
-        let all = recover(&mem, "t", Some(Applied { epoch: 42, end: 0 })).unwrap();
+        let (mem, wal, ends) = log_with(3, BEFORE);
+        let all = recover(&mem, "t", Some(BEFORE)).unwrap();
         assert_eq!(replayed(all), vec![batch(0), batch(1), batch(2)]);
         let rest = Applied {
             epoch: wal.epoch(),
@@ -599,8 +655,8 @@ mod tests {
 
     #[test]
     fn replay_stops_at_a_torn_record() {
-        let (mem, _, ends) = log_with(3, 42);
-        let applied = Some(Applied { epoch: 42, end: 0 });
+        let (mem, _, ends) = log_with(3, BEFORE);
+        let applied = Some(BEFORE);
         for cut in [ends[1] + 1, ends[2] - 1] {
             let mut torn = mem.0.lock().unwrap().clone();
             torn[cut as usize..ends[2] as usize].fill(0);
@@ -616,27 +672,63 @@ mod tests {
 
     #[test]
     fn records_of_an_earlier_lap_are_never_replayed() {
-        let (mem, mut wal, _) = log_with(5, 42);
-        let old = wal.epoch();
+        let (mem, mut wal, _) = log_with(5, BEFORE);
+        let old = Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        };
         wal.restart_in_place().unwrap();
         wal.append(batch(9).iter()).unwrap();
         // The old lap's later records are still in the file, after the new one.
-        let found = recover(&mem, "t", Some(Applied { epoch: old, end: 0 })).unwrap();
+        let found = recover(&mem, "t", Some(old)).unwrap();
         assert_eq!(replayed(found), vec![batch(9)]);
+        // A store that holds only part of the previous lap is not this log's base.
+        let part = Applied {
+            end: old.end - 1,
+            ..old
+        };
+        assert_eq!(recover(&mem, "t", Some(part)).unwrap(), Found::Unrelated);
+    }
+
+    #[test]
+    fn a_torn_new_header_leaves_the_old_one_in_force() {
+        let (mem, mut wal, ends) = log_with(2, BEFORE);
+        let first = Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        };
+        let before_restart = mem.0.lock().unwrap().clone();
+        wal.restart_in_place().unwrap();
+        // Lap 2 went to slot 0; tear it as a crash during the restart could.
+        let mut torn = mem.0.lock().unwrap().clone();
+        torn[..HEADER_USED].copy_from_slice(&before_restart[..HEADER_USED]);
+        torn[..20].copy_from_slice(&mem.0.lock().unwrap()[..20]);
+        let m = Mem(Arc::new(Mutex::new(torn)));
+        // redb holds all of lap 1 (the checkpoint before a restart): nothing to replay.
+        let found = recover(&m, "t", Some(first)).unwrap();
+        assert_eq!(
+            found,
+            Found::Replay {
+                epoch: first.epoch,
+                end: ends[1],
+                batches: vec![],
+            }
+        );
     }
 
     #[test]
     fn a_log_that_does_not_match_the_store_is_not_replayed() {
-        let (mem, _, _) = log_with(2, 42);
+        let (mem, _, _) = log_with(2, BEFORE);
         assert_eq!(
             recover(&mem, "t", Some(Applied { epoch: 7, end: 0 })).unwrap(),
             Found::Unrelated
         );
         assert_eq!(recover(&mem, "t", None).unwrap(), Found::Unrelated);
         let mut damaged = mem.0.lock().unwrap().clone();
-        damaged[17] ^= 0x40;
+        // The first lap's header is in the second slot.
+        damaged[SLOT_2 as usize + 17] ^= 0x40;
         let m = Mem(Arc::new(Mutex::new(damaged)));
-        let applied = Some(Applied { epoch: 42, end: 0 });
+        let applied = Some(BEFORE);
         assert_eq!(recover(&m, "t", applied).unwrap(), Found::Unrelated);
         assert_eq!(
             recover(&Mem::default(), "t", applied).unwrap(),
@@ -648,7 +740,7 @@ mod tests {
 
     #[test]
     fn a_checksummed_record_that_does_not_decode_is_damage() {
-        let (mem, wal, _) = log_with(0, 42);
+        let (mem, wal, _) = log_with(0, BEFORE);
         let payload = [0xEEu8, 1, 2];
         let mut rec = vec![0u8; RECORD_HEAD];
         rec.extend_from_slice(&payload);
@@ -657,7 +749,7 @@ mod tests {
         let sum = xxh3_64(&rec[8..]);
         rec[..8].copy_from_slice(&sum.to_le_bytes());
         mem.write(HEADER_BYTES, &rec).unwrap();
-        let e = recover(&mem, "t.wal", Some(Applied { epoch: 42, end: 0 })).unwrap_err();
+        let e = recover(&mem, "t.wal", Some(BEFORE)).unwrap_err();
         assert!(
             matches!(&e, StoreError::Corrupt(m) if m.contains("t.wal") && m.contains("4096")),
             "{e:?}"
@@ -666,7 +758,7 @@ mod tests {
 
     #[test]
     fn the_file_is_made_whole_up_front_and_laps_reuse_it() {
-        let (mem, mut wal, _) = log_with(3, 42);
+        let (mem, mut wal, _) = log_with(3, BEFORE);
         let len = mem.len().unwrap();
         assert!(len >= 8192 + WAL_GROW_BYTES && len % WAL_GROW_BYTES == 0);
         assert!(mem.0.lock().unwrap()[wal.end() as usize..]

@@ -62,7 +62,9 @@ pub(crate) struct Done {
     /// Every write with a sequence number up to this one is in redb (and out of the
     /// overlay).
     pub(crate) applied: u64,
-    /// Set when a commit failed; nothing after it is ever reported.
+    /// Set when the log writer or the applier failed. The log writer reports nothing
+    /// after a failure of its own; a batch it logged and reported just as the applier
+    /// failed is in the log and replayed at the next open.
     pub(crate) failed: Option<StoreError>,
 }
 
@@ -215,13 +217,37 @@ fn fail(shared: &Shared, e: StoreError) {
     notify(shared);
 }
 
+/// A batch stops growing once its writes hold this many bytes of keys and records, so a
+/// log record stays far below its 4 GiB limit (one write is bounded by the largest
+/// value, far below that).
+pub const BATCH_BYTES_MAX: usize = 64 << 20;
+
+/// About how many bytes a write's ops take in the log.
+fn write_bytes(w: &Write) -> usize {
+    w.ops
+        .iter()
+        .map(|op| match op {
+            Op::Object { key, record } | Op::Hint { key, record } => {
+                key.len() + record.as_ref().map_or(0, Vec::len) + 9
+            }
+            Op::Segment { .. } => 13,
+            Op::Totals { .. } => 25,
+            Op::Node(r) => r.len() + 5,
+        })
+        .sum()
+}
+
 fn next_batch(rx: &Receiver<Write>, b: Batching) -> Option<Vec<Write>> {
     let first = rx.recv().ok()?;
+    let mut bytes = write_bytes(&first);
     let mut batch = vec![first];
     let deadline = Instant::now() + b.wait;
-    while batch.len() < b.writes_max {
+    while batch.len() < b.writes_max && bytes < BATCH_BYTES_MAX {
         match rx.try_recv() {
-            Ok(w) => batch.push(w),
+            Ok(w) => {
+                bytes += write_bytes(&w);
+                batch.push(w);
+            }
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -229,7 +255,10 @@ fn next_batch(rx: &Receiver<Write>, b: Batching) -> Option<Vec<Write>> {
                     break;
                 }
                 match rx.recv_timeout(left) {
-                    Ok(w) => batch.push(w),
+                    Ok(w) => {
+                        bytes += write_bytes(&w);
+                        batch.push(w);
+                    }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }

@@ -325,7 +325,8 @@ fn crash_everywhere(seed: u64, writes: usize) {
 
     let mut older = 0;
     let mut replays = 0;
-    for cut in opened_at..=log.len() {
+    // From the first event: a crash while the store opens is a crash too.
+    for cut in 0..=log.len() {
         let keep = random_keep(&mut rng);
         let images = crash_images(&base, &log, cut, keep, &mut rng);
         let ctx = format!(
@@ -368,7 +369,7 @@ fn crash_everywhere(seed: u64, writes: usize) {
         "seed {seed}: {} events, {} crash points, {older} lost unacknowledged writes, \
          {replays} replayed the log, {laps} laps",
         log.len(),
-        log.len() - opened_at + 1
+        log.len() + 1
     );
 }
 
@@ -447,6 +448,48 @@ fn a_crash_that_loses_the_files_growth_loses_no_acknowledged_write() {
                 );
             }
         }
+    }
+}
+
+/// A store whose log is gone after an unclean shutdown takes a new generation; a crash
+/// at any point of that open must not leave a store that later opens as if nothing was
+/// lost (the rotation is committed with the open's first write).
+#[test]
+fn a_lost_log_rotates_even_when_the_open_that_sees_it_crashes() {
+    let meta7 = NodeMeta {
+        generation: 7,
+        ..NodeMeta::default()
+    };
+    let d = Disk::default();
+    let mut s = d.open("lost.redb", Durability::Fsync).unwrap();
+    s.stage_meta(meta7.clone()).unwrap();
+    s.close().unwrap();
+    let s = d.open("lost.redb", Durability::Fsync).unwrap();
+    let [db, _] = d.images(); // Taken while open: the session is unclean.
+    drop(s);
+    let base = [db, Vec::new()]; // ... and the log is lost.
+    let disk = Disk::with_images(base.clone());
+    let opened = disk.open("lost.redb", Durability::Fsync).unwrap();
+    assert_eq!(
+        opened.recovery().rotated.map(|r| r.reason),
+        Some(cairn_store::RotationReason::LogLost)
+    );
+    let log = disk.log();
+    drop(opened);
+    let mut rng = Rng::new(5);
+    for cut in 0..=log.len() {
+        let keep = random_keep(&mut rng);
+        let images = crash_images(&base, &log, cut, keep, &mut rng);
+        let again = Disk::with_images(images)
+            .open("lost.redb", Durability::Fsync)
+            .unwrap();
+        let generation = again.meta().unwrap().map(|m| m.generation);
+        assert_ne!(
+            generation,
+            Some(7),
+            "crash after event {cut} of {} keeping {keep:?}: the lost log was forgotten",
+            log.len()
+        );
     }
 }
 
