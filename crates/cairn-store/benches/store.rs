@@ -2,7 +2,8 @@
 //! single-writer latency against the cost of one fsync on this disk, read latency, and the
 //! bytes written per update to one member of a 100k-member set.
 //!
-//! `cargo bench -p cairn-store --bench store` (add `-- --quick` for a smoke run). Each
+//! `cargo bench -p cairn-store --bench store` (add `-- --quick` for a smoke run;
+//! `CAIRN_BENCH_ONLY=64` measures only the writes with 64 in flight, for profiling). Each
 //! figure is measured in 3 runs on fresh files; the median and the spread (min–max) are
 //! printed. Files go to `target/cairn-store-bench` (the disk under test), or to
 //! `$CAIRN_BENCH_DIR`.
@@ -117,10 +118,7 @@ fn fsync_cost(iters: usize) -> (Duration, Duration) {
 fn durable_writes(inflight: usize, total: u64) -> (f64, Vec<Duration>, f64, f64) {
     let path = fresh(&format!("writes-{inflight}.redb"));
     let (backend, written) = counting(&path);
-    let mut o = Options::new(1);
-    if std::env::var_os("HACK_NONE").is_some() {
-        o.durability = Durability::None;
-    }
+    let o = Options::new(1);
     let mut s = RedbStore::open_backend(backend, wal(&path), "writes.redb", o).unwrap();
     let mut rng = Lcg(inflight as u64);
     let mut started = std::collections::HashMap::new();
@@ -304,7 +302,7 @@ fn main() {
     summary("fsync (4 KiB overwrite + fdatasync) p50", "us", fs.0);
     summary("fsync p99", "us", fs.1);
     for (inflight, total) in [(1usize, 3_000u64), (16, 40_000), (64, 150_000)] {
-        if let Ok(only) = std::env::var("HACK_ONLY") {
+        if let Ok(only) = std::env::var("CAIRN_BENCH_ONLY") {
             if only != inflight.to_string() {
                 continue;
             }
@@ -347,7 +345,7 @@ fn main() {
             bytes,
         );
     }
-    if std::env::var_os("HACK_ONLY").is_some() {
+    if std::env::var_os("CAIRN_BENCH_ONLY").is_some() {
         return;
     }
     let (mut r50, mut r99, mut t1, mut tn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
