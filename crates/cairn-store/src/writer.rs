@@ -10,6 +10,7 @@
 //! redb, many per transaction (see `wal` for why and for what the two agree on), and
 //! drops them from the overlay.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -299,7 +300,8 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>) {
         }
         let sync = checkpoint.is_some() || unsynced + 1 >= APPLY_SYNC_EVERY;
         let mark = if sync { applied } else { None };
-        let result = commit(&shared.db, writes.iter().flat_map(|w| &w.ops), sync, mark);
+        let ops = coalesce(writes.iter().flat_map(|w| &w.ops));
+        let result = commit(&shared.db, ops.into_iter(), sync, mark);
         if let Some(reply) = checkpoint {
             let _ = reply.send(result.clone());
         }
@@ -319,6 +321,29 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>) {
         if let Err(e) = commit(&shared.db, std::iter::empty(), true, applied) {
             fail(shared, e);
         }
+    }
+}
+
+/// The last op for each row, in key order. Every op writes a whole row, so earlier ops
+/// on the same row in a batch are dead; and inserting in key order walks the tree once,
+/// leaf after leaf, instead of jumping about it.
+fn coalesce<'a>(ops: impl Iterator<Item = &'a Op>) -> Vec<&'a Op> {
+    let mut last: BTreeMap<(u8, &'a [u8]), &'a Op> = BTreeMap::new();
+    for op in ops {
+        last.insert(row(op), op);
+    }
+    last.into_values().collect()
+}
+
+/// Which table and key `op` writes. Segment rows share the `objects` table with objects
+/// (their 4-byte keys never equal an object's longer key).
+fn row(op: &Op) -> (u8, &[u8]) {
+    match op {
+        Op::Object { key, .. } => (0, key),
+        Op::Segment { key, .. } => (0, key),
+        Op::Hint { key, .. } => (1, key),
+        Op::Totals { owner, .. } => (2, owner),
+        Op::Node(_) => (3, &[]),
     }
 }
 
@@ -419,5 +444,61 @@ fn report(shared: &Shared, batch: &[Write]) {
 fn notify(shared: &Shared) {
     if let Some(f) = &shared.on_persisted {
         f();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &[u8], v: u8) -> Op {
+        Op::Object {
+            key: key.to_vec(),
+            record: Some(vec![v]),
+        }
+    }
+
+    #[test]
+    fn coalescing_keeps_the_last_op_per_row_in_key_order() {
+        let ops = [
+            object(b"k-2", 1),
+            Op::Segment {
+                key: *b"k-0\0",
+                hash: 5,
+            },
+            object(b"k-1", 1),
+            Op::Hint {
+                key: b"k-1".to_vec(),
+                record: None,
+            },
+            object(b"k-2", 2),
+            Op::Object {
+                key: b"k-1".to_vec(),
+                record: None,
+            },
+            Op::Node(vec![1]),
+            Op::Node(vec![2]),
+        ];
+        let got: Vec<Op> = coalesce(ops.iter()).into_iter().cloned().collect();
+        assert_eq!(
+            got,
+            vec![
+                Op::Segment {
+                    key: *b"k-0\0",
+                    hash: 5
+                },
+                Op::Object {
+                    key: b"k-1".to_vec(),
+                    record: None
+                },
+                object(b"k-2", 2),
+                // Same key, another table: both stay.
+                Op::Hint {
+                    key: b"k-1".to_vec(),
+                    record: None
+                },
+                Op::Node(vec![2]),
+            ]
+        );
     }
 }
