@@ -251,19 +251,19 @@ fn render_status(out: &mut String, s: &Status) {
     counter(
         out,
         "cairn_store_batches_total",
-        "Group commits (one fsync each with durability fsync).",
+        "Batches made durable: write-ahead log records (one fsync each with durability fsync).",
         st.batches,
     );
     counter(
         out,
         "cairn_store_writes_total",
-        "Writes committed; divided by batches: the mean batch size.",
+        "Writes made durable; divided by batches: the mean batch size.",
         st.writes,
     );
     counter(
         out,
         "cairn_store_commit_microseconds_total",
-        "Time spent committing batches (fsync included).",
+        "Time spent appending batches to the write-ahead log (fsync included).",
         st.commit_us,
     );
 }

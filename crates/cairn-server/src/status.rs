@@ -56,11 +56,11 @@ pub struct AaeSummary {
 /// What the store's writer has done.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StoreSummary {
-    /// Group commits.
+    /// Batches made durable (write-ahead log records).
     pub batches: u64,
     /// Writes in them.
     pub writes: u64,
-    /// Time committing, fsync included, in microseconds.
+    /// Time appending them to the log, fsync included, in microseconds.
     pub commit_us: u64,
 }
 

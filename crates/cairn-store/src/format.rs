@@ -6,7 +6,7 @@
 //!
 //! | table        | key                                   | value                                |
 //! |--------------|---------------------------------------|--------------------------------------|
-//! | `meta`       | a name (`format`, `node`, `session`)  | see `MetaKey`                      |
+//! | `meta`       | a name (`format`, `node`, `session`, `wal`) | see `MetaKey`                |
 //! | `objects`    | `object_key`                          | `[1] [state hash u64 LE] [encode_value]` |
 //! | `objects`    | `segment_key`: `[partition u16 BE] [segment u16 BE]` | `[segment hash u64 LE]` (absent = 0) |
 //! | `hints`      | `[owner u64 BE] [plain key]`           | `[1] [encode_value]`                 |

@@ -64,7 +64,6 @@ pub use store::{RedbStore, Stats};
 pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
 pub use writer::{
     APPLY_QUEUE_BATCHES, APPLY_SYNC_EVERY, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,
-    NONE_DURABLE_EVERY_BATCHES,
 };
 
 /// Most writes in one log record (one fsync), by default. Large enough that a batch's

@@ -135,7 +135,7 @@ impl RedbStore {
             synced: self.synced,
             identity: self.identity,
         };
-        write_session(&self.shared.db, &session, None)
+        write_session(&self.shared.db, &session)
     }
 }
 
@@ -585,16 +585,12 @@ fn read_meta(db: &Database) -> Result<Meta, StoreError> {
 }
 
 /// Writes the session record (and new node metadata) in a synced commit.
-fn write_session(db: &Database, s: &Session, node: Option<&NodeMeta>) -> Result<(), StoreError> {
+fn write_session(db: &Database, s: &Session) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(txn_error)?;
     {
         let mut meta = txn.open_table(META).map_err(table_error)?;
         meta.insert(MetaKey::SESSION, &format::session_record(s)[..])
             .map_err(storage_error)?;
-        if let Some(n) = node {
-            meta.insert(MetaKey::NODE, &format::node_record(n)[..])
-                .map_err(storage_error)?;
-        }
     }
     txn.commit().map_err(commit_error)
 }

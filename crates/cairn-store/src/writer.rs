@@ -113,11 +113,6 @@ pub(crate) struct Batching {
     pub(crate) durability: Durability,
 }
 
-/// With [`Durability::None`], nothing is synced on the way to a report; the applier still
-/// syncs redb once in [`APPLY_SYNC_EVERY`] commits. (Kept under its old name: it bounded
-/// the unsynced commits before the log existed.)
-pub const NONE_DURABLE_EVERY_BATCHES: u64 = APPLY_SYNC_EVERY;
-
 /// The applier syncs redb (a checkpoint) once in this many commits: redb reuses the pages
 /// a commit frees only after a synced commit, so without them the file would grow, and
 /// each one also bounds how much of the log a restart replays.
