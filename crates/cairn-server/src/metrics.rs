@@ -266,6 +266,12 @@ fn render_status(out: &mut String, s: &Status) {
         "Time spent appending batches to the write-ahead log (fsync included).",
         st.commit_us,
     );
+    counter(
+        out,
+        "cairn_store_applies_total",
+        "redb transactions applying logged batches to the store, each a synced checkpoint.",
+        st.applies,
+    );
 }
 
 #[cfg(test)]

@@ -62,6 +62,8 @@ pub struct StoreSummary {
     pub writes: u64,
     /// Time appending them to the log, fsync included, in microseconds.
     pub commit_us: u64,
+    /// redb transactions applying them (each a checkpoint holding many batches).
+    pub applies: u64,
 }
 
 /// A staged, uncommitted change.
@@ -187,6 +189,7 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             batches: store.batches,
             writes: store.writes,
             commit_us: u64::try_from(store.commit_time.as_micros()).unwrap_or(u64::MAX),
+            applies: store.applies,
         },
     }
 }

@@ -6,9 +6,9 @@
 //! write-ahead log beside it (`node.redb.wal`) is where writes become durable. The node
 //! stages writes from its own thread; a single writer thread appends them to the log in
 //! batches, one fsync per batch, and reports each write's [`WriteToken`] once it is
-//! durable. An applier thread then writes the batches into redb, many per unsynced
-//! transaction, syncing redb every [`APPLY_SYNC_EVERY`] commits (a checkpoint that also
-//! records how much of the log redb holds); open replays the rest of the log. The driver
+//! durable. An applier thread then writes the batches it gathered for up to
+//! [`APPLY_WAIT`] into redb in one synced transaction (a checkpoint that also records how
+//! much of the log redb holds); open replays the rest of the log. The driver
 //! drains the tokens ([`RedbStore::take_persisted`] or [`RedbStore::wait_persisted`]) and
 //! passes them to `Node::handle_persisted`; nothing is acknowledged before.
 //!
@@ -63,7 +63,8 @@ pub use open::{Recovery, Rotation, RotationReason};
 pub use store::{RedbStore, Stats};
 pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
 pub use writer::{
-    APPLY_QUEUE_BATCHES, APPLY_SYNC_EVERY, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,
+    APPLY_BYTES_MAX, APPLY_QUEUE_BATCHES, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,
+    UNAPPLIED_BYTES_MAX,
 };
 
 /// Most writes in one log record (one fsync), by default. Large enough that a batch's

@@ -119,6 +119,8 @@ impl RedbStore {
             return Ok(());
         };
         drop(tx);
+        // The applier stops once both the log writer and the store let go of its queue.
+        drop(self.hurry.take());
         if let Some(h) = self.writer.take() {
             if h.join().is_err() {
                 return Err(StoreError::Io(format!(
@@ -504,11 +506,13 @@ fn spawn(
         durability: opts.durability,
     };
     let (apply_tx, apply_rx) = sync_channel(writer::APPLY_QUEUE_BATCHES);
+    let durability = opts.durability;
+    let hurry = apply_tx.clone();
     let cannot = |e: std::io::Error| StoreError::Io(format!("{file}: cannot start a thread: {e}"));
     let for_applier = Arc::clone(&shared);
     let applier = std::thread::Builder::new()
         .name("cairn-store-apply".into())
-        .spawn(move || writer::apply_loop(&for_applier, &apply_rx))
+        .spawn(move || writer::apply_loop(&for_applier, &apply_rx, durability))
         .map_err(cannot)?;
     let for_writer = Arc::clone(&shared);
     let writer = std::thread::Builder::new()
@@ -530,6 +534,7 @@ fn spawn(
     Ok(RedbStore {
         shared,
         tx: Some(tx),
+        hurry: Some(hurry),
         writer: Some(writer),
         next_seq: 0,
         file,

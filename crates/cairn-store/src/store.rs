@@ -18,7 +18,7 @@ use crate::error::{storage_error, table_error, txn_error};
 use crate::format::{self, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Staged, StagedHint, StagedObject};
-use crate::writer::{Op, Shared, Write};
+use crate::writer::{Op, Shared, ToApply, Write};
 
 /// A node's store on one redb file. See the crate docs.
 ///
@@ -28,6 +28,8 @@ use crate::writer::{Op, Shared, Write};
 pub struct RedbStore {
     pub(crate) shared: Arc<Shared>,
     pub(crate) tx: Option<SyncSender<Write>>,
+    /// The applier's queue, for [`flush`](Self::flush) to hurry it.
+    pub(crate) hurry: Option<SyncSender<ToApply>>,
     pub(crate) writer: Option<JoinHandle<()>>,
     pub(crate) next_seq: u64,
     pub(crate) file: String,
@@ -56,6 +58,9 @@ pub struct Stats {
     pub commit_time: Duration,
     /// Staged entries not yet applied to redb.
     pub overlay_entries: usize,
+    /// redb transactions the applier committed; each holds many batches (see
+    /// [`APPLY_WAIT`](crate::APPLY_WAIT)).
+    pub applies: u64,
 }
 
 impl RedbStore {
@@ -101,6 +106,10 @@ impl RedbStore {
     /// [`take_persisted`](Self::take_persisted)) and applied to redb (out of the overlay).
     pub fn flush(&self) -> Result<(), StoreError> {
         let target = self.next_seq;
+        if let Some(hurry) = &self.hurry {
+            // An error means the applier is gone, and `done.failed` says why.
+            let _ = hurry.send(ToApply::Hurry(target));
+        }
         let mut done = self.shared.done();
         loop {
             if let Some(e) = &done.failed {
@@ -124,6 +133,7 @@ impl RedbStore {
             writes: c.writes.load(Ordering::Relaxed),
             commit_time: Duration::from_nanos(c.commit_ns.load(Ordering::Relaxed)),
             overlay_entries: self.shared.overlay().len(),
+            applies: c.applies.load(Ordering::Relaxed),
         }
     }
 

@@ -63,6 +63,9 @@ pub(crate) struct Done {
     /// Every write with a sequence number up to this one is in redb (and out of the
     /// overlay).
     pub(crate) applied: u64,
+    /// About how many bytes of writes are reported but not yet applied (the log writer
+    /// keeps it under [`UNAPPLIED_BYTES_MAX`]).
+    pub(crate) unapplied_bytes: usize,
     /// Set when the log writer or the applier failed. The log writer reports nothing
     /// after a failure of its own; a batch it logged and reported just as the applier
     /// failed is in the log and replayed at the next open.
@@ -75,6 +78,7 @@ pub(crate) struct Counters {
     pub(crate) batches: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) commit_ns: AtomicU64,
+    pub(crate) applies: AtomicU64,
 }
 
 /// State shared by the node's thread and the writer.
@@ -113,30 +117,43 @@ pub(crate) struct Batching {
     pub(crate) durability: Durability,
 }
 
-/// The applier syncs redb (a checkpoint) once in this many commits: redb reuses the pages
-/// a commit frees only after a synced commit, so without them the file would grow, and
-/// each one also bounds how much of the log a restart replays.
-pub const APPLY_SYNC_EVERY: u64 = 32;
+/// Most batches the log writer has passed on that the applier has not yet taken. A full
+/// queue blocks the log writer, and through it the stagers.
+pub const APPLY_QUEUE_BATCHES: usize = 1024;
 
-/// Most batches reported durable but not yet applied to redb. A full queue blocks the
-/// log writer, and through it the stagers: the overlay, which holds every unapplied
-/// write, stays bounded.
-pub const APPLY_QUEUE_BATCHES: usize = 64;
+/// Most bytes of writes reported durable but not yet applied to redb: the overlay holds
+/// every one of them, so this bounds its memory. The log writer waits before passing on a
+/// batch that would exceed it (unless nothing is unapplied), which blocks the stagers.
+pub const UNAPPLIED_BYTES_MAX: usize = 256 << 20;
 
 /// Most writes the applier puts in one redb transaction.
-pub const APPLY_WRITES_MAX: usize = 4096;
+pub const APPLY_WRITES_MAX: usize = 65_536;
 
-/// How long the applier gathers batches before a redb commit. Applying is off the
-/// durability path (a write is reported once it is in the log), so waiting costs only
-/// overlay memory, and it buys fewer, larger commits: less CPU and fewer pages per write.
-pub const APPLY_WAIT: Duration = Duration::from_millis(2);
+/// Most bytes of writes the applier puts in one redb transaction.
+pub const APPLY_BYTES_MAX: usize = 64 << 20;
+
+/// How long the applier gathers batches before one synced redb commit (a checkpoint,
+/// which also records how much of the log redb holds). Applying is off the durability
+/// path (a write is reported once it is in the log), so waiting costs only overlay
+/// memory and replay length at the next open. It buys far fewer commits: a redb commit
+/// costs hundreds of microseconds however small, and a row written many times in the
+/// window is written once. A [`flush`](crate::RedbStore::flush) does not wait for it.
+pub const APPLY_WAIT: Duration = Duration::from_millis(200);
 
 /// What the log writer hands the applier.
 pub(crate) enum ToApply {
-    /// A batch reported durable, and where its record ends in the log.
-    Batch { writes: Vec<Write>, at: Applied },
+    /// A batch reported durable, where its record ends in the log, and about how many
+    /// bytes its writes hold (see [`UNAPPLIED_BYTES_MAX`]).
+    Batch {
+        writes: Vec<Write>,
+        at: Applied,
+        bytes: usize,
+    },
     /// Apply everything before this, sync redb, then answer.
     Checkpoint(SyncSender<Result<(), StoreError>>),
+    /// Someone waits for every write up to this sequence number to be applied: commit as
+    /// soon as it is gathered rather than at the end of [`APPLY_WAIT`].
+    Hurry(u64),
 }
 
 /// The log writer's loop: appends each batch to the log, syncs it, reports it durable and
@@ -150,7 +167,7 @@ pub(crate) fn run(
     batching: Batching,
     apply: &SyncSender<ToApply>,
 ) {
-    while let Some(batch) = next_batch(rx, batching) {
+    while let Some((batch, bytes)) = next_batch(rx, batching) {
         let started = Instant::now();
         let result = log(&mut wal, &batch, batching.durability);
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -167,7 +184,15 @@ pub(crate) fn run(
             epoch: wal.epoch(),
             end: wal.end(),
         };
-        if apply.send(ToApply::Batch { writes: batch, at }).is_err() {
+        if !reserve_unapplied(shared, bytes) {
+            return; // The applier failed and recorded why.
+        }
+        let batch = ToApply::Batch {
+            writes: batch,
+            at,
+            bytes,
+        };
+        if apply.send(batch).is_err() {
             return; // The applier failed and recorded why.
         }
         if wal.wants_restart() {
@@ -233,7 +258,25 @@ fn write_bytes(w: &Write) -> usize {
         .sum()
 }
 
-fn next_batch(rx: &Receiver<Write>, b: Batching) -> Option<Vec<Write>> {
+/// Waits until `bytes` more fit under [`UNAPPLIED_BYTES_MAX`] (or nothing is unapplied)
+/// and counts them; false if the store failed meanwhile.
+fn reserve_unapplied(shared: &Shared, bytes: usize) -> bool {
+    let mut done = shared.done();
+    while done.failed.is_none()
+        && done.unapplied_bytes > 0
+        && done.unapplied_bytes.saturating_add(bytes) > UNAPPLIED_BYTES_MAX
+    {
+        done = match shared.done_cv.wait(done) {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+    }
+    done.unapplied_bytes = done.unapplied_bytes.saturating_add(bytes);
+    done.failed.is_none()
+}
+
+/// The next batch and about how many bytes its writes hold.
+fn next_batch(rx: &Receiver<Write>, b: Batching) -> Option<(Vec<Write>, usize)> {
     let first = rx.recv().ok()?;
     let mut bytes = write_bytes(&first);
     let mut batch = vec![first];
@@ -260,43 +303,51 @@ fn next_batch(rx: &Receiver<Write>, b: Batching) -> Option<Vec<Write>> {
             }
         }
     }
-    Some(batch)
+    Some((batch, bytes))
 }
 
-/// The applier's loop: applies what the log writer reported, many batches per redb
-/// transaction, syncing redb once in [`APPLY_SYNC_EVERY`] commits and at every
-/// checkpoint; then drops the applied writes from the overlay (reads find them in redb
-/// from then on). When the log writer is gone it makes a last synced commit, so a clean
-/// close leaves nothing to replay.
-pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>) {
-    let mut unsynced = 0u64;
+/// The applier's loop: gathers what the log writer reported for [`APPLY_WAIT`] (less if
+/// [`APPLY_WRITES_MAX`] or [`APPLY_BYTES_MAX`] fill up, a checkpoint is asked for, or a
+/// flush waits), applies it in one synced redb transaction that also records how much of
+/// the log redb holds, then drops the applied writes from the overlay (reads find them in
+/// redb from then on). When the log writer and the store are gone it makes a last commit,
+/// so a clean close leaves nothing to replay.
+///
+/// With [`Durability::None`] only checkpoints and the last commit are synced, like the
+/// log.
+pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Durability) {
     let mut applied: Option<Applied> = None;
     let mut synced_at: Option<Applied> = None;
+    let mut hurry = 0u64;
     while let Ok(first) = rx.recv() {
-        let mut writes: Vec<Write> = Vec::new();
+        let mut gather = Gather::default();
         let mut checkpoint = None;
         let mut next = Some(first);
         let deadline = Instant::now() + APPLY_WAIT;
         while let Some(msg) = next.take() {
             match msg {
-                ToApply::Batch { writes: w, at } => {
-                    writes.extend(w);
+                ToApply::Batch { writes, at, bytes } => {
+                    gather.add(writes, bytes);
                     applied = Some(at);
                 }
                 ToApply::Checkpoint(reply) => {
                     checkpoint = Some(reply);
                     break;
                 }
+                ToApply::Hurry(seq) => hurry = hurry.max(seq),
             }
-            if writes.len() < APPLY_WRITES_MAX {
-                let left = deadline.saturating_duration_since(Instant::now());
-                next = rx.recv_timeout(left).ok();
+            if gather.is_full() || (hurry > 0 && gather.last_seq() >= hurry) {
+                break;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            next = rx.recv_timeout(left).ok();
         }
-        let sync = checkpoint.is_some() || unsynced + 1 >= APPLY_SYNC_EVERY;
-        let mark = if sync { applied } else { None };
-        let ops = coalesce(writes.iter().flat_map(|w| &w.ops));
-        let result = commit(&shared.db, ops.into_iter(), sync, mark);
+        if gather.writes.is_empty() && checkpoint.is_none() {
+            continue; // Only a hurry for writes already applied.
+        }
+        let ops = coalesce(gather.writes.iter().flat_map(|w| &w.ops));
+        let sync = durability == Durability::Fsync || checkpoint.is_some();
+        let result = commit(&shared.db, ops.into_iter(), sync, applied);
         if let Some(reply) = checkpoint {
             let _ = reply.send(result.clone());
         }
@@ -304,18 +355,42 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>) {
             fail(shared, e);
             return;
         }
+        shared.counters.applies.fetch_add(1, Ordering::Relaxed);
         if sync {
-            unsynced = 0;
             synced_at = applied;
-        } else {
-            unsynced += 1;
         }
-        forget(shared, &writes);
+        if gather.last_seq() >= hurry {
+            hurry = 0;
+        }
+        forget(shared, &gather);
     }
     if applied != synced_at {
         if let Err(e) = commit(&shared.db, std::iter::empty(), true, applied) {
             fail(shared, e);
         }
+    }
+}
+
+/// The batches one applier transaction holds.
+#[derive(Default)]
+struct Gather {
+    writes: Vec<Write>,
+    bytes: usize,
+}
+
+impl Gather {
+    fn add(&mut self, writes: Vec<Write>, bytes: usize) {
+        self.writes.extend(writes);
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
+
+    fn is_full(&self) -> bool {
+        self.writes.len() >= APPLY_WRITES_MAX || self.bytes >= APPLY_BYTES_MAX
+    }
+
+    /// The sequence number of the last write gathered (0 if none).
+    fn last_seq(&self) -> u64 {
+        self.writes.last().map_or(0, |w| w.seq)
     }
 }
 
@@ -342,18 +417,22 @@ fn row(op: &Op) -> (u8, &[u8]) {
     }
 }
 
-/// Drops applied writes from the overlay.
-fn forget(shared: &Shared, writes: &[Write]) {
-    let Some(last) = writes.last().map(|w| w.seq) else {
+/// Drops applied writes from the overlay and their bytes from the unapplied count.
+fn forget(shared: &Shared, gather: &Gather) {
+    let Some(last) = gather.writes.last().map(|w| w.seq) else {
         return;
     };
     {
         let mut overlay = shared.overlay();
-        for w in writes {
+        for w in &gather.writes {
             overlay.forget(&w.ops, last);
         }
     }
-    shared.done().applied = last;
+    {
+        let mut done = shared.done();
+        done.applied = last;
+        done.unapplied_bytes = done.unapplied_bytes.saturating_sub(gather.bytes);
+    }
     shared.done_cv.notify_all();
 }
 
@@ -451,6 +530,60 @@ mod tests {
             key: key.to_vec(),
             record: Some(vec![v]),
         }
+    }
+
+    fn shared() -> Shared {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        Shared {
+            db,
+            overlay: Mutex::default(),
+            done: Mutex::default(),
+            done_cv: Condvar::new(),
+            on_persisted: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Reserves `bytes` on another thread; the receiver gets whether it succeeded.
+    fn reserve_on_a_thread(shared: &Arc<Shared>, bytes: usize) -> Receiver<bool> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = Arc::clone(shared);
+        std::thread::spawn(move || tx.send(reserve_unapplied(&shared, bytes)));
+        rx
+    }
+
+    #[test]
+    fn the_log_writer_waits_while_too_much_is_unapplied() {
+        let shared = Arc::new(shared());
+        // Nothing unapplied: a batch as large as the bound still goes through.
+        assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
+        let waiting = reserve_on_a_thread(&shared, 1);
+        assert!(
+            waiting.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a batch passed the bound"
+        );
+        let applied = Gather {
+            writes: vec![Write {
+                seq: 1,
+                ops: vec![],
+            }],
+            bytes: UNAPPLIED_BYTES_MAX,
+        };
+        forget(&shared, &applied);
+        assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(true));
+        assert_eq!(shared.done().unapplied_bytes, 1);
+        assert_eq!(shared.done().applied, 1);
+    }
+
+    #[test]
+    fn a_failure_releases_a_waiting_log_writer() {
+        let shared = Arc::new(shared());
+        assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
+        let waiting = reserve_on_a_thread(&shared, 1);
+        fail_with(&shared, "the disk went away");
+        assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(false));
     }
 
     #[test]

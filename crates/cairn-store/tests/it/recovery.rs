@@ -399,6 +399,52 @@ fn group_commit_shares_fsyncs_and_wakes_the_driver() {
 }
 
 #[test]
+fn the_applier_puts_many_log_batches_in_one_redb_transaction() {
+    let dir = TempDir::new("applies");
+    let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    let mut rng = Rng::new(5);
+    for _ in 0..40 {
+        // One write at a time, each durable before the next (one log batch each), and
+        // spread out in time as a node's writes are.
+        let token = s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+        while !s
+            .wait_persisted(Duration::from_secs(10))
+            .unwrap()
+            .contains(&token)
+        {}
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.flush().unwrap();
+    let stats = s.stats();
+    assert!(stats.batches >= 40, "{stats:?}");
+    assert!(
+        stats.applies * 4 <= stats.batches,
+        "{stats:?}: the applier committed about once per log batch"
+    );
+}
+
+#[test]
+fn a_flush_hurries_the_applier_instead_of_waiting_out_its_gathering() {
+    let dir = TempDir::new("hurry");
+    let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    let mut rng = Rng::new(6);
+    let rounds = 30;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.stats().overlay_entries, 0, "a flush applies");
+    }
+    // Waiting out the window each time would take `rounds` windows; a flush that hurries
+    // takes a log fsync and a redb commit. Half the windows is a loose bound.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < cairn_store::APPLY_WAIT * rounds / 2,
+        "{rounds} flushes took {elapsed:?}"
+    );
+}
+
+#[test]
 fn a_full_queue_blocks_the_stager_until_the_writer_catches_up() {
     let dir = TempDir::new("queue");
     let mut o = opts(Durability::None);
