@@ -122,6 +122,10 @@ pub(crate) struct BenchArgs {
     /// Bucket to use (default: a fresh one per run, so counters start at zero).
     #[arg(long)]
     bucket: Option<String>,
+    /// Threads of the load generator. One, like redis-benchmark's default, leaves the
+    /// other cores to the servers; raise it when one core cannot drive them.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// How requests reach the cluster.
@@ -451,10 +455,14 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == Some(0) || args.rate == Some(0) {
         return Err("--concurrency and --rate must be at least 1".into());
     }
+    if !(1..=256).contains(&args.threads) {
+        return Err("--threads must be 1..=256".into());
+    }
     if args.batch > 1 && args.http {
         return Err("--batch needs the native protocol (drop --http)".into());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;

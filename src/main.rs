@@ -110,6 +110,9 @@ struct ServerArgs {
     /// How long a first start keeps asking the --join node, in milliseconds [default: 30000].
     #[arg(long)]
     join_patience_ms: Option<u64>,
+    /// Threads serving QUIC and HTTP [default: half the cores, at least 1].
+    #[arg(long)]
+    io_threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -296,6 +299,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         tls_key: args.tls_key,
         clock_offset_ms: args.clock_offset_ms,
         join_patience_ms: args.join_patience_ms,
+        io_threads: args.io_threads,
     };
     let config = file
         .layer(env)
@@ -303,6 +307,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         .validate()
         .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.io_threads)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
