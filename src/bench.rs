@@ -461,11 +461,21 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     if args.batch > 1 && args.http {
         return Err("--batch needs the native protocol (drop --http)".into());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    // One thread is a current-thread runtime: it runs woken tasks in order, so requests
+    // that workers issue together leave in shared QUIC packets (the multi-thread
+    // scheduler runs a woken connection driver at once, one packet per request). It
+    // measured 15 -> 10 us of load-generator CPU per increment.
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| e.to_string())?;
     runtime.block_on(bench(args))
 }
 
