@@ -7,8 +7,9 @@
 //! stages writes from its own thread; a single writer thread appends them to the log in
 //! batches, one fsync per batch, and reports each write's [`WriteToken`] once it is
 //! durable. An applier thread then writes the batches it gathered for up to
-//! [`APPLY_WAIT`] into redb in one synced transaction (a checkpoint that also records how
-//! much of the log redb holds); open replays the rest of the log. The driver
+//! [`APPLY_WAIT`] into redb in one transaction (synced with [`Durability::Fsync`]: a
+//! checkpoint) that also records how much of the log redb holds; open replays the rest of
+//! the log. The driver
 //! drains the tokens ([`RedbStore::take_persisted`] or [`RedbStore::wait_persisted`]) and
 //! passes them to `Node::handle_persisted`; nothing is acknowledged before.
 //!

@@ -512,23 +512,23 @@ fn spawn(
     let for_applier = Arc::clone(&shared);
     let applier = std::thread::Builder::new()
         .name("cairn-store-apply".into())
-        .spawn(move || writer::apply_loop(&for_applier, &apply_rx, durability))
+        .spawn(move || {
+            writer::guarded(&for_applier, "applier", || {
+                writer::apply_loop(&for_applier, &apply_rx, durability);
+            });
+        })
         .map_err(cannot)?;
     let for_writer = Arc::clone(&shared);
     let writer = std::thread::Builder::new()
         .name("cairn-store-writer".into())
         .spawn(move || {
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writer::guarded(&for_writer, "writer", || {
                 writer::run(&for_writer, &rx, wal, batching, &apply_tx);
-            }));
-            if run.is_err() {
-                writer::fail_with(&for_writer, "the writer thread panicked");
-            }
+            });
             // The applier finishes what it has once the log writer is gone.
             drop(apply_tx);
-            if applier.join().is_err() {
-                writer::fail_with(&for_writer, "the applier thread panicked");
-            }
+            // The applier records its own panic (`guarded`).
+            let _ = applier.join();
         })
         .map_err(cannot)?;
     Ok(RedbStore {

@@ -106,7 +106,8 @@ impl RedbStore {
     /// [`take_persisted`](Self::take_persisted)) and applied to redb (out of the overlay).
     pub fn flush(&self) -> Result<(), StoreError> {
         let target = self.next_seq;
-        if let Some(hurry) = &self.hurry {
+        let applied = self.shared.done().applied;
+        if let (Some(hurry), true) = (&self.hurry, applied < target) {
             // An error means the applier is gone, and `done.failed` says why.
             let _ = hurry.send(ToApply::Hurry(target));
         }

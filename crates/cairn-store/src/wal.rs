@@ -4,9 +4,9 @@
 //! dirtied, scattered over the file. A log append costs one sequential write and an
 //! fsync of a page or two. So the writer appends each batch to this log, syncs it and
 //! reports the batch durable; a second thread applies batches to redb afterwards, many
-//! at a time, in commits that are not synced, and syncs redb now and then (a
-//! *checkpoint*). Reads never look here: until a batch is applied its writes are in the
-//! overlay.
+//! at a time (up to `APPLY_WAIT` of them), each commit synced (a *checkpoint*; with
+//! `Durability::None` only those the log's restart asks for). Reads never look here:
+//! until a batch is applied its writes are in the overlay.
 //!
 //! ## The file, byte by byte
 //!
@@ -29,8 +29,9 @@
 //!
 //! ## What redb and the log agree on
 //!
-//! Every synced redb commit made by the applier records in `meta` the epoch and the end
-//! offset of the last record it applied (`wal` record, [`Applied`]). At open:
+//! Every redb commit made by the applier records in `meta`, with the writes it applies,
+//! the epoch and the end offset of the last record it applied (`wal` record,
+//! [`Applied`]). At open:
 //! - the header's epoch equals the recorded one: records from the recorded offset on are
 //!   replayed;
 //! - the header's *previous* lap (epoch and end) equals the recorded one: the log was

@@ -121,9 +121,11 @@ pub(crate) struct Batching {
 /// queue blocks the log writer, and through it the stagers.
 pub const APPLY_QUEUE_BATCHES: usize = 1024;
 
-/// Most bytes of writes reported durable but not yet applied to redb: the overlay holds
-/// every one of them, so this bounds its memory. The log writer waits before passing on a
-/// batch that would exceed it (unless nothing is unapplied), which blocks the stagers.
+/// Most bytes of writes reported durable but not yet applied to redb, as `write_bytes`
+/// counts them: the overlay holds every one of them (and the applier's queue a second
+/// copy), so this bounds their memory to about twice it. The log writer waits before
+/// passing on a batch that would exceed it (unless nothing is unapplied: one batch, at
+/// most [`BATCH_BYTES_MAX`], always goes), which blocks the stagers.
 pub const UNAPPLIED_BYTES_MAX: usize = 256 << 20;
 
 /// Most writes the applier puts in one redb transaction.
@@ -222,6 +224,15 @@ fn restart(wal: &mut Wal, apply: &SyncSender<ToApply>) -> Result<(), StoreError>
     wal.restart_in_place()
 }
 
+/// Runs a store thread's loop, recording a panic in it as the store's failure, so that
+/// nothing waits for a thread that is gone (the log writer for room the applier would
+/// have freed, a flush for an apply).
+pub(crate) fn guarded(shared: &Shared, thread: &str, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        fail_with(shared, &format!("the {thread} thread panicked"));
+    }
+}
+
 /// Records a failure described by `what` (see [`fail`]).
 pub(crate) fn fail_with(shared: &Shared, what: &str) {
     fail(shared, StoreError::Io(what.to_string()));
@@ -243,17 +254,26 @@ fn fail(shared: &Shared, e: StoreError) {
 /// value, far below that).
 pub const BATCH_BYTES_MAX: usize = 64 << 20;
 
-/// About how many bytes a write's ops take in the log.
+/// What one op costs in memory beyond its key and record bytes (its `Op`, its overlay
+/// entry and their allocations), for [`write_bytes`].
+const OP_OVERHEAD_BYTES: usize = 128;
+
+/// About how many bytes a write's ops take in the log, plus [`OP_OVERHEAD_BYTES`] each:
+/// what the write holds in memory until it is applied, once in the queue to the applier
+/// and once in the overlay (so memory is about twice the sum).
 fn write_bytes(w: &Write) -> usize {
     w.ops
         .iter()
-        .map(|op| match op {
-            Op::Object { key, record } | Op::Hint { key, record } => {
-                key.len() + record.as_ref().map_or(0, Vec::len) + 9
-            }
-            Op::Segment { .. } => 13,
-            Op::Totals { .. } => 25,
-            Op::Node(r) => r.len() + 5,
+        .map(|op| {
+            OP_OVERHEAD_BYTES
+                + match op {
+                    Op::Object { key, record } | Op::Hint { key, record } => {
+                        key.len() + record.as_ref().map_or(0, Vec::len) + 9
+                    }
+                    Op::Segment { .. } => 13,
+                    Op::Totals { .. } => 25,
+                    Op::Node(r) => r.len() + 5,
+                }
         })
         .sum()
 }
@@ -319,6 +339,9 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
     let mut applied: Option<Applied> = None;
     let mut synced_at: Option<Applied> = None;
     let mut hurry = 0u64;
+    // The last write applied: a hurry for it or an earlier one is stale (a flush's hurry
+    // can arrive after the commit that covered it).
+    let mut done_seq = 0u64;
     while let Ok(first) = rx.recv() {
         let mut gather = Gather::default();
         let mut checkpoint = None;
@@ -334,7 +357,8 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
                     checkpoint = Some(reply);
                     break;
                 }
-                ToApply::Hurry(seq) => hurry = hurry.max(seq),
+                ToApply::Hurry(seq) if seq > done_seq => hurry = hurry.max(seq),
+                ToApply::Hurry(_) => {}
             }
             if gather.is_full() || (hurry > 0 && gather.last_seq() >= hurry) {
                 break;
@@ -359,7 +383,8 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
         if sync {
             synced_at = applied;
         }
-        if gather.last_seq() >= hurry {
+        done_seq = done_seq.max(gather.last_seq());
+        if done_seq >= hurry {
             hurry = 0;
         }
         forget(shared, &gather);
@@ -582,8 +607,32 @@ mod tests {
         let shared = Arc::new(shared());
         assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
         let waiting = reserve_on_a_thread(&shared, 1);
+        assert!(
+            waiting.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a batch passed the bound"
+        );
         fail_with(&shared, "the disk went away");
         assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(false));
+    }
+
+    #[test]
+    fn a_panicking_store_thread_fails_the_store_and_releases_its_waiters() {
+        let shared = Arc::new(shared());
+        assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
+        let waiting = reserve_on_a_thread(&shared, 1);
+        assert!(waiting.recv_timeout(Duration::from_millis(100)).is_err());
+        let for_thread = Arc::clone(&shared);
+        std::thread::spawn(move || guarded(&for_thread, "applier", || panic!("redb asserted")))
+            .join()
+            .unwrap();
+        assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(false));
+        let failed = shared.done().failed.clone().map(|e| e.to_string());
+        assert!(
+            failed
+                .as_deref()
+                .is_some_and(|e| e.contains("applier thread panicked")),
+            "{failed:?}"
+        );
     }
 
     #[test]

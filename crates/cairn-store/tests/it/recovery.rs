@@ -401,8 +401,11 @@ fn group_commit_shares_fsyncs_and_wakes_the_driver() {
 #[test]
 fn the_applier_puts_many_log_batches_in_one_redb_transaction() {
     let dir = TempDir::new("applies");
-    let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    let mut o = opts(Durability::Fsync);
+    o.wal_restart_bytes = cairn_store::WAL_RESTART_BYTES; // no log restarts (checkpoints)
+    let mut s = RedbStore::open(dir.file(), o).unwrap();
     let mut rng = Rng::new(5);
+    let started = std::time::Instant::now();
     for _ in 0..40 {
         // One write at a time, each durable before the next (one log batch each), and
         // spread out in time as a node's writes are.
@@ -414,12 +417,16 @@ fn the_applier_puts_many_log_batches_in_one_redb_transaction() {
         {}
         std::thread::sleep(Duration::from_millis(5));
     }
+    let windows = started.elapsed().as_millis() / cairn_store::APPLY_WAIT.as_millis();
     s.flush().unwrap();
     let stats = s.stats();
     assert!(stats.batches >= 40, "{stats:?}");
+    // One commit per window the loop spanned, one for the flush, one spare: however slow
+    // the disk, never one per batch.
+    let most = u64::try_from(windows).unwrap() + 2;
     assert!(
-        stats.applies * 4 <= stats.batches,
-        "{stats:?}: the applier committed about once per log batch"
+        stats.applies <= most && stats.applies * 2 <= stats.batches,
+        "{stats:?}, at most {most}: the applier committed about once per log batch"
     );
 }
 
@@ -428,19 +435,21 @@ fn a_flush_hurries_the_applier_instead_of_waiting_out_its_gathering() {
     let dir = TempDir::new("hurry");
     let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
     let mut rng = Rng::new(6);
-    let rounds = 30;
-    let started = std::time::Instant::now();
-    for _ in 0..rounds {
+    let mut took = Vec::new();
+    for _ in 0..31 {
         s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+        let started = std::time::Instant::now();
         s.flush().unwrap();
+        took.push(started.elapsed());
         assert_eq!(s.stats().overlay_entries, 0, "a flush applies");
     }
-    // Waiting out the window each time would take `rounds` windows; a flush that hurries
-    // takes a log fsync and a redb commit. Half the windows is a loose bound.
-    let elapsed = started.elapsed();
+    // Waiting out the window takes about `APPLY_WAIT` per flush; a flush that hurries
+    // takes a log fsync and a redb commit. The median against half the window is loose.
+    took.sort();
+    let median = took[took.len() / 2];
     assert!(
-        elapsed < cairn_store::APPLY_WAIT * rounds / 2,
-        "{rounds} flushes took {elapsed:?}"
+        median < cairn_store::APPLY_WAIT / 2,
+        "median flush {median:?}, all {took:?}"
     );
 }
 
