@@ -29,7 +29,13 @@ pub struct SegmentId(pub u16);
 /// It costs one encoding of the state per write, O(size of the value); see ARCHITECTURE.md
 /// for why not a causal summary.
 pub fn state_hash(value: &Value) -> u64 {
-    xxh3_64(&cairn_proto::encode_value(value))
+    state_hash_of_encoding(&cairn_proto::encode_value(value))
+}
+
+/// [`state_hash`] of a value from its encoding (`cairn_proto::encode_value`), for callers
+/// that encode it anyway.
+pub fn state_hash_of_encoding(encoded: &[u8]) -> u64 {
+    xxh3_64(encoded)
 }
 
 /// A key's contribution to its segment.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn_core::aae::{leaf, segment_of, state_hash, SegmentId, Tree, SEGMENTS};
+use cairn_core::aae::{leaf, segment_of, state_hash_of_encoding, SegmentId, Tree, SEGMENTS};
 use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
@@ -170,10 +170,12 @@ impl RedbStore {
     }
 
     /// Stages `new` for `key` with its segment hash.
+    /// Stages object `key`: `new` is its value with that value's encoding, or `None` to
+    /// remove it.
     fn stage_stored(
         &mut self,
         key: ObjectKey,
-        new: Option<StagedObject>,
+        new: Option<(StagedObject, Vec<u8>)>,
     ) -> Result<WriteToken, StoreError> {
         self.check_writable()?;
         let k = format::object_key(&key);
@@ -181,6 +183,7 @@ impl RedbStore {
         let partition = key.partition;
         let seg_key = format::segment_key(key.partition, segment);
         let (old, seg_old) = self.current_hash_and_segment(&k, &seg_key)?;
+        let (new, encoded) = new.unzip();
         let new_hash = new.as_ref().map(|s| s.hash);
         let mut seg = seg_old;
         if let Some(h) = old {
@@ -191,7 +194,8 @@ impl RedbStore {
         }
         let record = new
             .as_ref()
-            .map(|s| format::object_record(s.hash, &cairn_proto::encode_value(&s.value)));
+            .zip(encoded)
+            .map(|(s, encoded)| format::object_record(s.hash, &encoded));
         let ops = vec![
             Op::Object {
                 key: k.clone(),
@@ -406,8 +410,10 @@ impl Store for RedbStore {
     }
 
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {
-        let hash = state_hash(&value);
-        self.stage_stored(key, Some(StagedObject { value, hash }))
+        // One encoding serves both the state hash and the record.
+        let encoded = cairn_proto::encode_value(&value);
+        let hash = state_hash_of_encoding(&encoded);
+        self.stage_stored(key, Some((StagedObject { value, hash }, encoded)))
     }
 
     fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError> {
