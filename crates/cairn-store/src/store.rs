@@ -106,6 +106,8 @@ impl RedbStore {
     /// [`take_persisted`](Self::take_persisted)) and applied to redb (out of the overlay).
     pub fn flush(&self) -> Result<(), StoreError> {
         let target = self.next_seq;
+        // Not under the lock held below: the send may wait for the applier, which takes
+        // that lock to report what it applied.
         let applied = self.shared.done().applied;
         if let (Some(hurry), true) = (&self.hurry, applied < target) {
             // An error means the applier is gone, and `done.failed` says why.
@@ -119,10 +121,7 @@ impl RedbStore {
             if (done.committed >= target && done.applied >= target) || self.writer.is_none() {
                 return Ok(());
             }
-            done = match self.shared.done_cv.wait(done) {
-                Ok(d) => d,
-                Err(p) => p.into_inner(),
-            };
+            done = self.shared.wait_done(done);
         }
     }
 
@@ -169,7 +168,6 @@ impl RedbStore {
         }
     }
 
-    /// Stages `new` for `key` with its segment hash.
     /// Stages object `key`: `new` is its value with that value's encoding, or `None` to
     /// remove it.
     fn stage_stored(

@@ -429,38 +429,34 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// A row write (`tags.0`, key, record) or removal (`tags.1`, key).
+fn put_row(out: &mut Vec<u8>, tags: (u8, u8), key: &[u8], record: Option<&[u8]>) {
+    out.push(if record.is_some() { tags.0 } else { tags.1 });
+    put_bytes(out, key);
+    if let Some(r) = record {
+        put_bytes(out, r);
+    }
+}
+
 /// Ops as bytes: a tag, then the op's fields (byte strings as `[len u32 LE] [bytes]`).
 pub(crate) fn encode_ops<'a>(ops: impl Iterator<Item = &'a Op>, out: &mut Vec<u8>) {
     for op in ops {
         match op {
-            Op::Object {
-                key,
-                record: Some(r),
-            } => {
-                out.push(TAG_OBJECT);
-                put_bytes(out, key);
-                put_bytes(out, r);
-            }
-            Op::Object { key, record: None } => {
-                out.push(TAG_OBJECT_REMOVAL);
-                put_bytes(out, key);
+            Op::Object { key, record } => {
+                put_row(
+                    out,
+                    (TAG_OBJECT, TAG_OBJECT_REMOVAL),
+                    key,
+                    record.as_deref(),
+                );
             }
             Op::Segment { key, hash } => {
                 out.push(TAG_SEGMENT);
                 out.extend_from_slice(key);
                 out.extend_from_slice(&hash.to_le_bytes());
             }
-            Op::Hint {
-                key,
-                record: Some(r),
-            } => {
-                out.push(TAG_HINT);
-                put_bytes(out, key);
-                put_bytes(out, r);
-            }
-            Op::Hint { key, record: None } => {
-                out.push(TAG_HINT_REMOVAL);
-                put_bytes(out, key);
+            Op::Hint { key, record } => {
+                put_row(out, (TAG_HINT, TAG_HINT_REMOVAL), key, record.as_deref());
             }
             Op::Totals { owner, totals } => {
                 out.push(TAG_TOTALS);

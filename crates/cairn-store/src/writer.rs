@@ -107,6 +107,12 @@ impl Shared {
     pub(crate) fn done(&self) -> MutexGuard<'_, Done> {
         self.done.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits on `done_cv` with `done` locked (as [`done`](Self::done) does, never
+    /// poisoned).
+    pub(crate) fn wait_done<'a>(&self, done: MutexGuard<'a, Done>) -> MutexGuard<'a, Done> {
+        self.done_cv.wait(done).unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The group-commit settings the writer needs.
@@ -249,9 +255,9 @@ fn fail(shared: &Shared, e: StoreError) {
     notify(shared);
 }
 
-/// A batch stops growing once its writes hold this many bytes of keys and records, so a
-/// log record stays far below its 4 GiB limit (one write is bounded by the largest
-/// value, far below that).
+/// A batch stops growing once its writes hold this many bytes (as `write_bytes` counts
+/// them, at least their keys and records), so a log record stays far below its 4 GiB
+/// limit (one write is bounded by the largest value, far below that).
 pub const BATCH_BYTES_MAX: usize = 64 << 20;
 
 /// What one op costs in memory beyond its key and record bytes (its `Op`, its overlay
@@ -286,10 +292,7 @@ fn reserve_unapplied(shared: &Shared, bytes: usize) -> bool {
         && done.unapplied_bytes > 0
         && done.unapplied_bytes.saturating_add(bytes) > UNAPPLIED_BYTES_MAX
     {
-        done = match shared.done_cv.wait(done) {
-            Ok(d) => d,
-            Err(p) => p.into_inner(),
-        };
+        done = shared.wait_done(done);
     }
     done.unapplied_bytes = done.unapplied_bytes.saturating_add(bytes);
     done.failed.is_none()
@@ -571,24 +574,25 @@ mod tests {
         }
     }
 
-    /// Reserves `bytes` on another thread; the receiver gets whether it succeeded.
-    fn reserve_on_a_thread(shared: &Arc<Shared>, bytes: usize) -> Receiver<bool> {
+    /// Fills the unapplied bound, then reserves one more byte on another thread and
+    /// checks that it waits; the receiver gets whether that reservation succeeded.
+    fn a_waiting_log_writer(shared: &Arc<Shared>) -> Receiver<bool> {
+        // Nothing unapplied: a batch as large as the bound still goes through.
+        assert!(reserve_unapplied(shared, UNAPPLIED_BYTES_MAX));
         let (tx, rx) = std::sync::mpsc::channel();
-        let shared = Arc::clone(shared);
-        std::thread::spawn(move || tx.send(reserve_unapplied(&shared, bytes)));
+        let for_thread = Arc::clone(shared);
+        std::thread::spawn(move || tx.send(reserve_unapplied(&for_thread, 1)));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a batch passed the bound"
+        );
         rx
     }
 
     #[test]
     fn the_log_writer_waits_while_too_much_is_unapplied() {
         let shared = Arc::new(shared());
-        // Nothing unapplied: a batch as large as the bound still goes through.
-        assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
-        let waiting = reserve_on_a_thread(&shared, 1);
-        assert!(
-            waiting.recv_timeout(Duration::from_millis(100)).is_err(),
-            "a batch passed the bound"
-        );
+        let waiting = a_waiting_log_writer(&shared);
         let applied = Gather {
             writes: vec![Write {
                 seq: 1,
@@ -605,12 +609,7 @@ mod tests {
     #[test]
     fn a_failure_releases_a_waiting_log_writer() {
         let shared = Arc::new(shared());
-        assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
-        let waiting = reserve_on_a_thread(&shared, 1);
-        assert!(
-            waiting.recv_timeout(Duration::from_millis(100)).is_err(),
-            "a batch passed the bound"
-        );
+        let waiting = a_waiting_log_writer(&shared);
         fail_with(&shared, "the disk went away");
         assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(false));
     }
@@ -618,9 +617,7 @@ mod tests {
     #[test]
     fn a_panicking_store_thread_fails_the_store_and_releases_its_waiters() {
         let shared = Arc::new(shared());
-        assert!(reserve_unapplied(&shared, UNAPPLIED_BYTES_MAX));
-        let waiting = reserve_on_a_thread(&shared, 1);
-        assert!(waiting.recv_timeout(Duration::from_millis(100)).is_err());
+        let waiting = a_waiting_log_writer(&shared);
         let for_thread = Arc::clone(&shared);
         std::thread::spawn(move || guarded(&for_thread, "applier", || panic!("redb asserted")))
             .join()
