@@ -27,6 +27,10 @@ const CRYPTO_ERROR_BASE: u64 = 0x100;
 /// flow control bounds that).
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
+/// Largest payload copied behind its header to be written in one call; larger ones are
+/// written after the header, not copied.
+const COALESCE_BYTES_MAX: usize = 64 << 10;
+
 /// Why reading a frame failed: the bytes were bad (answer with an error frame) or the
 /// stream itself broke (nothing can be answered).
 #[derive(Debug)]
@@ -43,8 +47,16 @@ pub(crate) async fn write_frame(
     max: usize,
 ) -> Result<(), NetError> {
     let header = frame::encode_header(kind, payload.len(), max)?;
-    send.write_all(&header).await.map_err(write_error)?;
-    send.write_all(payload).await.map_err(write_error)?;
+    if payload.len() <= COALESCE_BYTES_MAX {
+        // One write, so one pass through the connection's lock and one wake of its driver.
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(payload);
+        send.write_all(&frame).await.map_err(write_error)?;
+    } else {
+        send.write_all(&header).await.map_err(write_error)?;
+        send.write_all(payload).await.map_err(write_error)?;
+    }
     finish(send)
 }
 

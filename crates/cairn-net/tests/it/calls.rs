@@ -92,6 +92,32 @@ async fn handler_errors_come_back_as_remote_errors() {
 }
 
 #[tokio::test]
+async fn a_panicking_handler_costs_one_error_reply_not_the_connection() {
+    bounded(async {
+        let ca = Ca::generate("test CA").unwrap();
+        let server = echo_server(&node(&ca, "n1"));
+        let sdk = Endpoint::client(&client(&ca, "alice"), NetConfig::default()).unwrap();
+
+        let error = sdk
+            .call(server.addr, Alpn::Client, b"panic")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, NetError::Remote(m) if m == "handler failed: asked to panic"),
+            "{error}"
+        );
+        assert_eq!(
+            sdk.call(server.addr, Alpn::Client, b"ok").await.unwrap(),
+            b"Cok"
+        );
+        assert_eq!(sdk.connection_count(), 1, "the connection survived");
+        sdk.close().await;
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn requests_above_the_limit_are_refused_locally_and_remotely() {
     bounded(async {
         let ca = Ca::generate("test CA").unwrap();

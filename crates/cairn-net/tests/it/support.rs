@@ -33,7 +33,7 @@ pub fn localhost() -> SocketAddr {
 }
 
 /// Replies with the ALPN it saw (`P` or `C`) followed by the request; `fail` is answered
-/// with an error. Counts its calls.
+/// with an error, and `panic` panics. Counts its calls.
 #[derive(Default)]
 pub struct Echo {
     pub calls: AtomicUsize,
@@ -55,6 +55,11 @@ impl Handler for Echo {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if request == b"fail" {
             return Err("asked to fail".to_string());
+        }
+        if request == b"panic" {
+            // Yield first, so the panic comes from a later poll, not the first.
+            tokio::task::yield_now().await;
+            panic!("asked to panic");
         }
         let tag = match alpn {
             Alpn::Peer => b'P',
