@@ -29,7 +29,8 @@ const OPEN_LOOP_IN_FLIGHT: usize = 4096;
 pub(crate) enum Workload {
     /// Increment a counter.
     CounterIncr,
-    /// Add a random member to a set.
+    /// Add a random member to a set, acknowledged without the set (like Redis's SADD,
+    /// which answers a count).
     SetAdd,
     /// Increment a counter field and assign a register field of a map.
     MapUpdate,
@@ -290,7 +291,7 @@ impl Shared {
         match act {
             Act::Incr => c.counter(b, &key).with(o).increment(1).await.is_ok(),
             Act::CounterGet => c.counter(b, &key).with(o).get().await.is_ok(),
-            Act::SetAdd => c.set(b, &key).with(o).add(member).await.is_ok(),
+            Act::SetAdd => c.set(b, &key).with(o).insert(member).await.is_ok(),
             Act::MapUpdate => c
                 .map(b, &key)
                 .with(o)
@@ -316,7 +317,7 @@ impl Shared {
             .map(|(key, act)| {
                 let op = match act {
                     Act::Incr => Some(cairn_client::BatchOp::increment(1)),
-                    Act::SetAdd => Some(cairn_client::BatchOp::add(member)),
+                    Act::SetAdd => Some(cairn_client::BatchOp::add(member).ack_only()),
                     Act::Put => Some(cairn_client::BatchOp::assign(&self.value)),
                     Act::Get | Act::CounterGet => None,
                     Act::MapUpdate => Some(cairn_client::BatchOp::map_increment("n", 1)),
@@ -331,12 +332,16 @@ impl Shared {
     }
 
     async fn http_one(&self, h: &HttpPool, (key, act): (u64, Act), member: &str) -> bool {
-        let path = format!(
+        let mut path = format!(
             "/v1/buckets/{}/keys/{}{}",
             self.bucket,
             key_name(key),
             h.query
         );
+        if act == Act::SetAdd {
+            path.push(if h.query.is_empty() { '?' } else { '&' });
+            path.push_str("ack_only=true");
+        }
         let body = match act {
             Act::Incr => Some(json!({"type": "counter", "op": {"increment": 1}})),
             Act::SetAdd => Some(json!({"type": "set", "op": {"add": [member]}})),
@@ -349,7 +354,11 @@ impl Shared {
             Act::Get | Act::CounterGet => None,
         };
         match h.request(&path, body).await {
-            Ok(status) => status == 200 || (status == 404 && body_is_read(act)),
+            Ok(status) => {
+                status == 200
+                    || (status == 204 && act == Act::SetAdd)
+                    || (status == 404 && body_is_read(act))
+            }
             Err(_) => false,
         }
     }

@@ -454,6 +454,18 @@ fn garbage_gets_errors_and_sigterm_leaves_a_clean_store() {
         ("POST", "/v1/buckets/b/keys/k".into(), Some(big), 413),
         ("GET", "/v1/buckets/b/keys/%FF%FE".into(), None, 400),
         ("GET", "/v1/buckets/b/keys/k?r=lots".into(), None, 400),
+        (
+            "POST",
+            "/v1/buckets/b/keys/k?ack_only=maybe".into(),
+            Some(json!({"type": "counter", "op": {"increment": 1}})),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/buckets/b/keys/k?ack_only=true".into(),
+            None,
+            400,
+        ),
         ("GET", "/v1/buckets/b/keys/missing".into(), None, 404),
         ("GET", "/no/such/endpoint".into(), None, 404),
     ];
@@ -481,6 +493,16 @@ fn garbage_gets_errors_and_sigterm_leaves_a_clean_store() {
         (r.status, r.body["error"]["code"].as_str()),
         (409, Some("type_mismatch"))
     );
+
+    // An ack-only update: 204 and no body, and the write is there.
+    let r = node.call(
+        "POST",
+        "/v1/buckets/tags/keys/quiet?ack_only=true",
+        Some(&json!({"type": "set", "op": {"add": ["a", "b"]}})),
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = node.call("GET", "/v1/buckets/tags/keys/quiet", None);
+    assert_eq!(r.body["value"], json!(["a", "b"]), "{}", r.body);
 
     // Still serving.
     assert_eq!(incr(&node, "after", "").status, 200);

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_client::{Client, Error, Options, Quorum};
+use cairn_client::{BatchOp, Client, Error, Options, Quorum};
 
 use crate::cluster::{cairn, run_ok, temp_dir, three_nodes, Server};
 
@@ -61,6 +61,19 @@ fn the_sdk_round_trips_every_type_fails_over_and_types_its_errors() {
         assert_eq!(
             tags.remove(&seen, ["b"]).await.unwrap().strings(),
             ["a", "c"]
+        );
+        // Ack-only adds, alone and in a batch: answered without the set, and applied.
+        tags.insert("d").await.unwrap();
+        let batch = vec![(
+            "tags".into(),
+            "p1".into(),
+            Some(BatchOp::add("e").ack_only()),
+        )];
+        let answers = client.batch(batch, Options::new()).await.unwrap();
+        assert!(matches!(answers[..], [Ok(None)]), "{answers:?}");
+        assert_eq!(
+            tags.members().await.unwrap().strings(),
+            ["a", "c", "d", "e"]
         );
         let cart = client.map("carts", "alice");
         cart.update(|m| {

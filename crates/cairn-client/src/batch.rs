@@ -8,30 +8,59 @@ use crate::error::{Error, Result};
 
 /// One operation of a batch; see [`Client::batch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BatchOp(Op);
+pub struct BatchOp {
+    op: Op,
+    /// Answered `Ok(None)` once acknowledged, without the value ([`BatchOp::ack_only`]).
+    ack_only: bool,
+}
 
 impl BatchOp {
+    fn of(op: Op) -> BatchOp {
+        BatchOp {
+            op,
+            ack_only: false,
+        }
+    }
+
     /// Increment a counter.
     pub fn increment(by: i64) -> BatchOp {
-        BatchOp(Op::Counter(CounterOp::Increment(by)))
+        BatchOp::of(Op::Counter(CounterOp::Increment(by)))
     }
 
     /// Add a member to a set.
     pub fn add(member: impl AsRef<[u8]>) -> BatchOp {
-        BatchOp(Op::Set(SetOp::Add(vec![member.as_ref().to_vec()])))
+        BatchOp::of(Op::Set(SetOp::Add(vec![member.as_ref().to_vec()])))
     }
 
     /// Assign a register.
     pub fn assign(value: impl AsRef<[u8]>) -> BatchOp {
-        BatchOp(Op::Register(RegisterOp::Assign(value.as_ref().to_vec())))
+        BatchOp::of(Op::Register(RegisterOp::Assign(value.as_ref().to_vec())))
     }
 
     /// Increment a counter field of a map.
     pub fn map_increment(field: &str, by: i64) -> BatchOp {
-        BatchOp(Op::Map(MapOp {
+        BatchOp::of(Op::Map(MapOp {
             updates: vec![(field.to_owned(), FieldOp::Increment(by))],
             context: None,
         }))
+    }
+
+    /// This operation answered by its acknowledgement alone (`Ok(None)`), not the value
+    /// after it: cheaper when the value is a large set or map nobody looks at.
+    pub fn ack_only(self) -> BatchOp {
+        BatchOp {
+            ack_only: true,
+            ..self
+        }
+    }
+
+    fn action(&self) -> Action {
+        let bytes = cairn_proto::encode_op(&self.op);
+        if self.ack_only {
+            Action::Apply(bytes)
+        } else {
+            Action::Update(bytes)
+        }
     }
 }
 
@@ -40,8 +69,8 @@ pub type BatchItem = (String, String, Option<BatchOp>);
 
 impl Client {
     /// Runs up to [`BATCH_MAX`] operations in one frame (one round trip); the node runs
-    /// them concurrently. Each gets its own result, in order: the value after an update,
-    /// or as read. Like single writes, a batch with updates is not resent once sent.
+    /// them concurrently. Each gets its own result, in order: the value after an update
+    /// (`None` for an [`ack_only`](BatchOp::ack_only) one), or as read. Like single writes, a batch with updates is not resent once sent.
     pub async fn batch(
         &self,
         items: Vec<BatchItem>,
@@ -60,10 +89,7 @@ impl Client {
             .map(|(bucket, key, op)| KeyRequest {
                 bucket: bucket.into_bytes(),
                 key: key.into_bytes(),
-                action: match op {
-                    Some(BatchOp(op)) => Action::Update(cairn_proto::encode_op(&op)),
-                    None => Action::Read,
-                },
+                action: op.as_ref().map_or(Action::Read, BatchOp::action),
                 options: options.wire(),
             })
             .collect();
@@ -92,7 +118,7 @@ impl Client {
 fn answer(a: Answer) -> Result<Option<Value>> {
     match a {
         Answer::Value(bytes) => Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string())),
-        Answer::Deleted => Ok(None),
+        Answer::Deleted | Answer::Applied => Ok(None),
         Answer::Error(e) => Err(e.into()),
     }
 }

@@ -374,7 +374,7 @@ impl KeyRef {
             Response::Value(bytes) => {
                 Response::value(&bytes).map_err(|e| Error::Protocol(e.to_string()))
             }
-            Response::Deleted => Ok(None),
+            Response::Deleted | Response::Applied => Ok(None),
             Response::Error(e) => Err(e.into()),
             other => Err(Error::Protocol(format!("unexpected answer {other:?}"))),
         }
@@ -386,6 +386,13 @@ impl KeyRef {
         let value = self.send(Action::Update(bytes), Retry::IfNeverSent).await?;
         let value = value.unwrap_or_else(|| Value::empty(ty));
         expect_type(value, ty)
+    }
+
+    /// Applies `op`, answered by an acknowledgement alone (never retried once sent).
+    pub(crate) async fn apply(&self, op: Op) -> Result<()> {
+        let bytes = cairn_proto::encode_op(&op);
+        self.send(Action::Apply(bytes), Retry::IfNeverSent).await?;
+        Ok(())
     }
 
     /// Reads the value (`None`: not found), retried on another node if need be.

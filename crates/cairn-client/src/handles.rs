@@ -137,6 +137,22 @@ impl Set {
         SetValue::of(&self.key.update(op, ValueType::Set).await?)
     }
 
+    /// Adds one member, answered by the acknowledgement alone: like [`add`](Self::add),
+    /// without the node encoding and sending back the whole set, which for a large set
+    /// costs more than the write.
+    pub async fn insert(&self, member: impl AsRef<[u8]>) -> Result<()> {
+        self.insert_all([member]).await
+    }
+
+    /// Adds members in one operation, answered by the acknowledgement alone.
+    pub async fn insert_all<I, M>(&self, members: I) -> Result<()>
+    where
+        I: IntoIterator<Item = M>,
+        M: AsRef<[u8]>,
+    {
+        self.key.apply(Op::Set(SetOp::Add(bytes_of(members)))).await
+    }
+
     /// Removes `members` as far as `seen` (a value this client read) observed them:
     /// adds made elsewhere since then survive (add wins).
     pub async fn remove<I, M>(&self, seen: &SetValue, members: I) -> Result<SetValue>

@@ -54,6 +54,9 @@ pub enum ClientReply {
     Value(Option<Value>),
     /// A delete was acknowledged.
     Deleted,
+    /// An update asked to be answered without its value
+    /// ([`RequestOptions::ack_only`](crate::RequestOptions::ack_only)) was acknowledged.
+    Applied,
 }
 
 /// Why a request failed. `QuorumNotReached` after a write means *indeterminate*: the

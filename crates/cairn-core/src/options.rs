@@ -122,6 +122,10 @@ pub struct RequestOptions {
     pub pw: Option<Quorum>,
     /// Timeout.
     pub timeout_ms: Option<u64>,
+    /// Answer an update with [`ClientReply::Applied`](crate::ClientReply::Applied) rather
+    /// than the value after it: the same write, without encoding and sending back a value
+    /// that may be a large set or map. Ignored by reads and deletes.
+    pub ack_only: bool,
 }
 
 /// Options resolved to counts, valid for the cluster they were resolved against.
@@ -139,6 +143,9 @@ pub struct Resolved {
     pub pw: u8,
     /// Timeout in milliseconds.
     pub timeout_ms: u64,
+    /// An update answers [`ClientReply::Applied`](crate::ClientReply::Applied), not the
+    /// value.
+    pub ack_only: bool,
 }
 
 /// Options that cannot be satisfied, with the reason.
@@ -171,6 +178,7 @@ impl Resolved {
             pr: count(req.pr, bucket.pr),
             pw: count(req.pw, bucket.pw),
             timeout_ms: req.timeout_ms.unwrap_or(bucket.timeout_ms),
+            ack_only: req.ack_only,
         };
         resolved.check()
     }

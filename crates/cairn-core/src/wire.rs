@@ -179,6 +179,10 @@ enum WireOp {
     Update(Bytes),
     Read,
     Delete,
+    /// An update answered with an acknowledgement only (`RequestOptions::ack_only`). A
+    /// variant of its own rather than a field of the options, so that every other message
+    /// keeps the bytes older peers decode.
+    Apply(Bytes),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -195,6 +199,7 @@ struct WireOptions {
 enum WireReply {
     Value(Option<Bytes>),
     Deleted,
+    Applied,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -373,6 +378,9 @@ impl WireRequest {
             bucket: r.bucket.to_vec().into(),
             key: r.key.to_vec().into(),
             op: match &r.op {
+                ClientOp::Update(op) if o.ack_only => {
+                    WireOp::Apply(cairn_proto::encode_op(op).into())
+                }
                 ClientOp::Update(op) => WireOp::Update(cairn_proto::encode_op(op).into()),
                 ClientOp::Read => WireOp::Read,
                 ClientOp::Delete => WireOp::Delete,
@@ -396,6 +404,7 @@ impl WireReply {
                 WireReply::Value(v.as_ref().map(|v| cairn_proto::encode_value(v).into()))
             }
             ClientReply::Deleted => WireReply::Deleted,
+            ClientReply::Applied => WireReply::Applied,
         }
     }
 }
@@ -642,11 +651,12 @@ impl WireRequest {
     fn into_request(self) -> Result<ClientRequest, WireError> {
         let o = self.options;
         let q = |q: Option<WireQuorum>| q.map(Quorum::from);
+        let ack_only = matches!(self.op, WireOp::Apply(_));
         Ok(ClientRequest {
             bucket: self.bucket.0.into_boxed_slice(),
             key: self.key.0.into_boxed_slice(),
             op: match self.op {
-                WireOp::Update(bytes) => {
+                WireOp::Update(bytes) | WireOp::Apply(bytes) => {
                     ClientOp::Update(cairn_proto::decode_op(&bytes).map_err(malformed)?)
                 }
                 WireOp::Read => ClientOp::Read,
@@ -659,6 +669,7 @@ impl WireRequest {
                 pr: q(o.pr),
                 pw: q(o.pw),
                 timeout_ms: o.timeout_ms,
+                ack_only,
             },
         })
     }
@@ -669,6 +680,7 @@ impl WireReply {
         Ok(match self {
             WireReply::Value(v) => ClientReply::Value(v.as_deref().map(value).transpose()?),
             WireReply::Deleted => ClientReply::Deleted,
+            WireReply::Applied => ClientReply::Applied,
         })
     }
 }
@@ -820,14 +832,29 @@ mod tests {
             primaries: 1,
             primaries_required: 0,
         };
+        let ack_only = ClientRequest {
+            options: RequestOptions {
+                ack_only: true,
+                ..request.options
+            },
+            ..request.clone()
+        };
         vec![
             PeerMessage::Forward {
                 id: RequestId(1),
                 request,
             },
+            PeerMessage::Forward {
+                id: RequestId(4),
+                request: ack_only,
+            },
             PeerMessage::ForwardReply {
                 id: RequestId(1),
                 result: Ok(ClientReply::Value(Some(counter()))),
+            },
+            PeerMessage::ForwardReply {
+                id: RequestId(4),
+                result: Ok(ClientReply::Applied),
             },
             PeerMessage::ForwardReply {
                 id: RequestId(2),

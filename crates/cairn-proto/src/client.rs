@@ -58,6 +58,10 @@ pub enum Action {
     Read,
     /// Delete what the replicas read have observed.
     Delete,
+    /// Apply an operation like [`Action::Update`], answered by [`Response::Applied`]
+    /// rather than the value after it: for updates whose caller does not need the value,
+    /// which for a large set or map saves encoding, sending and decoding all of it.
+    Apply(#[serde(with = "crate::wire::byte_vec")] Vec<u8>),
 }
 
 /// Per-request options; `None` takes the bucket's default.
@@ -119,6 +123,8 @@ pub enum Response {
     Nodes(Vec<String>),
     /// The request failed.
     Error(ErrorReply),
+    /// An [`Action::Apply`] was acknowledged.
+    Applied,
 }
 
 /// One key's answer inside a [`Response::Batch`].
@@ -130,6 +136,8 @@ pub enum Answer {
     Deleted,
     /// As [`Response::Error`].
     Error(ErrorReply),
+    /// As [`Response::Applied`].
+    Applied,
 }
 
 impl Response {
@@ -140,6 +148,7 @@ impl Response {
             Response::Value(v) => Answer::Value(v),
             Response::Deleted => Answer::Deleted,
             Response::Error(e) => Answer::Error(e),
+            Response::Applied => Answer::Applied,
             Response::Batch(_) | Response::Nodes(_) => Answer::Error(ErrorReply {
                 kind: ErrorKind::Invalid,
                 message: "not an answer to one key".into(),
@@ -197,7 +206,7 @@ impl KeyRequest {
     /// The operation of an update, decoded and validated.
     pub fn op(&self) -> Option<Result<Op, DecodeError>> {
         match &self.action {
-            Action::Update(bytes) => Some(crate::decode_op(bytes)),
+            Action::Update(bytes) | Action::Apply(bytes) => Some(crate::decode_op(bytes)),
             Action::Read | Action::Delete => None,
         }
     }
@@ -282,6 +291,10 @@ mod tests {
         for req in [
             Request::Key(incr()),
             Request::Batch(vec![incr(), incr()]),
+            Request::Key(KeyRequest {
+                action: Action::Apply(vec![1, 2]),
+                ..incr()
+            }),
             Request::Nodes,
         ] {
             assert_eq!(decode_request(&encode_request(&req)), Ok(req));
@@ -297,9 +310,11 @@ mod tests {
         for resp in [
             Response::Value(None),
             Response::Deleted,
+            Response::Applied,
             Response::Nodes(vec!["127.0.0.1:7000".into()]),
             Response::Batch(vec![
                 Answer::Deleted,
+                Answer::Applied,
                 Answer::Error(error.clone()),
                 Answer::Value(Some(vec![1, 2])),
             ]),

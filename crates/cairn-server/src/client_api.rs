@@ -120,6 +120,7 @@ fn request(k: KeyRequest) -> Result<ClientRequest, Response> {
     };
     let q = |q: Option<wire::Quorum>| q.map(Quorum::from);
     let o = k.options;
+    let ack_only = matches!(k.action, Action::Apply(_));
     Ok(ClientRequest {
         bucket: k.bucket.into_boxed_slice(),
         key: k.key.into_boxed_slice(),
@@ -131,6 +132,7 @@ fn request(k: KeyRequest) -> Result<ClientRequest, Response> {
             pr: q(o.pr),
             pw: q(o.pw),
             timeout_ms: o.timeout_ms,
+            ack_only,
         },
     })
 }
@@ -139,6 +141,7 @@ fn response(result: ClientResult) -> Response {
     match result {
         Ok(ClientReply::Value(v)) => Response::Value(v.as_ref().map(cairn_proto::encode_value)),
         Ok(ClientReply::Deleted) => Response::Deleted,
+        Ok(ClientReply::Applied) => Response::Applied,
         Err(e) => {
             let (answered, required, primaries, primaries_required) = match e {
                 ClientError::QuorumNotReached {

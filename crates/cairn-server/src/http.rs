@@ -275,7 +275,7 @@ async fn read(
     };
     match run(&core, request).await? {
         ClientReply::Value(v) => value_response(v),
-        ClientReply::Deleted => value_response(None),
+        ClientReply::Deleted | ClientReply::Applied => value_response(None),
     }
 }
 
@@ -338,7 +338,16 @@ async fn update(
     body: Body,
 ) -> ApiResult {
     let (bucket, key) = object(path)?;
-    let (options, _) = options(query, &[])?;
+    let (mut options, params) = options(query, &["ack_only"])?;
+    options.ack_only = match params.get("ack_only").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "ack_only={other:?}: expected true or false"
+            )))
+        }
+    };
     let bytes = body_bytes(body).await?;
     let (_, ops) = update_body(&bytes)?;
     let mut last = None;
@@ -351,8 +360,11 @@ async fn update(
         };
         last = match run(&core, request).await? {
             ClientReply::Value(v) => v,
-            ClientReply::Deleted => None,
+            ClientReply::Deleted | ClientReply::Applied => None,
         };
+    }
+    if options.ack_only {
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     value_response(last)
 }

@@ -826,6 +826,12 @@ impl Sim {
         self.clients[c].tag = Some(tag);
         self.clients[c].phase = Some(phase);
         let node = self.rng.index(self.nodes.len());
+        // Every other request asks for an acknowledgement only, so the sweeps check those
+        // writes too (chosen by tag, not drawn, to leave the random sequence as it was).
+        let options = RequestOptions {
+            ack_only: tag % 2 == 0,
+            ..options
+        };
         let request = Box::new(ClientRequest {
             bucket: BUCKET.into(),
             key: key.into(),

@@ -81,6 +81,40 @@ fn a_forwarded_increment_is_applied_once_even_if_the_forward_is_duplicated() {
     assert_eq!(counter(c.call(owners[0], "k", ClientOp::Read, all())), 1);
 }
 
+#[test]
+fn an_ack_only_update_is_answered_without_its_value_directly_and_when_forwarded() {
+    let mut c = Cluster::new(5, 3, 16, 3);
+    let owners = c.owners("s");
+    let outsider = (0..5).find(|i| !owners.contains(i)).unwrap();
+    let add = |x: &str| ClientOp::Update(Op::Set(SetOp::Add(vec![x.as_bytes().to_vec()])));
+    let quiet = RequestOptions {
+        ack_only: true,
+        ..all()
+    };
+    assert_eq!(
+        c.call(owners[0], "s", add("a"), quiet),
+        Ok(ClientReply::Applied)
+    );
+    assert_eq!(
+        c.call(outsider, "s", add("b"), quiet),
+        Ok(ClientReply::Applied)
+    );
+    // Without the option the value comes back, and reads ignore the option.
+    let Ok(ClientReply::Value(Some(Value::Set(set)))) = c.call(outsider, "s", add("c"), all())
+    else {
+        panic!("an update without ack_only answers its value")
+    };
+    assert_eq!(set.members().count(), 3);
+    let read = c.call(owners[1], "s", ClientOp::Read, quiet);
+    let Ok(ClientReply::Value(Some(Value::Set(set)))) = read else {
+        panic!("{read:?}")
+    };
+    assert_eq!(
+        set.members().collect::<Vec<_>>(),
+        [&b"a"[..], &b"b"[..], &b"c"[..]]
+    );
+}
+
 fn all() -> RequestOptions {
     RequestOptions {
         r: Some(Quorum::All),

@@ -346,6 +346,10 @@ impl<S: Store> Node<S> {
     fn load_all(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let object = self.store.object(key)?;
         let hints = self.store.key_hints(key)?;
+        if hints.is_empty() {
+            // The common case: no copy to join, so no second clone of the value.
+            return Ok(object);
+        }
         Ok(join_values(
             object.iter().chain(hints.iter().map(|(_, v)| v)),
         ))
@@ -716,7 +720,7 @@ impl<S: Store> Node<S> {
             Ok(delta) => delta,
             Err(e) => return self.answer(origin, Err(e.into())),
         };
-        let reply = ClientReply::Value(visible(&value));
+        let reply = update_reply(&opts, &value);
         self.stage_write(now_ms, origin, key, targets, opts, value, delta, reply);
     }
 
@@ -848,7 +852,9 @@ impl<S: Store> Node<S> {
         let mut answer = None;
         if !w.replied {
             if acks >= usize::from(w.opts.w) && primaries >= usize::from(w.opts.pw) {
-                answer = Some(Ok(w.reply.clone()));
+                // Answered once (`replied`), so the reply can leave the state: a set's
+                // reply is the whole set, too big to copy per write.
+                answer = Some(Ok(std::mem::replace(&mut w.reply, ClientReply::Deleted)));
             } else if done {
                 answer = Some(Err(quorum_error(acks, primaries, w.opts.w, w.opts.pw)));
             }
@@ -1033,7 +1039,7 @@ impl<S: Store> Node<S> {
                 let mut value = value.unwrap_or_else(|| Value::empty(op.value_type()));
                 match value.apply(&op, replica) {
                     Ok(delta) => {
-                        let reply = ClientReply::Value(visible(&value));
+                        let reply = update_reply(&r.opts, &value);
                         (value, delta, reply)
                     }
                     Err(e) => return self.answer(r.origin, Err(e.into())),
@@ -1322,6 +1328,16 @@ impl<S: Store> Node<S> {
             Some(owner) => self.store.stage_hint(owner, key, value),
             None => self.store.stage_object(key, value),
         }
+    }
+}
+
+/// What an acknowledged update answers: the value after it, unless the request asked for
+/// an acknowledgement only.
+fn update_reply(opts: &Resolved, value: &Value) -> ClientReply {
+    if opts.ack_only {
+        ClientReply::Applied
+    } else {
+        ClientReply::Value(visible(value))
     }
 }
 
