@@ -541,6 +541,7 @@ fn spawn(
         recovery,
         synced: opts.durability == Durability::Fsync,
         identity,
+        last_read: Default::default(),
     })
 }
 

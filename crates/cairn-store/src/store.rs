@@ -1,5 +1,6 @@
 //! `RedbStore`: the `Store` trait over redb, the overlay and the writer.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -36,6 +37,19 @@ pub struct RedbStore {
     pub(crate) recovery: Recovery,
     pub(crate) synced: bool,
     pub(crate) identity: Option<(u64, u64)>,
+    /// The state hash [`object`](Store::object) last found for a key, so that the write
+    /// that usually follows (read, apply, stage) need not look the record up again to
+    /// update the key's anti-entropy segment. Cleared by every staged object write, the
+    /// only thing that changes an object's committed or staged state.
+    pub(crate) last_read: RefCell<Option<LastRead>>,
+}
+
+/// What [`RedbStore::last_read`] remembers: an object key's bytes and its state hash
+/// (`None`: no such object).
+#[derive(Debug)]
+pub(crate) struct LastRead {
+    key: Vec<u8>,
+    hash: Option<u64>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -181,6 +195,8 @@ impl RedbStore {
         let partition = key.partition;
         let seg_key = format::segment_key(key.partition, segment);
         let (old, seg_old) = self.current_hash_and_segment(&k, &seg_key)?;
+        // From here the object's state changes: what was read of it is stale.
+        self.last_read.get_mut().take();
         let (new, encoded) = new.unzip();
         let new_hash = new.as_ref().map(|s| s.hash);
         let mut seg = seg_old;
@@ -223,6 +239,16 @@ impl RedbStore {
         self.stage(seq, ops)
     }
 
+    fn remember_read(&self, key: Vec<u8>, hash: Option<u64>) {
+        *self.last_read.borrow_mut() = Some(LastRead { key, hash });
+    }
+
+    /// The state hash [`remember_read`](Self::remember_read) kept for `k`, if it was `k`.
+    fn remembered_hash(&self, k: &[u8]) -> Option<Option<u64>> {
+        let last = self.last_read.borrow();
+        last.as_ref().filter(|r| r.key == k).map(|r| r.hash)
+    }
+
     /// The state hash of object `k` and the hash of segment `s`, staged or committed.
     fn current_hash_and_segment(
         &self,
@@ -237,6 +263,7 @@ impl RedbStore {
                 .map(|e| e.item.1.as_ref().map(|s| s.hash));
             (obj, overlay.segments.get(s).map(|e| e.item))
         };
+        let obj = obj.or_else(|| self.remembered_hash(k));
         if let (Some(o), Some(s)) = (obj, seg) {
             return Ok((o, s));
         }
@@ -396,15 +423,22 @@ impl Store for RedbStore {
     fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let k = format::object_key(key);
         if let Some(e) = self.shared.overlay().objects.get(&k) {
-            return Ok(e.item.1.as_ref().map(|s| s.value.clone()));
+            let staged = e.item.1.as_ref();
+            let hash = staged.map(|s| s.hash);
+            let value = staged.map(|s| s.value.clone());
+            self.remember_read(k, hash);
+            return Ok(value);
         }
         // The overlay was checked first: a write that left it is committed, so this read
         // transaction sees it.
         let txn = self.read()?;
         let t = txn.open_table(OBJECTS).map_err(table_error)?;
         let got = t.get(&k[..]).map_err(storage_error)?;
-        got.map(|g| Ok(format::decode_object_record(g.value())?.1))
-            .transpose()
+        let record = got
+            .map(|g| format::decode_object_record(g.value()))
+            .transpose()?;
+        self.remember_read(k, record.as_ref().map(|(hash, _)| *hash));
+        Ok(record.map(|(_, value)| value))
     }
 
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {

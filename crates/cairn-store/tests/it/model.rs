@@ -181,3 +181,32 @@ fn redb_store_reads_like_mem_store_with_fsync() {
     redb.flush().unwrap();
     assert_eq!(redb.take_persisted().len(), 60);
 }
+
+#[test]
+fn a_write_after_a_read_and_a_commit_updates_the_tree_from_the_current_state() {
+    // The store remembers the state hash of the object it last read, for the write that
+    // usually follows. A write must forget it: otherwise the key's next write, once the
+    // first has left the overlay, takes the stale hash out of the key's segment.
+    let dir = TempDir::new("read-memo");
+    let mut redb = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    let mut mem = MemStore::new();
+    let mut rng = Rng::new(5);
+    let k = key(&mut rng);
+    let write = |redb: &mut RedbStore, mem: &mut MemStore, rng: &mut Rng| {
+        let v = value(rng);
+        redb.stage_object(k.clone(), v.clone()).unwrap();
+        mem.stage_object(k.clone(), v).unwrap();
+        redb.flush().unwrap();
+        mem.commit();
+    };
+    write(&mut redb, &mut mem, &mut rng);
+    assert_eq!(redb.object(&k).unwrap(), mem.object(&k).unwrap());
+    write(&mut redb, &mut mem, &mut rng);
+    write(&mut redb, &mut mem, &mut rng);
+    assert_eq!(
+        redb.aae_tree(k.partition).unwrap(),
+        mem.aae_tree(k.partition).unwrap()
+    );
+    let audit = redb.audit().unwrap();
+    assert!(audit.problems.is_empty(), "{:?}", audit.problems);
+}
