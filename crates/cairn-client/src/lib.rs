@@ -55,6 +55,10 @@
 //! let seen = tags.members().await?;
 //! let after = tags.remove(&seen, ["draft"]).await?;
 //! assert_eq!(after.strings(), ["crdt", "rust"]);
+//! // When you do not need the set back (it may be large), insert: the node answers with
+//! // an acknowledgement only.
+//! tags.insert("review").await?;
+//! assert!(tags.members().await?.contains("review"));
 //! # Ok(()) }
 //! ```
 //!

@@ -244,11 +244,14 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
             }
             1 => {
                 let key = format!("s{k}");
-                let r = client
-                    .set("nemesis", &key)
-                    .add(unique.to_be_bytes())
-                    .await
-                    .map(|_| ());
+                let set = client.set("nemesis", &key);
+                // Half the adds are acknowledged without the set, so both paths meet
+                // the faults (picked by id, leaving the random sequence as it was).
+                let r = if unique % 2 == 0 {
+                    set.insert(unique.to_be_bytes()).await
+                } else {
+                    set.add(unique.to_be_bytes()).await.map(|_| ())
+                };
                 (key, Action::SetAdd(unique), r)
             }
             2 => {
