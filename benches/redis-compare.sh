@@ -96,7 +96,11 @@ cairn_cluster() { # name, nodes, base ports
         for test in counter-incr set-add; do
             for batch in 1 $PIPELINE; do
                 [ "$nodes" -gt 1 ] && [ "$batch" -gt 1 ] && continue
+                # One bucket per test for every round, like redis-benchmark's keys: the
+                # store holds KEYS counters and KEYS sets, as Redis does, rather than
+                # growing by a fresh bucket each round.
                 "$CAIRN" bench --dir "$dir" --nodes "$addrs" --workload "$test" --keys "$KEYS" \
+                    --bucket "compare-$test" \
                     --concurrency "$CLIENTS" --batch "$batch" --warmup 1 --duration "$SECS" \
                     --no-progress --pids "$pids" --json "$WORK/r.json" >/dev/null
                 local rps us

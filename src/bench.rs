@@ -120,7 +120,9 @@ pub(crate) struct BenchArgs {
     /// Also report the CPU these processes used per operation (e.g. the servers).
     #[arg(long, value_delimiter = ',')]
     pids: Vec<u32>,
-    /// Bucket to use (default: a fresh one per run, so counters start at zero).
+    /// Bucket to use (default: a fresh one per run, so counters start at zero). A bucket
+    /// used before keeps its keys, as a Redis keyspace does between runs; counters are
+    /// then read before the run and checked from where they stood.
     #[arg(long)]
     bucket: Option<String>,
     /// Threads of the load generator. One, like redis-benchmark's default, leaves the
@@ -249,6 +251,9 @@ struct Shared {
     /// Acknowledged and failed increments per key (counter workloads only).
     acked: Vec<AtomicU64>,
     failed: Vec<AtomicU64>,
+    /// Each counter's value before the run (`None`: it could not be read, so it is not
+    /// checked); zero in a fresh bucket.
+    start: Vec<Option<i64>>,
     measuring: AtomicBool,
     stop: AtomicBool,
     done: AtomicU64,
@@ -551,6 +556,10 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
             .unwrap_or(0);
         format!("bench-{t}")
     });
+    let start = match &args.bucket {
+        Some(_) => counters_before(&conn, &bucket, slots).await,
+        None => vec![Some(0); slots],
+    };
     let shared = Arc::new(Shared {
         conn,
         bucket,
@@ -562,6 +571,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         batch: args.batch,
         acked: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         failed: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        start,
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
@@ -809,26 +819,46 @@ async fn open_loop(
     (hist, measured)
 }
 
-/// Reads every counter back (r = all) and checks acknowledged ≤ value ≤ sent.
+/// One counter's value, read from every replica (`None`: the read failed).
+async fn read_counter(conn: &Conn, bucket: &str, k: u64) -> Option<i64> {
+    let key = key_name(k);
+    match conn {
+        Conn::Sdk(c) => {
+            let all = Options::new().r(Quorum::All);
+            c.counter(bucket, &key).with(all).get().await.ok()
+        }
+        Conn::Http(h) => h.counter(bucket, &key).await,
+    }
+}
+
+/// Every counter's value before a run in a bucket that may hold them already.
+async fn counters_before(conn: &Conn, bucket: &str, slots: usize) -> Vec<Option<i64>> {
+    let mut start = Vec::with_capacity(slots);
+    for k in 0..slots {
+        start.push(read_counter(conn, bucket, k as u64).await);
+    }
+    start
+}
+
+/// Reads every counter back (r = all) and checks acknowledged ≤ value - start ≤ sent.
 async fn check_counters(shared: &Shared) -> serde_json::Value {
-    let all = Options::new().r(Quorum::All);
     let (mut checked, mut bad, mut acked_total, mut read_total) = (0u64, 0u64, 0u64, 0i64);
     for (k, acked) in shared.acked.iter().enumerate() {
         let acked = acked.load(Ordering::Relaxed);
         let failed = shared.failed[k].load(Ordering::Relaxed);
+        let Some(start) = shared.start[k] else {
+            continue;
+        };
         if acked + failed == 0 {
             continue;
         }
-        let key = key_name(k as u64);
-        let value = match &shared.conn {
-            Conn::Sdk(c) => c.counter(&shared.bucket, &key).with(all).get().await.ok(),
-            Conn::Http(h) => h.counter(&shared.bucket, &key).await,
-        };
-        let Some(value) = value else { continue };
+        let read = read_counter(&shared.conn, &shared.bucket, k as u64).await;
+        let Some(value) = read else { continue };
+        let added = value.saturating_sub(start);
         checked += 1;
         acked_total += acked;
-        read_total += value;
-        let v = u64::try_from(value).unwrap_or(0);
+        read_total += added;
+        let v = u64::try_from(added).unwrap_or(0);
         if v < acked || v > acked + failed {
             bad += 1;
         }

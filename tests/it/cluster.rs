@@ -721,6 +721,53 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
         http.contains("every acknowledged increment is there"),
         "{http}"
     );
+    let quick = |args: &[&str]| {
+        run_ok(
+            cairn()
+                .args([
+                    "bench",
+                    "--keys",
+                    "50",
+                    "--no-progress",
+                    "--concurrency",
+                    "4",
+                ])
+                .args(["--warmup", "0.2", "--duration", "0.5"])
+                .args(args)
+                .arg("--dir")
+                .arg(&root)
+                .arg("--json")
+                .arg(&report),
+        )
+    };
+    // A bucket used twice: the second run checks the counters from where they stood
+    // (checked from zero, it would find more than it sent).
+    let quic = node.quic.to_string();
+    for _ in 0..2 {
+        let out = quick(&[
+            "--nodes",
+            &quic,
+            "--workload",
+            "counter-incr",
+            "--bucket",
+            "again",
+        ]);
+        assert!(
+            out.contains("every acknowledged increment is there"),
+            "{out}"
+        );
+    }
+    // Set adds are acknowledged without the set, natively and over HTTP (204).
+    for nodes in [node.quic.to_string(), node.http.clone()] {
+        let mut args = vec!["--workload", "set-add", "--nodes", &nodes];
+        if nodes.starts_with("http") {
+            args.push("--http");
+        }
+        quick(&args);
+        let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(json["errors"], 0, "{json}");
+        assert!(json["operations"].as_u64().unwrap() > 0, "{json}");
+    }
     std::fs::remove_dir_all(&root).ok();
 }
 
