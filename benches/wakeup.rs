@@ -7,7 +7,7 @@
 //! five runs of 50,000 round trips (two wakeups each), wall time and process CPU time
 //! (`/proc/self/stat`, Linux), with the range. On the 2-vCPU development VM (whose guest
 //! kernel halts idle vCPUs without polling first) a round trip between two vCPUs took
-//! ~30 µs wall and ~22 µs of CPU, against ~6.5 µs on one vCPU: a wakeup that reaches an
+//! ~35 µs wall and ~25 µs of CPU, against ~6.4 µs on one vCPU: a wakeup that reaches an
 //! idle vCPU costs about ten microseconds of CPU. ARCHITECTURE.md explains why that sets
 //! a 3-node cluster's CPU per operation at low load.
 

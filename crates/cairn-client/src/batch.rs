@@ -70,7 +70,8 @@ pub type BatchItem = (String, String, Option<BatchOp>);
 impl Client {
     /// Runs up to [`BATCH_MAX`] operations in one frame (one round trip); the node runs
     /// them concurrently. Each gets its own result, in order: the value after an update
-    /// (`None` for an [`ack_only`](BatchOp::ack_only) one), or as read. Like single writes, a batch with updates is not resent once sent.
+    /// (`None` for an [`ack_only`](BatchOp::ack_only) one), or as read. Like single
+    /// writes, a batch with updates is not resent once sent.
     pub async fn batch(
         &self,
         items: Vec<BatchItem>,

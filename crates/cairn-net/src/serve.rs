@@ -183,14 +183,31 @@ impl StreamTask {
 }
 
 /// Polls `future` to completion, turning a panic in any poll into `Err` with the panic's
-/// payload. The future is not polled again after it panicked.
+/// payload. After a panic the future is dropped at once, inside the same guard (a `Drop`
+/// that panics too costs nothing more), and never polled again.
+///
+/// `AssertUnwindSafe` promises no more than the task per request this replaced did: a
+/// handler reaches shared state only through `Sync` types, and the node's own state lives
+/// on its core thread, which a handler's panic cannot reach.
 async fn catch_unwind<F: Future>(future: F) -> std::thread::Result<F::Output> {
-    let mut future = std::pin::pin!(future);
+    let mut slot = std::pin::pin!(Some(future));
     std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            slot.as_mut().as_pin_mut().map(|future| future.poll(cx))
+        }));
+        match polled {
+            Ok(Some(Poll::Ready(output))) => Poll::Ready(Ok(output)),
+            Ok(Some(Poll::Pending)) => Poll::Pending,
+            // Polled after it finished or panicked: never, `poll_fn` is not polled again
+            // once it is ready.
+            Ok(None) => {
+                let ended: Box<dyn std::any::Any + Send> = Box::new("polled after it ended");
+                Poll::Ready(Err(ended))
+            }
+            Err(panic) => {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| slot.as_mut().set(None)));
+                Poll::Ready(Err(panic))
+            }
         }
     })
     .await

@@ -275,7 +275,12 @@ async fn read(
     };
     match run(&core, request).await? {
         ClientReply::Value(v) => value_response(v),
-        ClientReply::Deleted | ClientReply::Applied => value_response(None),
+        ClientReply::Deleted => value_response(None),
+        ClientReply::Applied => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a read was answered as an update",
+        )),
     }
 }
 

@@ -70,10 +70,16 @@ impl PeerHandler {
     fn batch(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let msgs: Vec<ByteBuf> =
             postcard::from_bytes(body).map_err(|e| format!("malformed peer batch: {e}"))?;
+        // A message this node cannot take (one a newer peer sends, or one that meets a full
+        // queue) must not cost the rest of the batch: each is handed over on its own, and
+        // the first error is answered once all were tried.
+        let mut first_error = None;
         for m in &msgs {
-            self.core_message(m)?;
+            if let Err(e) = self.core_message(m) {
+                first_error.get_or_insert(e);
+            }
         }
-        Ok(Vec::new())
+        first_error.map_or(Ok(Vec::new()), Err)
     }
 
     async fn join(&self, body: &[u8]) -> Result<Vec<u8>, String> {
@@ -332,5 +338,22 @@ pub fn kind_name(msg: &PeerMessage) -> &'static str {
         PeerMessage::Gossip { .. } => "gossip",
         PeerMessage::Ping => "ping",
         PeerMessage::Pong => "pong",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_that_does_not_decode_costs_only_itself_in_a_batch() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let handler = PeerHandler::new(CoreHandle::new(tx), NodeId(1));
+        let ping = encode_peer(NodeId(2), &PeerMessage::Ping);
+        let batch = vec![ByteBuf(ping.clone()), ByteBuf(vec![1, 0xff]), ByteBuf(ping)];
+        let body = postcard::to_allocvec(&batch).unwrap();
+        assert!(handler.batch(&body).is_err(), "the bad message is reported");
+        let delivered = rx.try_iter().count();
+        assert_eq!(delivered, 2, "the messages around it still reach the core");
     }
 }

@@ -268,6 +268,9 @@ pub struct Sim {
     messages: u64,
     net: crate::nemesis::Net,
     wiped: bool,
+    /// Updates answered in the wrong shape: a value to an `ack_only` request, or
+    /// `Applied` to one that asked for the value.
+    reply_violations: Vec<Violation>,
 }
 
 impl Sim {
@@ -316,6 +319,7 @@ impl Sim {
             messages: 0,
             net: crate::nemesis::Net::new(cfg.nodes),
             wiped: false,
+            reply_violations: Vec::new(),
             cfg,
         };
         for i in 0..sim.nodes.len() {
@@ -356,6 +360,7 @@ impl Sim {
         }
         let finals = self.final_values();
         violations.extend(history::check(&self.history, &finals));
+        violations.append(&mut self.reply_violations);
         let aae_keys_repaired = self
             .nodes
             .iter()
@@ -882,6 +887,16 @@ impl Sim {
             ) => Outcome::Indeterminate,
             Err(_) => Outcome::Failed,
         };
+        if let (Some(Phase::Writing { entry }), Ok(reply)) = (&self.clients[c].phase, &result) {
+            // Requests with even tags ask for an acknowledgement only (`request_with`).
+            let ack_only = tag % 2 == 0;
+            let deleted = matches!(reply, ClientReply::Deleted);
+            if !deleted && ack_only != matches!(reply, ClientReply::Applied) {
+                let what = format!("an update with ack_only = {ack_only} was answered {reply:?}");
+                let key = entry.key.clone();
+                self.reply_violations.push(Violation { key, what });
+            }
+        }
         let value = match result {
             Ok(ClientReply::Value(v)) => v,
             _ => None,

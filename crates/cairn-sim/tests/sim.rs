@@ -99,6 +99,15 @@ fn an_ack_only_update_is_answered_without_its_value_directly_and_when_forwarded(
         c.call(outsider, "s", add("b"), quiet),
         Ok(ClientReply::Applied)
     );
+    // A register assign reads before it writes: that path answers the same way.
+    let register_owners = c.owners("r");
+    let register_outsider = (0..5).find(|i| !register_owners.contains(i)).unwrap();
+    for node in [register_owners[0], register_outsider] {
+        assert_eq!(
+            c.call(node, "r", assign("x"), quiet),
+            Ok(ClientReply::Applied)
+        );
+    }
     // Without the option the value comes back, and reads ignore the option.
     let Ok(ClientReply::Value(Some(Value::Set(set)))) = c.call(outsider, "s", add("c"), all())
     else {

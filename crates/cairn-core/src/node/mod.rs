@@ -124,8 +124,8 @@ struct WriteState {
     targets: Vec<Target>,
     opts: Resolved,
     delta: Value,
-    /// What to answer on success.
-    reply: ClientReply,
+    /// What to answer on success; taken when answered.
+    reply: Option<ClientReply>,
     acked: Vec<NodeId>,
     /// Targets that answered with an error (each counted once, duplicates or not).
     failed: Vec<NodeId>,
@@ -757,7 +757,7 @@ impl<S: Store> Node<S> {
             targets,
             opts,
             delta,
-            reply,
+            reply: Some(reply),
             acked: Vec::new(),
             failed: Vec::new(),
             replied: false,
@@ -852,9 +852,9 @@ impl<S: Store> Node<S> {
         let mut answer = None;
         if !w.replied {
             if acks >= usize::from(w.opts.w) && primaries >= usize::from(w.opts.pw) {
-                // Answered once (`replied`), so the reply can leave the state: a set's
-                // reply is the whole set, too big to copy per write.
-                answer = Some(Ok(std::mem::replace(&mut w.reply, ClientReply::Deleted)));
+                // Answered once (`replied`), so the reply leaves the state rather than
+                // being copied: a set's reply is the whole set.
+                answer = w.reply.take().map(Ok);
             } else if done {
                 answer = Some(Err(quorum_error(acks, primaries, w.opts.w, w.opts.pw)));
             }
