@@ -22,6 +22,9 @@ use serde_json::json;
 
 /// Most keys a run may use (the zipfian table and the per-key counts are O(keys)).
 const KEYS_MAX: u64 = 10_000_000;
+/// Counter reads in flight while a reused bucket's starting values are read.
+const BASELINE_READS: usize = 64;
+
 /// Most requests in flight in open-loop mode when `--concurrency` is not given.
 const OPEN_LOOP_IN_FLIGHT: usize = 4096;
 
@@ -833,11 +836,24 @@ async fn read_counter(conn: &Conn, bucket: &str, k: u64) -> Option<i64> {
     }
 }
 
-/// Every counter's value before a run in a bucket that may hold them already.
+/// Every counter's value before a run in a bucket that may hold them already, read
+/// [`BASELINE_READS`] at a time.
 async fn counters_before(conn: &Conn, bucket: &str, slots: usize) -> Vec<Option<i64>> {
-    let mut start = Vec::with_capacity(slots);
+    let mut start = vec![None; slots];
+    let mut reads = tokio::task::JoinSet::new();
     for k in 0..slots {
-        start.push(read_counter(conn, bucket, k as u64).await);
+        if reads.len() >= BASELINE_READS {
+            if let Some(Ok((k, v))) = reads.join_next().await {
+                start[k] = v;
+            }
+        }
+        let (conn, bucket) = (conn.clone(), bucket.to_owned());
+        reads.spawn(async move { (k, read_counter(&conn, &bucket, k as u64).await) });
+    }
+    while let Some(done) = reads.join_next().await {
+        if let Ok((k, v)) = done {
+            start[k] = v;
+        }
     }
     start
 }
