@@ -22,6 +22,8 @@ use serde_json::json;
 
 /// Most keys a run may use (the zipfian table and the per-key counts are O(keys)).
 const KEYS_MAX: u64 = 10_000_000;
+/// Most load-generator threads (`--threads`).
+const THREADS_MAX: usize = 256;
 /// Counter reads in flight while a reused bucket's starting values are read.
 const BASELINE_READS: usize = 64;
 
@@ -474,8 +476,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == Some(0) || args.rate == Some(0) {
         return Err("--concurrency and --rate must be at least 1".into());
     }
-    if !(1..=256).contains(&args.threads) {
-        return Err("--threads must be 1..=256".into());
+    if !(1..=THREADS_MAX).contains(&args.threads) {
+        return Err(format!("--threads must be 1..={THREADS_MAX}"));
     }
     if args.batch > 1 && args.http {
         return Err("--batch needs the native protocol (drop --http)".into());

@@ -123,7 +123,7 @@ impl RedbStore {
         // Not under the lock held below: the send may wait for the applier, which takes
         // that lock to report what it applied.
         let applied = self.shared.done().applied;
-        if let (Some(hurry), true) = (&self.hurry, applied < target) {
+        if let Some(hurry) = self.hurry.as_ref().filter(|_| applied < target) {
             // An error means the applier is gone, and `done.failed` says why.
             let _ = hurry.send(ToApply::Hurry(target));
         }

@@ -342,9 +342,6 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
     let mut applied: Option<Applied> = None;
     let mut synced_at: Option<Applied> = None;
     let mut hurry = 0u64;
-    // The last write applied: a hurry for it or an earlier one is stale (a flush's hurry
-    // can arrive after the commit that covered it).
-    let mut done_seq = 0u64;
     while let Ok(first) = rx.recv() {
         let mut gather = Gather::default();
         let mut checkpoint = None;
@@ -360,7 +357,9 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
                     checkpoint = Some(reply);
                     break;
                 }
-                ToApply::Hurry(seq) if seq > done_seq => hurry = hurry.max(seq),
+                // A hurry for writes already applied is stale: a flush's hurry can arrive
+                // after the commit that covered it.
+                ToApply::Hurry(seq) if seq > shared.done().applied => hurry = hurry.max(seq),
                 ToApply::Hurry(_) => {}
             }
             if gather.is_full() || (hurry > 0 && gather.last_seq() >= hurry) {
@@ -386,8 +385,7 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
         if sync {
             synced_at = applied;
         }
-        done_seq = done_seq.max(gather.last_seq());
-        if done_seq >= hurry {
+        if gather.last_seq() >= hurry {
             hurry = 0;
         }
         forget(shared, &gather);
@@ -447,9 +445,10 @@ fn row(op: &Op) -> (u8, &[u8]) {
 
 /// Drops applied writes from the overlay and their bytes from the unapplied count.
 fn forget(shared: &Shared, gather: &Gather) {
-    let Some(last) = gather.writes.last().map(|w| w.seq) else {
+    if gather.writes.is_empty() {
         return;
-    };
+    }
+    let last = gather.last_seq();
     {
         let mut overlay = shared.overlay();
         for w in &gather.writes {

@@ -124,12 +124,11 @@ struct WriteState {
     targets: Vec<Target>,
     opts: Resolved,
     delta: Value,
-    /// What to answer on success; taken when answered.
+    /// What to answer on success; `None` once the client is answered (either way).
     reply: Option<ClientReply>,
     acked: Vec<NodeId>,
     /// Targets that answered with an error (each counted once, duplicates or not).
     failed: Vec<NodeId>,
-    replied: bool,
     /// For a delete: the tombstone's state hash, to reap it once every primary has it.
     tombstone: Option<u64>,
 }
@@ -760,7 +759,6 @@ impl<S: Store> Node<S> {
             reply: Some(reply),
             acked: Vec::new(),
             failed: Vec::new(),
-            replied: false,
             tombstone,
         };
         let id = self.register(now_ms, opts.timeout_ms, Pending::Write(state));
@@ -849,18 +847,19 @@ impl<S: Store> Node<S> {
             .count();
         let answered = acks + w.failed.iter().filter(|n| !w.acked.contains(n)).count();
         let done = answered >= w.targets.len();
-        let mut answer = None;
-        if !w.replied {
-            if acks >= usize::from(w.opts.w) && primaries >= usize::from(w.opts.pw) {
-                // Answered once (`replied`), so the reply leaves the state rather than
-                // being copied: a set's reply is the whole set.
-                answer = w.reply.take().map(Ok);
-            } else if done {
-                answer = Some(Err(quorum_error(acks, primaries, w.opts.w, w.opts.pw)));
-            }
-        }
+        // The reply leaves the state when the client is answered, whatever the answer (a
+        // set's reply is the whole set: moved, not copied), so `None` means answered.
+        let answer = if w.reply.is_none() {
+            None
+        } else if acks >= usize::from(w.opts.w) && primaries >= usize::from(w.opts.pw) {
+            w.reply.take().map(Ok)
+        } else if done {
+            w.reply = None;
+            Some(Err(quorum_error(acks, primaries, w.opts.w, w.opts.pw)))
+        } else {
+            None
+        };
         if let Some(result) = answer {
-            w.replied = true;
             let origin = w.origin;
             self.answer(origin, result);
         }

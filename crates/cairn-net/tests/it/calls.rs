@@ -66,51 +66,31 @@ async fn client_certificate_calls_on_the_client_alpn() {
 }
 
 #[tokio::test]
-async fn handler_errors_come_back_as_remote_errors() {
+async fn handler_errors_and_panics_come_back_as_remote_errors() {
     bounded(async {
         let ca = Ca::generate("test CA").unwrap();
         let server = echo_server(&node(&ca, "n1"));
         let sdk = Endpoint::client(&client(&ca, "alice"), NetConfig::default()).unwrap();
 
-        let error = sdk
-            .call(server.addr, Alpn::Client, b"fail")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&error, NetError::Remote(m) if m == "asked to fail"),
-            "{error}"
-        );
-        // The error ended one stream, not the connection.
-        assert_eq!(
-            sdk.call(server.addr, Alpn::Client, b"ok").await.unwrap(),
-            b"Cok"
-        );
-        sdk.close().await;
-        server.stop().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_panicking_handler_costs_one_error_reply_not_the_connection() {
-    bounded(async {
-        let ca = Ca::generate("test CA").unwrap();
-        let server = echo_server(&node(&ca, "n1"));
-        let sdk = Endpoint::client(&client(&ca, "alice"), NetConfig::default()).unwrap();
-
-        let error = sdk
-            .call(server.addr, Alpn::Client, b"panic")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&error, NetError::Remote(m) if m == "handler failed: asked to panic"),
-            "{error}"
-        );
-        assert_eq!(
-            sdk.call(server.addr, Alpn::Client, b"ok").await.unwrap(),
-            b"Cok"
-        );
-        assert_eq!(sdk.connection_count(), 1, "the connection survived");
+        for (request, message) in [
+            (&b"fail"[..], "asked to fail"),
+            (b"panic", "handler failed: asked to panic"),
+        ] {
+            let error = sdk
+                .call(server.addr, Alpn::Client, request)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, NetError::Remote(m) if m == message),
+                "{error}"
+            );
+            // The error ended one stream, not the connection.
+            assert_eq!(
+                sdk.call(server.addr, Alpn::Client, b"ok").await.unwrap(),
+                b"Cok"
+            );
+            assert_eq!(sdk.connection_count(), 1, "the connection survived");
+        }
         sdk.close().await;
         server.stop().await;
     })
