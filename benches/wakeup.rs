@@ -1,6 +1,6 @@
 //! What one cross-thread wakeup costs on this machine: two threads pass a token back and
-//! forth over bounded channels, the same handoff a node makes between its tokio workers,
-//! its core thread and its store threads.
+//! forth over bounded channels, the same handoff a node makes between its runtime thread
+//! and its store threads (and, before the core became a task, its core thread).
 //!
 //! Run: `cargo bench --bench wakeup` (a few seconds), and `taskset -c 0 cargo bench
 //! --bench wakeup` to see the same with both threads on one CPU. It prints the median of

@@ -188,7 +188,7 @@ impl StreamTask {
 ///
 /// `AssertUnwindSafe` promises no more than the task per request this replaced did: a
 /// handler reaches shared state only through `Sync` types, and the node's own state lives
-/// on its core thread, which a handler's panic cannot reach.
+/// in its core task, which a handler's panic cannot reach.
 async fn catch_unwind<F: Future>(future: F) -> std::thread::Result<F::Output> {
     let mut slot = std::pin::pin!(Some(future));
     std::future::poll_fn(|cx| {

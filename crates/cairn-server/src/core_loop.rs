@@ -1,15 +1,23 @@
-//! The core thread: the one place the [`Node`] lives.
+//! The core task: the one place the [`Node`] lives.
 //!
-//! `cairn-core` is a synchronous state machine and the store's `stage_*` calls may block
-//! while the group-commit queue is full, so the node runs on a dedicated thread rather
-//! than on the async runtime. Everything reaches it as an [`Event`] through one bounded
-//! channel; its outputs leave as peer sends (spawned on the runtime) and client replies
+//! `cairn-core` is a synchronous state machine. It runs as one task on the async runtime,
+//! beside the QUIC and HTTP tasks that feed it, so handing it a request and taking its
+//! answer back are a queue push and a task wake on the same thread, not a wake-up of
+//! another thread (on the development VM each such wake-up costs ~10 µs of CPU; see
+//! ARCHITECTURE.md, "The node runs as a task on the I/O runtime"). Everything reaches it
+//! as an [`Event`] through one bounded channel; it handles what is queued, a turn at a
+//! time, and its outputs leave as peer sends (spawned on the runtime) and client replies
 //! (oneshot channels).
+//!
+//! Its calls into the store do not wait on the disk: writes are staged and made durable
+//! by the store's own threads, which report back with [`Event::Persisted`]. Two calls can
+//! still block the runtime thread briefly: a read of a row that is not in the page cache,
+//! and staging while the group-commit queue is full (back-pressure from the log writer,
+//! which needs no runtime thread to drain it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +26,8 @@ use cairn_core::{
 };
 use cairn_ring::{Layout, NodeId, NodeRole, PlanError};
 use cairn_store::RedbStore;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
 use crate::metrics::{Metrics, RequestKind};
@@ -25,11 +35,15 @@ use crate::peer::Outbound;
 use crate::state::StateDir;
 use crate::status::{self, Status};
 
-/// Most events waiting for the core thread; beyond it requests are refused as overloaded
-/// and peer messages dropped (the protocol tolerates loss).
+/// Most events waiting for the core; beyond it requests are refused as overloaded and
+/// peer messages dropped (the protocol tolerates loss).
 pub const EVENTS_MAX: usize = 16_384;
 
-/// Longest the core thread sleeps without looking at its timers.
+/// Most events the core takes from its queue in one turn; it yields to the runtime's
+/// other tasks (the connections it answers on) between turns.
+pub const EVENTS_PER_TURN: usize = 64;
+
+/// Longest the core sleeps without looking at its timers.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
 /// How often the layout is compared with the one on disk.
@@ -38,7 +52,7 @@ const LAYOUT_SAVE_EVERY: Duration = Duration::from_millis(500);
 /// What a client request comes back as.
 pub type ClientResult = Result<ClientReply, ClientError>;
 
-/// Something for the core thread to do.
+/// Something for the core to do.
 pub enum Event {
     /// A client request.
     Client {
@@ -86,13 +100,22 @@ pub enum Event {
     },
 }
 
-/// The async side's way in.
+/// The way in to the core: a bounded queue.
 #[derive(Clone)]
 pub struct CoreHandle {
-    tx: SyncSender<Event>,
+    tx: Sender<Event>,
 }
 
-/// Why the core thread did not take an event.
+/// The queue a [`CoreHandle`] feeds, for [`Core::run`].
+pub type CoreQueue = Receiver<Event>;
+
+/// A handle and the queue it feeds, [`EVENTS_MAX`] deep.
+pub fn queue() -> (CoreHandle, CoreQueue) {
+    let (tx, rx) = tokio::sync::mpsc::channel(EVENTS_MAX);
+    (CoreHandle { tx }, rx)
+}
+
+/// Why the core did not take an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     /// Its queue is full.
@@ -102,16 +125,11 @@ pub enum Refused {
 }
 
 impl CoreHandle {
-    /// A handle sending into `tx`.
-    pub fn new(tx: SyncSender<Event>) -> Self {
-        CoreHandle { tx }
-    }
-
-    /// Queues `event` without waiting.
+    /// Queues `event` without waiting (from async code or any thread).
     pub fn send(&self, event: Event) -> Result<(), Refused> {
         self.tx.try_send(event).map_err(|e| match e {
             TrySendError::Full(_) => Refused::Overloaded,
-            TrySendError::Disconnected(_) => Refused::Stopped,
+            TrySendError::Closed(_) => Refused::Stopped,
         })
     }
 
@@ -122,12 +140,7 @@ impl CoreHandle {
         make: impl FnOnce(oneshot::Sender<T>) -> Event,
     ) -> Result<T, Refused> {
         let (tx, rx) = oneshot::channel();
-        let event = make(tx);
-        let sender = self.tx.clone();
-        let sent = tokio::task::spawn_blocking(move || sender.send(event).is_ok()).await;
-        if !matches!(sent, Ok(true)) {
-            return Err(Refused::Stopped);
-        }
+        self.tx.send(make(tx)).await.map_err(|_| Refused::Stopped)?;
         rx.await.map_err(|_| Refused::Stopped)
     }
 
@@ -192,7 +205,7 @@ fn outcome(result: &ClientResult) -> &'static str {
     }
 }
 
-/// The core thread's state.
+/// The core's state.
 pub struct Core {
     node: Node<RedbStore>,
     clock: Clock,
@@ -239,21 +252,32 @@ impl Core {
         }
     }
 
-    /// Runs until a `Shutdown` event (or every sender is gone).
-    pub fn run(mut self, rx: Receiver<Event>) {
+    /// Runs until a `Shutdown` event (or every sender is gone). Each turn takes up to
+    /// [`EVENTS_PER_TURN`] queued events, or sleeps until one arrives or a timer is due.
+    pub async fn run(mut self, mut rx: CoreQueue) {
+        let mut events = Vec::with_capacity(EVENTS_PER_TURN);
         loop {
             let wait = self.wait_time();
-            match rx.recv_timeout(wait) {
-                Ok(Event::Shutdown { grace, done }) => {
-                    let result = self.shut_down(&rx, grace);
+            match tokio::time::timeout(wait, rx.recv_many(&mut events, EVENTS_PER_TURN)).await {
+                Ok(0) => return, // Every sender is gone.
+                Ok(_) => {}
+                Err(_) => self.step(), // A timer may be due.
+            }
+            let mut taken = events.drain(..);
+            for event in taken.by_ref() {
+                if let Event::Shutdown { grace, done } = event {
+                    let rest: Vec<Event> = taken.collect();
+                    let result = self.shut_down(rest, &mut rx, grace).await;
                     let _ = done.send(result);
                     return;
                 }
-                Ok(event) => self.handle(event),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                self.handle(event);
+                self.step();
             }
-            self.step();
+            drop(taken);
+            // A full turn leaves room for the connections to send what it answered and to
+            // read more (`recv_many` alone would not yield while events are queued).
+            tokio::task::yield_now().await;
         }
     }
 
@@ -402,18 +426,28 @@ impl Core {
         }
     }
 
-    /// Serves events until every client request has its answer or `grace` passes, then
-    /// closes the store.
-    fn shut_down(mut self, rx: &Receiver<Event>, grace: Duration) -> Result<(), String> {
+    /// Serves events (`queued` first: those that came with the shutdown) until every
+    /// client request has its answer or `grace` passes, then closes the store.
+    async fn shut_down(
+        mut self,
+        queued: Vec<Event>,
+        rx: &mut CoreQueue,
+        grace: Duration,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + grace;
+        for event in queued {
+            self.handle_while_stopping(event);
+        }
+        self.step();
         // Client requests only: the node's background work (late acknowledgements, hints,
         // tombstones waiting out their grace) is durable locally and resumes after restart.
         while !self.replies.is_empty() && Instant::now() < deadline {
-            match rx.recv_timeout(self.wait_time()) {
-                Ok(Event::Client { reply, .. }) => {
-                    let _ = reply.send(Err(ClientError::Unavailable("the node is shutting down")));
-                }
-                Ok(event) => self.handle(event),
+            let wait = self
+                .wait_time()
+                .min(deadline.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(event)) => self.handle_while_stopping(event),
+                Ok(None) => break,
                 Err(_) => {}
             }
             self.step();
@@ -424,6 +458,22 @@ impl Core {
             let e = ClientError::Unavailable("the coordinator did not answer in time");
             let _ = w.reply.send(Err(e));
         }
-        self.node.into_store().close().map_err(|e| e.to_string())
+        // Closing flushes the store and waits for its threads: off the runtime's threads.
+        let store = self.node.into_store();
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(closed) => closed.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("closing the store failed: {e}")),
+        }
+    }
+
+    /// An event that arrives once shutdown has begun: new client requests are refused,
+    /// everything else is handled (a reply may finish a request in flight).
+    fn handle_while_stopping(&mut self, event: Event) {
+        match event {
+            Event::Client { reply, .. } => {
+                let _ = reply.send(Err(ClientError::Unavailable("the node is shutting down")));
+            }
+            event => self.handle(event),
+        }
     }
 }

@@ -45,7 +45,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    /// The way into the core thread.
+    /// The way into the core.
     pub core: CoreHandle,
     /// The request path's counters.
     pub metrics: Arc<Metrics>,

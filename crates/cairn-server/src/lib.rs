@@ -4,13 +4,13 @@
 //!
 //! ```text
 //!   HTTP (axum tasks) ──┐                       ┌── peer sends (spawned cairn-net calls)
-//!   QUIC peers (tasks) ─┼─▶ Event channel ─▶ core thread (Node<RedbStore>) ─┤
-//!   store writer ───────┘   (bounded)                                       └── client replies (oneshot)
+//!   QUIC peers (tasks) ─┼─▶ Event channel ─▶ core task (Node<RedbStore>) ─┤
+//!   store writer ───────┘   (bounded)                                     └── client replies (oneshot)
 //! ```
 //!
-//! The node lives on one dedicated thread ([`core_loop`]) because it is a synchronous
-//! state machine whose store calls may block on the group-commit queue; everything else
-//! is async. [`run`] starts it all from a validated [`ServerConfig`] and returns after a
+//! The node lives in one task ([`core_loop`]) on the same runtime as the connections, so
+//! a request reaches it and its answer leaves without waking another thread; the store's
+//! log writer and applier are the only other threads a write touches. [`run`] starts it all from a validated [`ServerConfig`] and returns after a
 //! graceful shutdown: stop accepting HTTP, finish requests in flight, close the store
 //! (flush and mark it clean), close QUIC.
 
@@ -121,10 +121,9 @@ pub async fn run(
         addr: config.http,
         reason: e.to_string(),
     })?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(core_loop::EVENTS_MAX);
-    let handle = CoreHandle::new(tx.clone());
+    let (handle, queue) = core_loop::queue();
     let flag = Arc::new(AtomicBool::new(false));
-    let store = open_store(&config, &state, tx, flag.clone())?;
+    let store = open_store(&config, &state, handle.clone(), flag.clone())?;
     let nonce = rand::random::<u64>();
     let mut node_config = Config::new(id, nonce);
     node_config.bucket_props.n = layout.config().replication();
@@ -150,19 +149,16 @@ pub async fn run(
         config.http,
         metrics.clone(),
     );
-    let core_thread = std::thread::Builder::new()
-        .name("cairn-core".into())
-        .spawn(move || {
-            // A node whose core died serves nothing but would look alive: end the
-            // process instead, so a supervisor restarts it (a new generation, no lost
-            // acknowledged write: everything acknowledged is durable).
-            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.run(rx)));
-            if ran.is_err() {
-                tracing::error!("the core thread panicked; aborting");
-                std::process::abort();
-            }
-        })
-        .map_err(|e| ServerError::Net(format!("cannot start the core thread: {e}")))?;
+    let core_task = tokio::spawn(core.run(queue));
+    // A node whose core died serves nothing but would look alive: end the process
+    // instead, so a supervisor restarts it (a new generation, no lost acknowledged write:
+    // everything acknowledged is durable).
+    let core_done = tokio::spawn(async move {
+        if let Err(e) = core_task.await {
+            tracing::error!(error = %e, "the core task failed; aborting");
+            std::process::abort();
+        }
+    });
 
     let serving = {
         let endpoint = endpoint.clone();
@@ -205,7 +201,7 @@ pub async fn run(
         .await;
     endpoint.close().await;
     serving.abort();
-    let _ = tokio::task::spawn_blocking(move || core_thread.join()).await;
+    let _ = core_done.await;
     match closed {
         Ok(Ok(())) => {
             tracing::info!("store flushed and marked clean; bye");
@@ -217,7 +213,7 @@ pub async fn run(
         }),
         Err(e) => Err(ServerError::Store {
             file: config.data.join("cairn.redb").display().to_string(),
-            reason: format!("the core thread stopped before closing the store ({e:?})"),
+            reason: format!("the core stopped before closing the store ({e:?})"),
         }),
     }
 }
@@ -225,7 +221,7 @@ pub async fn run(
 fn open_store(
     config: &ServerConfig,
     state: &StateDir,
-    tx: std::sync::mpsc::SyncSender<Event>,
+    core: CoreHandle,
     flag: Arc<AtomicBool>,
 ) -> Result<RedbStore, ServerError> {
     let mut opts = Options::new(rand::random::<u64>());
@@ -236,7 +232,7 @@ fn open_store(
     opts.on_persisted = Some(Arc::new(move || {
         // One wake-up at a time: the core clears the flag when it takes the tokens.
         if !flag.swap(true, Ordering::AcqRel) {
-            let _ = tx.try_send(Event::Persisted);
+            let _ = core.send(Event::Persisted);
         }
     }));
     let file = state.store_file();

@@ -1,5 +1,5 @@
 //! Peer traffic over `cairn-net`: what a request payload holds, the handler that feeds
-//! the core thread, and the outbound side that carries the node's sends.
+//! the core, and the outbound side that carries the node's sends.
 //!
 //! A peer payload starts with a kind byte: [`KIND_CORE`] (a `cairn_core::wire` message,
 //! answered with an empty payload as soon as it is queued: replies travel as messages of
@@ -41,7 +41,7 @@ pub struct JoinRequest {
     pub capacity: u64,
 }
 
-/// Serves peer requests by handing them to the core thread.
+/// Serves peer requests by handing them to the core.
 pub struct PeerHandler {
     core: CoreHandle,
     me: NodeId,
@@ -347,13 +347,13 @@ mod tests {
 
     #[test]
     fn a_message_that_does_not_decode_costs_only_itself_in_a_batch() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(8);
-        let handler = PeerHandler::new(CoreHandle::new(tx), NodeId(1));
+        let (core, mut queue) = crate::core_loop::queue();
+        let handler = PeerHandler::new(core, NodeId(1));
         let ping = encode_peer(NodeId(2), &PeerMessage::Ping);
         let batch = vec![ByteBuf(ping.clone()), ByteBuf(vec![1, 0xff]), ByteBuf(ping)];
         let body = postcard::to_allocvec(&batch).unwrap();
         assert!(handler.batch(&body).is_err(), "the bad message is reported");
-        let delivered = rx.try_iter().count();
+        let delivered = std::iter::from_fn(|| queue.try_recv().ok()).count();
         assert_eq!(delivered, 2, "the messages around it still reach the core");
     }
 }
