@@ -107,12 +107,11 @@ impl Set {
                 "set member without dots, or a dot outside the context",
             ));
         }
-        let mut seen = std::collections::BTreeSet::new();
-        if !entries
-            .iter()
-            .flat_map(|(_, d)| d.iter())
-            .all(|d| seen.insert(d))
-        {
+        // Sorted in one buffer rather than inserted into a set: this runs on every read of
+        // a set from disk, and a tree allocates per node.
+        let mut dots: Vec<_> = entries.iter().flat_map(|(_, d)| d.iter()).collect();
+        dots.sort_unstable();
+        if dots.windows(2).any(|w| w[0] == w[1]) {
             return Err(InvalidState("one dot under two members"));
         }
         let set = Set {

@@ -42,10 +42,11 @@ pub(crate) struct Overlay {
     pub(crate) hints: BTreeMap<Vec<u8>, Staged<(ObjectKey, Option<StagedHint>)>>,
     pub(crate) totals: BTreeMap<[u8; 8], Staged<(u64, u64)>>,
     pub(crate) node: Option<Staged<NodeMeta>>,
-    /// Every segment hash of the partitions whose tree has been asked for, staged writes
-    /// included: `aae_tree` answers from here. Built from the committed rows and the staged
-    /// segments when a partition is first asked for (under this lock, so in one consistent
-    /// view), then set by every staged write to the partition. Commits do not change it
+    /// Every segment hash of the partitions written to or asked for, staged writes
+    /// included: `aae_tree` answers from here and a write updates its segment here. Built
+    /// from the committed rows and the staged segments when a partition is first needed
+    /// (under this lock, so in one consistent view), then set by every staged write to the
+    /// partition. Commits do not change it
     /// (a commit moves a staged hash to disk unchanged), so `forget` leaves it alone.
     pub(crate) trees: HashMap<PartitionId, Box<[u64]>>,
 }

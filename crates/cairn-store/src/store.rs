@@ -18,7 +18,7 @@ use redb::ReadTransaction;
 use crate::error::{storage_error, table_error, txn_error};
 use crate::format::{self, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::open::Recovery;
-use crate::overlay::{Staged, StagedHint, StagedObject};
+use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
 use crate::writer::{Op, Shared, ToApply, Write};
 
 /// A node's store on one redb file. See the crate docs.
@@ -194,48 +194,48 @@ impl RedbStore {
         let segment = segment_of(&key);
         let partition = key.partition;
         let seg_key = format::segment_key(key.partition, segment);
-        let (old, seg_old) = self.current_hash_and_segment(&k, &seg_key)?;
+        let old = self.current_hash(&k)?;
         // From here the object's state changes: what was read of it is stale.
         self.last_read.get_mut().take();
         let (new, encoded) = new.unzip();
         let new_hash = new.as_ref().map(|s| s.hash);
-        let mut seg = seg_old;
+        let mut flip = 0;
         if let Some(h) = old {
-            seg ^= leaf(&key, h);
+            flip ^= leaf(&key, h);
         }
         if let Some(h) = new_hash {
-            seg ^= leaf(&key, h);
+            flip ^= leaf(&key, h);
         }
         let record = new
             .as_ref()
             .zip(encoded)
             .map(|(s, encoded)| format::object_record(s.hash, &encoded));
-        let ops = vec![
-            Op::Object {
-                key: k.clone(),
-                record,
-            },
-            Op::Segment {
-                key: seg_key,
-                hash: seg,
-            },
-        ];
         self.next_seq += 1;
         let seq = self.next_seq;
-        {
+        let seg = {
             let mut overlay = self.shared.overlay();
+            // The partition's segment hashes, staged writes included, stay in memory once
+            // built: a write updates one in place instead of reading its row.
+            let slot = &mut self.tree(&mut overlay, partition)?[usize::from(segment.0)];
+            *slot ^= flip;
+            let seg = *slot;
             overlay.objects.insert(
-                k,
+                k.clone(),
                 Staged {
                     seq,
                     item: (key, new),
                 },
             );
             overlay.segments.insert(seg_key, Staged { seq, item: seg });
-            if let Some(tree) = overlay.trees.get_mut(&partition) {
-                tree[usize::from(segment.0)] = seg;
-            }
-        }
+            seg
+        };
+        let ops = vec![
+            Op::Object { key: k, record },
+            Op::Segment {
+                key: seg_key,
+                hash: seg,
+            },
+        ];
         self.stage(seq, ops)
     }
 
@@ -249,39 +249,54 @@ impl RedbStore {
         last.as_ref().filter(|r| r.key == k).map(|r| r.hash)
     }
 
-    /// The state hash of object `k` and the hash of segment `s`, staged or committed.
-    fn current_hash_and_segment(
-        &self,
-        k: &[u8],
-        s: &[u8; 4],
-    ) -> Result<(Option<u64>, u64), StoreError> {
-        let (obj, seg) = {
+    /// The state hash of object `k`, staged or committed.
+    fn current_hash(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
+        let staged = {
             let overlay = self.shared.overlay();
-            let obj = overlay
+            overlay
                 .objects
                 .get(k)
-                .map(|e| e.item.1.as_ref().map(|s| s.hash));
-            (obj, overlay.segments.get(s).map(|e| e.item))
+                .map(|e| e.item.1.as_ref().map(|s| s.hash))
         };
-        let obj = obj.or_else(|| self.remembered_hash(k));
-        if let (Some(o), Some(s)) = (obj, seg) {
-            return Ok((o, s));
+        if let Some(hash) = staged.or_else(|| self.remembered_hash(k)) {
+            return Ok(hash);
         }
         let txn = self.read()?;
         let t = txn.open_table(OBJECTS).map_err(table_error)?;
-        let obj = match obj {
-            Some(o) => o,
-            None => {
-                let got = t.get(k).map_err(storage_error)?;
-                got.map(|g| format::object_record_hash(g.value()))
-                    .transpose()?
+        let got = t.get(k).map_err(storage_error)?;
+        got.map(|g| format::object_record_hash(g.value()))
+            .transpose()
+    }
+
+    /// Every segment hash of `partition`, staged writes included, kept in `overlay` once
+    /// built. The first call for a partition makes [`SEGMENTS`] point reads of the
+    /// committed segment rows, then takes the staged ones, all under the overlay lock
+    /// (one consistent view: no staged write to the partition can slip between the build
+    /// and the cache). Every staged write to the partition keeps it current; commits do
+    /// not change it (a commit moves a staged hash to disk unchanged).
+    fn tree<'a>(
+        &self,
+        overlay: &'a mut Overlay,
+        partition: PartitionId,
+    ) -> Result<&'a mut [u64], StoreError> {
+        if !overlay.trees.contains_key(&partition) {
+            let txn = self.read()?;
+            let t = txn.open_table(OBJECTS).map_err(table_error)?;
+            let mut segments = vec![0u64; SEGMENTS];
+            for (s, slot) in (0u16..).zip(segments.iter_mut()) {
+                let k = format::segment_key(partition, SegmentId(s));
+                *slot = match overlay.segments.get(&k) {
+                    Some(e) => e.item,
+                    None => db_segment(&t, &k)?,
+                };
             }
-        };
-        let seg = match seg {
-            Some(s) => s,
-            None => db_segment(&t, s)?,
-        };
-        Ok((obj, seg))
+            overlay.trees.insert(partition, segments.into_boxed_slice());
+        }
+        overlay
+            .trees
+            .get_mut(&partition)
+            .map(|t| &mut t[..])
+            .ok_or_else(|| StoreError::Corrupt("partition tree".into()))
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
@@ -453,30 +468,10 @@ impl Store for RedbStore {
     }
 
     fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError> {
-        let mut overlay = self.shared.overlay();
-        if let Some(tree) = overlay.trees.get(&partition) {
-            let segments = tree.to_vec();
-            drop(overlay);
-            return Tree::from_segments(segments)
-                .ok_or_else(|| StoreError::Corrupt("tree size".into()));
-        }
-        // First ask for this partition: 1024 point reads of the committed segment rows,
-        // then the staged ones, all under the overlay lock (one consistent view, and no
-        // staged write to the partition can slip between the build and the cache).
-        let txn = self.read()?;
-        let t = txn.open_table(OBJECTS).map_err(table_error)?;
-        let mut segments = vec![0u64; SEGMENTS];
-        for (s, slot) in (0u16..).zip(segments.iter_mut()) {
-            let k = format::segment_key(partition, SegmentId(s));
-            *slot = match overlay.segments.get(&k) {
-                Some(e) => e.item,
-                None => db_segment(&t, &k)?,
-            };
-        }
-        overlay
-            .trees
-            .insert(partition, segments.clone().into_boxed_slice());
-        drop(overlay);
+        let segments = {
+            let mut overlay = self.shared.overlay();
+            self.tree(&mut overlay, partition)?.to_vec()
+        };
         Tree::from_segments(segments).ok_or_else(|| StoreError::Corrupt("tree size".into()))
     }
 
