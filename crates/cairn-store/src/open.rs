@@ -507,17 +507,20 @@ fn spawn(
     };
     let (apply_tx, apply_rx) = sync_channel(writer::APPLY_QUEUE_BATCHES);
     let durability = opts.durability;
-    let hurry = apply_tx.clone();
     let cannot = |e: std::io::Error| StoreError::Io(format!("{file}: cannot start a thread: {e}"));
     let for_applier = Arc::clone(&shared);
+    let hurrying = writer::Hurrying::default();
+    let for_applier_hurrying = hurrying.clone();
     let applier = std::thread::Builder::new()
         .name("cairn-store-apply".into())
         .spawn(move || {
             writer::guarded(&for_applier, "applier", || {
-                writer::apply_loop(&for_applier, &apply_rx, durability);
+                writer::apply_loop(&for_applier, &apply_rx, durability, &for_applier_hurrying);
             });
         })
         .map_err(cannot)?;
+    let apply_tx = writer::ApplyTx::new(apply_tx, applier.thread().clone(), hurrying);
+    let hurry = apply_tx.clone();
     let for_writer = Arc::clone(&shared);
     let writer = std::thread::Builder::new()
         .name("cairn-store-writer".into())

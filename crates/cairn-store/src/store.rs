@@ -19,7 +19,7 @@ use crate::error::{storage_error, table_error, txn_error};
 use crate::format::{self, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
-use crate::writer::{Op, Shared, ToApply, Write};
+use crate::writer::{ApplyTx, Op, Shared, ToApply, Write};
 
 /// A node's store on one redb file. See the crate docs.
 ///
@@ -30,7 +30,7 @@ pub struct RedbStore {
     pub(crate) shared: Arc<Shared>,
     pub(crate) tx: Option<SyncSender<Write>>,
     /// The applier's queue, for [`flush`](Self::flush) to hurry it.
-    pub(crate) hurry: Option<SyncSender<ToApply>>,
+    pub(crate) hurry: Option<ApplyTx>,
     pub(crate) writer: Option<JoinHandle<()>>,
     pub(crate) next_seq: u64,
     pub(crate) file: String,
@@ -125,7 +125,7 @@ impl RedbStore {
         let applied = self.shared.done().applied;
         if let Some(hurry) = self.hurry.as_ref().filter(|_| applied < target) {
             // An error means the applier is gone, and `done.failed` says why.
-            let _ = hurry.send(ToApply::Hurry(target));
+            let _ = hurry.urgent(ToApply::Hurry(target));
         }
         let mut done = self.shared.done();
         loop {

@@ -11,8 +11,10 @@
 //! drops them from the overlay.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{
+    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -164,6 +166,86 @@ pub(crate) enum ToApply {
     Hurry(u64),
 }
 
+/// The way to the applier. Batches do not wake it: it takes them when its window ends
+/// (or something urgent wakes it), so a busy log writer costs it one wake-up per window,
+/// not one per batch (on the development VM a wake-up of an idle vCPU costs ~10 µs of
+/// CPU; ARCHITECTURE.md). A hurry, a checkpoint, a full queue, a log writer about to wait
+/// for room, and a sender's end do wake it, and so does every batch while the applier
+/// waits for a hurry's writes ([`Hurrying`]).
+#[derive(Clone)]
+pub(crate) struct ApplyTx {
+    tx: SyncSender<ToApply>,
+    applier: std::thread::Thread,
+    hurrying: Hurrying,
+}
+
+/// Set by the applier while it waits for the writes a hurry named: batches then wake it.
+#[derive(Clone, Default)]
+pub(crate) struct Hurrying(Arc<AtomicBool>);
+
+impl Hurrying {
+    fn set(&self, on: bool) {
+        self.0.store(on, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The applier is gone (it recorded why).
+pub(crate) struct ApplierGone;
+
+impl ApplyTx {
+    pub(crate) fn new(
+        tx: SyncSender<ToApply>,
+        applier: std::thread::Thread,
+        hurrying: Hurrying,
+    ) -> Self {
+        ApplyTx {
+            tx,
+            applier,
+            hurrying,
+        }
+    }
+
+    /// Queues a durable batch without waking the applier, unless the queue is full or the
+    /// applier waits for it (a hurry).
+    fn batch(&self, msg: ToApply) -> Result<(), ApplierGone> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                if self.hurrying.get() {
+                    self.wake();
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(msg)) => {
+                self.wake();
+                self.tx.send(msg).map_err(|_| ApplierGone)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(ApplierGone),
+        }
+    }
+
+    /// Queues `msg` and wakes the applier to take it now.
+    pub(crate) fn urgent(&self, msg: ToApply) -> Result<(), ApplierGone> {
+        let sent = self.tx.send(msg).map_err(|_| ApplierGone);
+        self.wake();
+        sent
+    }
+
+    fn wake(&self) {
+        self.applier.unpark();
+    }
+}
+
+impl Drop for ApplyTx {
+    /// The applier notices a closed queue only when it looks: let it look now.
+    fn drop(&mut self) {
+        self.wake();
+    }
+}
+
 /// The log writer's loop: appends each batch to the log, syncs it, reports it durable and
 /// passes it to the applier. Returns when the queue's sender is dropped and drained, or
 /// after a failure (recorded in `shared`). Dropping `apply` at the end lets the applier
@@ -173,7 +255,7 @@ pub(crate) fn run(
     rx: &Receiver<Write>,
     mut wal: Wal,
     batching: Batching,
-    apply: &SyncSender<ToApply>,
+    apply: &ApplyTx,
 ) {
     while let Some((batch, bytes)) = next_batch(rx, batching) {
         let started = Instant::now();
@@ -192,7 +274,7 @@ pub(crate) fn run(
             epoch: wal.epoch(),
             end: wal.end(),
         };
-        if !reserve_unapplied(shared, bytes) {
+        if !reserve_unapplied(shared, bytes, apply) {
             return; // The applier failed and recorded why.
         }
         let batch = ToApply::Batch {
@@ -200,7 +282,7 @@ pub(crate) fn run(
             at,
             bytes,
         };
-        if apply.send(batch).is_err() {
+        if apply.batch(batch).is_err() {
             return; // The applier failed and recorded why.
         }
         if wal.wants_restart() {
@@ -222,10 +304,10 @@ fn log(wal: &mut Wal, batch: &[Write], durability: Durability) -> Result<(), Sto
 }
 
 /// Starts the log over once redb holds all of it.
-fn restart(wal: &mut Wal, apply: &SyncSender<ToApply>) -> Result<(), StoreError> {
+fn restart(wal: &mut Wal, apply: &ApplyTx) -> Result<(), StoreError> {
     let (tx, rx) = sync_channel(1);
     let gone = || StoreError::Io("the store's applier stopped".to_string());
-    apply.send(ToApply::Checkpoint(tx)).map_err(|_| gone())?;
+    apply.urgent(ToApply::Checkpoint(tx)).map_err(|_| gone())?;
     rx.recv().map_err(|_| gone())??;
     wal.restart_in_place()
 }
@@ -285,13 +367,15 @@ fn write_bytes(w: &Write) -> usize {
 }
 
 /// Waits until `bytes` more fit under [`UNAPPLIED_BYTES_MAX`] (or nothing is unapplied)
-/// and counts them; false if the store failed meanwhile.
-fn reserve_unapplied(shared: &Shared, bytes: usize) -> bool {
+/// and counts them; false if the store failed meanwhile. Wakes the applier before
+/// waiting: only it makes room.
+fn reserve_unapplied(shared: &Shared, bytes: usize, apply: &ApplyTx) -> bool {
     let mut done = shared.done();
     while done.failed.is_none()
         && done.unapplied_bytes > 0
         && done.unapplied_bytes.saturating_add(bytes) > UNAPPLIED_BYTES_MAX
     {
+        apply.wake();
         done = shared.wait_done(done);
     }
     done.unapplied_bytes = done.unapplied_bytes.saturating_add(bytes);
@@ -338,7 +422,12 @@ fn next_batch(rx: &Receiver<Write>, b: Batching) -> Option<(Vec<Write>, usize)> 
 ///
 /// With [`Durability::None`] only checkpoints and the last commit are synced, like the
 /// log.
-pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Durability) {
+pub(crate) fn apply_loop(
+    shared: &Shared,
+    rx: &Receiver<ToApply>,
+    durability: Durability,
+    hurrying: &Hurrying,
+) {
     let mut applied: Option<Applied> = None;
     let mut synced_at: Option<Applied> = None;
     let mut hurry = 0u64;
@@ -362,11 +451,13 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
                 ToApply::Hurry(seq) if seq > shared.done().applied => hurry = hurry.max(seq),
                 ToApply::Hurry(_) => {}
             }
+            // Set before the next wait, so every batch sent after it wakes this thread
+            // (one sent before it is already queued, and is taken without waiting).
+            hurrying.set(hurry > 0);
             if gather.is_full() || (hurry > 0 && gather.last_seq() >= hurry) {
                 break;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            next = rx.recv_timeout(left).ok();
+            next = next_within(rx, deadline);
         }
         if gather.writes.is_empty() && checkpoint.is_none() {
             continue; // Only a hurry for writes already applied.
@@ -387,6 +478,7 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
         }
         if gather.last_seq() >= hurry {
             hurry = 0;
+            hurrying.set(false);
         }
         forget(shared, &gather);
     }
@@ -394,6 +486,23 @@ pub(crate) fn apply_loop(shared: &Shared, rx: &Receiver<ToApply>, durability: Du
         if let Err(e) = commit(&shared.db, std::iter::empty(), true, applied) {
             fail(shared, e);
         }
+    }
+}
+
+/// The applier's next message before `deadline`: one already queued, else one taken
+/// when something wakes it ([`ApplyTx`]: batches alone do not) or at the deadline. `None`
+/// once the deadline passed or the queue closed.
+fn next_within(rx: &Receiver<ToApply>, deadline: Instant) -> Option<ToApply> {
+    loop {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        match rx.try_recv() {
+            Ok(msg) => return Some(msg),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -575,12 +684,22 @@ mod tests {
 
     /// Fills the unapplied bound, then reserves one more byte on another thread and
     /// checks that it waits; the receiver gets whether that reservation succeeded.
+    /// A way to an applier that is not there (waking it wakes nobody).
+    fn no_applier() -> ApplyTx {
+        let (tx, _) = sync_channel(1);
+        ApplyTx::new(tx, std::thread::current(), Hurrying::default())
+    }
+
     fn a_waiting_log_writer(shared: &Arc<Shared>) -> Receiver<bool> {
         // Nothing unapplied: a batch as large as the bound still goes through.
-        assert!(reserve_unapplied(shared, UNAPPLIED_BYTES_MAX));
+        assert!(reserve_unapplied(
+            shared,
+            UNAPPLIED_BYTES_MAX,
+            &no_applier()
+        ));
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = Arc::clone(shared);
-        std::thread::spawn(move || tx.send(reserve_unapplied(&for_thread, 1)));
+        std::thread::spawn(move || tx.send(reserve_unapplied(&for_thread, 1, &no_applier())));
         assert!(
             rx.recv_timeout(Duration::from_millis(100)).is_err(),
             "a batch passed the bound"
