@@ -159,27 +159,33 @@ fn decode_dots(codes: &[u128], actors: &[u64], members: usize) -> Result<Vec<Dot
     let mut used = vec![false; actors.len()];
     let mut codes = codes.iter();
     let mut out = Vec::with_capacity(members);
+    let mut next_dot = || -> Result<(Dot, bool), DecodeError> {
+        let code = codes
+            .next()
+            .ok_or(invalid("set has fewer dot codes than its members need"))?;
+        let (index, zz) = split_code(code >> 1, n).ok_or(invalid("set dot code without actors"))?;
+        let index = usize::try_from(index).map_err(|_| invalid("set dot code out of range"))?;
+        let zz = u64::try_from(zz).map_err(|_| invalid("set dot code overflows"))?;
+        let counter = prev[index].wrapping_add(unzigzag(zz));
+        prev[index] = counter;
+        used[index] = true;
+        Ok((Dot::new(Actor(actors[index]), counter), code & 1 == 1))
+    };
     for _ in 0..members {
-        let mut dots: Vec<Dot> = Vec::new();
-        loop {
-            let code = codes
-                .next()
-                .ok_or(invalid("set has fewer dot codes than its members need"))?;
-            let (index, zz) = ((code >> 1) % n, (code >> 1) / n);
-            let index = usize::try_from(index).map_err(|_| invalid("set dot code out of range"))?;
-            let zz = u64::try_from(zz).map_err(|_| invalid("set dot code overflows"))?;
-            let counter = prev[index].wrapping_add(unzigzag(zz));
-            prev[index] = counter;
-            used[index] = true;
-            dots.push(Dot::new(Actor(actors[index]), counter));
-            if code & 1 == 0 {
-                break;
-            }
+        // Most members hold one dot: no buffer for them (a decode of a large set would
+        // otherwise allocate once per member for nothing).
+        let (first, mut more) = next_dot()?;
+        if !more {
+            out.push(DotSet::single(first));
+            continue;
         }
-        out.push(match dots[..] {
-            [dot] => DotSet::single(dot),
-            _ => DotSet::from_sorted(dots)?,
-        });
+        let mut dots = vec![first];
+        while more {
+            let (dot, again) = next_dot()?;
+            dots.push(dot);
+            more = again;
+        }
+        out.push(DotSet::from_sorted(dots)?);
     }
     if codes.next().is_some() {
         return Err(invalid("set has more dot codes than its members hold"));
@@ -188,6 +194,16 @@ fn decode_dots(codes: &[u128], actors: &[u64], members: usize) -> Result<Vec<Dot
         return Err(invalid("set lists an actor that no dot uses"));
     }
     Ok(out)
+}
+
+/// `(body % n, body / n)`: an actor index and a zigzagged delta. Bodies almost always fit
+/// 64 bits, where the division is one instruction rather than a 128-bit routine.
+/// `None` for no actors (which the caller has refused already).
+fn split_code(body: u128, n: u128) -> Option<(u128, u128)> {
+    match (u64::try_from(body), u64::try_from(n)) {
+        (Ok(b), Ok(n)) => Some((u128::from(b.checked_rem(n)?), u128::from(b.checked_div(n)?))),
+        _ => Some((body.checked_rem(n)?, body.checked_div(n)?)),
+    }
 }
 
 /// A wrapping difference, read as signed and folded so small magnitudes are small codes.
