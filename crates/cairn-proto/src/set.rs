@@ -222,6 +222,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dot_code_splits_the_same_on_the_64_bit_path_and_the_128_bit_one() {
+        let bodies = [
+            0,
+            1,
+            2,
+            1 << 20,
+            u128::from(u64::MAX) - 1,
+            u128::from(u64::MAX),
+        ];
+        let wide = [1u128 << 64, (1 << 64) + 5, u128::MAX >> 1];
+        for n in [1u128, 2, 3, 16, u128::from(u64::MAX)] {
+            for body in bodies.iter().chain(&wide) {
+                assert_eq!(
+                    split_code(*body, n),
+                    Some((body % n, body / n)),
+                    "{body} {n}"
+                );
+            }
+        }
+        assert_eq!(split_code(7, 0), None, "no actors");
+        assert_eq!(split_code(1 << 70, 0), None, "no actors, wide body");
+    }
+
+    #[test]
     fn zigzag_round_trips_and_keeps_small_steps_small() {
         for d in [0u64, 1, 2, u64::MAX, u64::MAX - 1, 1 << 63, 12345] {
             assert_eq!(unzigzag(zigzag(d)), d);

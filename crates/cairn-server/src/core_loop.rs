@@ -10,10 +10,14 @@
 //! (oneshot channels).
 //!
 //! Its calls into the store do not wait on the disk: writes are staged and made durable
-//! by the store's own threads, which report back with [`Event::Persisted`]. Two calls can
-//! still block the runtime thread briefly: a read of a row that is not in the page cache,
-//! and staging while the group-commit queue is full (back-pressure from the log writer,
-//! which needs no runtime thread to drain it).
+//! by the store's own threads, which report back with [`Event::Persisted`]. Some calls
+//! still block the runtime thread for a while, as they blocked the core thread before:
+//! reads of rows outside the page cache (an anti-entropy key listing, the hint scans of
+//! a status report), the first write to a partition (which builds its segment tree from
+//! 1,024 rows), saving a changed layout (two fsyncs, on membership changes), and staging
+//! while the group-commit queue is full (back-pressure; the log writer needs no runtime
+//! thread to drain it, so that wait ends). With one runtime thread, connections wait
+//! meanwhile too; `--io-threads` above one lets other workers serve them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -259,7 +263,12 @@ impl Core {
         loop {
             let wait = self.wait_time();
             match tokio::time::timeout(wait, rx.recv_many(&mut events, EVENTS_PER_TURN)).await {
-                Ok(0) => return, // Every sender is gone.
+                Ok(0) => {
+                    // Every handle is gone (the store holds one, so only after a failed
+                    // start): close the store off the runtime's threads all the same.
+                    let _ = self.shut_down(Vec::new(), &mut rx, Duration::ZERO).await;
+                    return;
+                }
                 Ok(_) => {}
                 Err(_) => self.step(), // A timer may be due.
             }
@@ -475,5 +484,132 @@ impl Core {
             }
             event => self.handle(event),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use cairn_core::{Config, RequestOptions};
+    use cairn_net::{Endpoint, NetConfig};
+    use cairn_ring::{Capacity, LayoutConfig, Zone};
+
+    /// A core over a real store and endpoint in `dir`, a one-node cluster, and its queue.
+    fn core_in(dir: &std::path::Path) -> (Core, CoreHandle, CoreQueue) {
+        let raw = RawConfig {
+            data: Some(dir.to_owned()),
+            listen: Some("127.0.0.1:0".into()),
+            http: Some("127.0.0.1:0".into()),
+            ..RawConfig::default()
+        };
+        let config = raw.validate().unwrap();
+        let state = StateDir::open(dir).unwrap();
+        let (id, _) = state.node_id().unwrap();
+        let identity = crate::tls::identity(&config, &state).unwrap();
+        let endpoint = Endpoint::bind(config.listen, &identity, NetConfig::default()).unwrap();
+        let mut layout = Layout::new(LayoutConfig::new(8, 1).unwrap());
+        let zone = Zone::new("z").unwrap();
+        let role = NodeRole::new(config.advertise.to_string(), zone, Capacity(1));
+        layout.stage_node(id, role, id).unwrap();
+        layout.commit().unwrap();
+        let (handle, queue) = queue();
+        let flag = Arc::new(AtomicBool::new(false));
+        let store = crate::open_store(&config, &state, handle.clone(), flag.clone()).unwrap();
+        let clock = Clock { offset_ms: 0 };
+        let mut node_config = Config::new(id, 1);
+        node_config.bucket_props.n = 1;
+        let node = Node::new(node_config, layout, store, clock.now_ms()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let runtime = tokio::runtime::Handle::current();
+        let outbound = Outbound::new(id, endpoint, runtime, metrics.clone());
+        let http = config.http;
+        let core = Core::new(
+            node,
+            clock,
+            outbound,
+            state,
+            flag,
+            "t".into(),
+            http,
+            metrics,
+        );
+        (core, handle, queue)
+    }
+
+    fn increment() -> ClientRequest {
+        ClientRequest {
+            bucket: b"b".to_vec().into(),
+            key: b"k".to_vec().into(),
+            op: ClientOp::Update(cairn_crdt::Op::Counter(cairn_crdt::CounterOp::Increment(1))),
+            options: RequestOptions::default(),
+        }
+    }
+
+    /// Events that arrive in one turn with a shutdown: those before it are served, those
+    /// after it answered as refused (not dropped), and the store is closed cleanly. (One
+    /// thread: the three events are queued before the core next runs.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_shutdown_mid_turn_answers_every_event_and_closes_the_store() {
+        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
+        let (core, handle, queue) = core_in(&dir);
+        let running = tokio::spawn(core.run(queue));
+        // A new node answers "starting" until its generation is durable.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = handle.ask(|reply| Event::Client {
+                request: increment(),
+                reply,
+            });
+            let reply = reply.await;
+            if matches!(reply, Ok(Ok(_))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node never served: {reply:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (before, served) = oneshot::channel();
+        let (done, closed) = oneshot::channel();
+        let (after, refused) = oneshot::channel();
+        let grace = Duration::from_secs(5);
+        for event in [
+            Event::Client {
+                request: increment(),
+                reply: before,
+            },
+            Event::Shutdown { grace, done },
+            Event::Client {
+                request: increment(),
+                reply: after,
+            },
+        ] {
+            assert!(handle.send(event).is_ok());
+        }
+        drop(handle);
+        running.await.unwrap();
+        let served = served.await;
+        assert!(
+            matches!(served, Ok(Ok(_))),
+            "served before the shutdown: {served:?}"
+        );
+        assert!(
+            matches!(refused.await, Ok(Err(ClientError::Unavailable(m))) if m.contains("shutting down")),
+            "refused after it"
+        );
+        assert_eq!(closed.await, Ok(Ok(())));
+        let store = RedbStore::open(
+            &dir.join("cairn.redb"),
+            cairn_store::Options::new(rand::random::<u64>()),
+        )
+        .unwrap();
+        assert!(
+            store.recovery().previous_clean,
+            "closed with its clean marker"
+        );
+        drop(store);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

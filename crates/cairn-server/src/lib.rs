@@ -9,10 +9,11 @@
 //! ```
 //!
 //! The node lives in one task ([`core_loop`]) on the same runtime as the connections, so
-//! a request reaches it and its answer leaves without waking another thread; the store's
-//! log writer and applier are the only other threads a write touches. [`run`] starts it all from a validated [`ServerConfig`] and returns after a
-//! graceful shutdown: stop accepting HTTP, finish requests in flight, close the store
-//! (flush and mark it clean), close QUIC.
+//! a request handled on the core's worker reaches it and its answer leaves without waking
+//! another thread; besides the runtime, a write touches the store's log writer and
+//! applier threads. [`run`] starts it all from a validated [`ServerConfig`] and returns
+//! after a graceful shutdown: stop accepting HTTP, finish requests in flight, close the
+//! store (flush and mark it clean), close QUIC.
 
 pub mod client_api;
 pub mod config;

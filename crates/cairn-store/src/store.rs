@@ -210,8 +210,9 @@ impl RedbStore {
             .as_ref()
             .zip(encoded)
             .map(|(s, encoded)| format::object_record(s.hash, &encoded));
-        self.next_seq += 1;
-        let seq = self.next_seq;
+        // Taken only once nothing can fail before the write is sent: a number that is
+        // never sent would leave `flush` waiting for it.
+        let seq = self.next_seq + 1;
         let seg = {
             let mut overlay = self.shared.overlay();
             // The partition's segment hashes, staged writes included, stay in memory once
@@ -229,6 +230,7 @@ impl RedbStore {
             overlay.segments.insert(seg_key, Staged { seq, item: seg });
             seg
         };
+        self.next_seq = seq;
         let ops = vec![
             Op::Object { key: k, record },
             Op::Segment {

@@ -174,12 +174,16 @@ pub(crate) enum ToApply {
 /// waits for a hurry's writes ([`Hurrying`]).
 #[derive(Clone)]
 pub(crate) struct ApplyTx {
-    tx: SyncSender<ToApply>,
+    /// `None` only while dropping (so the applier is woken after the queue closes).
+    tx: Option<SyncSender<ToApply>>,
     applier: std::thread::Thread,
     hurrying: Hurrying,
 }
 
 /// Set by the applier while it waits for the writes a hurry named: batches then wake it.
+/// The applier sets it before it next looks at its queue, and the log writer reads it
+/// after its send, so a batch is either seen in that look or sent after the flag was set
+/// (and then wakes it).
 #[derive(Clone, Default)]
 pub(crate) struct Hurrying(Arc<AtomicBool>);
 
@@ -203,7 +207,7 @@ impl ApplyTx {
         hurrying: Hurrying,
     ) -> Self {
         ApplyTx {
-            tx,
+            tx: Some(tx),
             applier,
             hurrying,
         }
@@ -212,7 +216,8 @@ impl ApplyTx {
     /// Queues a durable batch without waking the applier, unless the queue is full or the
     /// applier waits for it (a hurry).
     fn batch(&self, msg: ToApply) -> Result<(), ApplierGone> {
-        match self.tx.try_send(msg) {
+        let tx = self.tx.as_ref().ok_or(ApplierGone)?;
+        match tx.try_send(msg) {
             Ok(()) => {
                 if self.hurrying.get() {
                     self.wake();
@@ -221,7 +226,7 @@ impl ApplyTx {
             }
             Err(TrySendError::Full(msg)) => {
                 self.wake();
-                self.tx.send(msg).map_err(|_| ApplierGone)
+                tx.send(msg).map_err(|_| ApplierGone)
             }
             Err(TrySendError::Disconnected(_)) => Err(ApplierGone),
         }
@@ -229,7 +234,11 @@ impl ApplyTx {
 
     /// Queues `msg` and wakes the applier to take it now.
     pub(crate) fn urgent(&self, msg: ToApply) -> Result<(), ApplierGone> {
-        let sent = self.tx.send(msg).map_err(|_| ApplierGone);
+        let tx = self.tx.as_ref().ok_or(ApplierGone)?;
+        // Woken before too: the send waits for room in a full queue, which only the
+        // applier makes.
+        self.wake();
+        let sent = tx.send(msg).map_err(|_| ApplierGone);
         self.wake();
         sent
     }
@@ -240,8 +249,10 @@ impl ApplyTx {
 }
 
 impl Drop for ApplyTx {
-    /// The applier notices a closed queue only when it looks: let it look now.
+    /// The applier notices a closed queue only when it looks: close this sender's end,
+    /// then let it look.
     fn drop(&mut self) {
+        drop(self.tx.take());
         self.wake();
     }
 }
@@ -368,7 +379,8 @@ fn write_bytes(w: &Write) -> usize {
 
 /// Waits until `bytes` more fit under [`UNAPPLIED_BYTES_MAX`] (or nothing is unapplied)
 /// and counts them; false if the store failed meanwhile. Wakes the applier before
-/// waiting: only it makes room.
+/// waiting: it then takes its queue, and a gathering that reaches `APPLY_BYTES_MAX` (a
+/// quarter of this bound) commits at once, which makes the room.
 fn reserve_unapplied(shared: &Shared, bytes: usize, apply: &ApplyTx) -> bool {
     let mut done = shared.done();
     while done.failed.is_none()
@@ -494,15 +506,18 @@ pub(crate) fn apply_loop(
 /// once the deadline passed or the queue closed.
 fn next_within(rx: &Receiver<ToApply>, deadline: Instant) -> Option<ToApply> {
     loop {
-        if Instant::now() >= deadline {
-            return None;
-        }
+        // The queue before the clock: what arrived while this thread slept belongs to
+        // the window that is ending, not the next.
         match rx.try_recv() {
             Ok(msg) => return Some(msg),
             Err(TryRecvError::Disconnected) => return None,
             Err(TryRecvError::Empty) => {}
         }
-        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
     }
 }
 
@@ -682,14 +697,14 @@ mod tests {
         }
     }
 
-    /// Fills the unapplied bound, then reserves one more byte on another thread and
-    /// checks that it waits; the receiver gets whether that reservation succeeded.
     /// A way to an applier that is not there (waking it wakes nobody).
     fn no_applier() -> ApplyTx {
         let (tx, _) = sync_channel(1);
         ApplyTx::new(tx, std::thread::current(), Hurrying::default())
     }
 
+    /// Fills the unapplied bound, then reserves one more byte on another thread and
+    /// checks that it waits; the receiver gets whether that reservation succeeded.
     fn a_waiting_log_writer(shared: &Arc<Shared>) -> Receiver<bool> {
         // Nothing unapplied: a batch as large as the bound still goes through.
         assert!(reserve_unapplied(

@@ -437,6 +437,29 @@ fn the_applier_puts_many_log_batches_in_one_redb_transaction() {
 }
 
 #[test]
+fn batches_that_arrive_during_the_appliers_window_are_applied_at_its_end() {
+    // Two writes reported durable well inside one window go into one redb commit at the
+    // window's end. (An applier that looked at its deadline before its queue left the
+    // second to the next window: two commits, and a write in the overlay for up to two
+    // windows.)
+    let dir = TempDir::new("window");
+    let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
+    let mut rng = Rng::new(8);
+    let before = s.stats().applies;
+    for _ in 0..2 {
+        s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
+        let persisted = s.wait_persisted(Duration::from_secs(10)).unwrap();
+        assert_eq!(persisted.len(), 1);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.stats().overlay_entries > 0 {
+        assert!(std::time::Instant::now() < deadline, "never applied");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.stats().applies - before, 1, "{:?}", s.stats());
+}
+
+#[test]
 fn a_flush_hurries_the_applier_instead_of_waiting_out_its_gathering() {
     let dir = TempDir::new("hurry");
     let mut s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
