@@ -601,7 +601,7 @@ mod tests {
         );
         assert_eq!(closed.await, Ok(Ok(())));
         let store = RedbStore::open(
-            &dir.join("cairn.redb"),
+            dir.join("cairn.redb"),
             cairn_store::Options::new(rand::random::<u64>()),
         )
         .unwrap();
