@@ -82,8 +82,15 @@ const OP_TAG_OFFSET: u8 = 15;
 
 /// Encodes a state or delta.
 pub fn encode_value(v: &Value) -> Vec<u8> {
-    let tag = value::tag(v.value_type());
-    value::encode(v, vec![FORMAT_VERSION, tag])
+    encode_value_after(Vec::new(), v)
+}
+
+/// [`encode_value`], appended to `out` (a caller's header, say), so that the encoding
+/// need not be copied behind it.
+pub fn encode_value_after(mut out: Vec<u8>, v: &Value) -> Vec<u8> {
+    out.push(FORMAT_VERSION);
+    out.push(value::tag(v.value_type()));
+    value::encode(v, out)
 }
 
 /// Decodes a state or delta, checking every invariant of its type.

@@ -491,12 +491,12 @@ impl Core {
 mod tests {
     use super::*;
     use crate::config::RawConfig;
-    use cairn_core::{Config, RequestOptions};
+    use cairn_core::RequestOptions;
     use cairn_net::{Endpoint, NetConfig};
-    use cairn_ring::{Capacity, LayoutConfig, Zone};
 
-    /// A core over a real store and endpoint in `dir`, a one-node cluster, and its queue.
-    fn core_in(dir: &std::path::Path) -> (Core, CoreHandle, CoreQueue) {
+    /// A core over a real store and endpoint in `dir`, a new one-node cluster, and the way
+    /// into it, built as the server builds them.
+    async fn core_in(dir: &std::path::Path) -> (Core, CoreHandle, CoreQueue) {
         let raw = RawConfig {
             data: Some(dir.to_owned()),
             listen: Some("127.0.0.1:0".into()),
@@ -508,33 +508,9 @@ mod tests {
         let (id, _) = state.node_id().unwrap();
         let identity = crate::tls::identity(&config, &state).unwrap();
         let endpoint = Endpoint::bind(config.listen, &identity, NetConfig::default()).unwrap();
-        let mut layout = Layout::new(LayoutConfig::new(8, 1).unwrap());
-        let zone = Zone::new("z").unwrap();
-        let role = NodeRole::new(config.advertise.to_string(), zone, Capacity(1));
-        layout.stage_node(id, role, id).unwrap();
-        layout.commit().unwrap();
-        let (handle, queue) = queue();
-        let flag = Arc::new(AtomicBool::new(false));
-        let store = crate::open_store(&config, &state, handle.clone(), flag.clone()).unwrap();
-        let clock = Clock { offset_ms: 0 };
-        let mut node_config = Config::new(id, 1);
-        node_config.bucket_props.n = 1;
-        let node = Node::new(node_config, layout, store, clock.now_ms()).unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let runtime = tokio::runtime::Handle::current();
-        let outbound = Outbound::new(id, endpoint, runtime, metrics.clone());
-        let http = config.http;
-        let core = Core::new(
-            node,
-            clock,
-            outbound,
-            state,
-            flag,
-            "t".into(),
-            http,
-            metrics,
-        );
-        (core, handle, queue)
+        let layout = crate::layout(&config, &state, id, &endpoint).await.unwrap();
+        let parts = crate::core_parts(&config, state, id, layout, &endpoint).unwrap();
+        (parts.core, parts.handle, parts.queue)
     }
 
     fn increment() -> ClientRequest {
@@ -552,7 +528,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_shutdown_mid_turn_answers_every_event_and_closes_the_store() {
         let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
-        let (core, handle, queue) = core_in(&dir);
+        let (core, handle, queue) = core_in(&dir).await;
         let running = tokio::spawn(core.run(queue));
         // A new node answers "starting" until its generation is durable.
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -122,34 +122,12 @@ pub async fn run(
         addr: config.http,
         reason: e.to_string(),
     })?;
-    let (handle, queue) = core_loop::queue();
-    let flag = Arc::new(AtomicBool::new(false));
-    let store = open_store(&config, &state, handle.clone(), flag.clone())?;
-    let nonce = rand::random::<u64>();
-    let mut node_config = Config::new(id, nonce);
-    node_config.bucket_props.n = layout.config().replication();
-    let clock = Clock {
-        offset_ms: config.clock_offset_ms,
-    };
-    let node =
-        Node::new(node_config, layout, store, clock.now_ms()).map_err(|e| ServerError::Store {
-            file: state.store_file().display().to_string(),
-            reason: e.to_string(),
-        })?;
-    tracing::info!(generation = node.generation(), "storage generation");
-    let metrics = Arc::new(metrics::Metrics::default());
-    let runtime = tokio::runtime::Handle::current();
-    let outbound = Outbound::new(id, endpoint.clone(), runtime, metrics.clone());
-    let core = Core::new(
-        node,
-        clock,
-        outbound,
-        state,
-        flag,
-        config.name.clone(),
-        config.http,
-        metrics.clone(),
-    );
+    let CoreParts {
+        core,
+        handle,
+        queue,
+        metrics,
+    } = core_parts(&config, state, id, layout, &endpoint)?;
     let core_task = tokio::spawn(core.run(queue));
     // A node whose core died serves nothing but would look alive: end the process
     // instead, so a supervisor restarts it (a new generation, no lost acknowledged write:
@@ -217,6 +195,59 @@ pub async fn run(
             reason: format!("the core stopped before closing the store ({e:?})"),
         }),
     }
+}
+
+/// The node's core over this node's store, and the way into it: what [`run`] starts
+/// (and what tests start without the rest of the server).
+pub(crate) struct CoreParts {
+    pub(crate) core: Core,
+    pub(crate) handle: CoreHandle,
+    pub(crate) queue: core_loop::CoreQueue,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+}
+
+/// Opens the store and starts a node (a new storage generation) over it, with `layout`.
+pub(crate) fn core_parts(
+    config: &ServerConfig,
+    state: StateDir,
+    id: NodeId,
+    layout: Layout,
+    endpoint: &Endpoint,
+) -> Result<CoreParts, ServerError> {
+    let (handle, queue) = core_loop::queue();
+    let flag = Arc::new(AtomicBool::new(false));
+    let store = open_store(config, &state, handle.clone(), flag.clone())?;
+    let nonce = rand::random::<u64>();
+    let mut node_config = Config::new(id, nonce);
+    node_config.bucket_props.n = layout.config().replication();
+    let clock = Clock {
+        offset_ms: config.clock_offset_ms,
+    };
+    let node =
+        Node::new(node_config, layout, store, clock.now_ms()).map_err(|e| ServerError::Store {
+            file: state.store_file().display().to_string(),
+            reason: e.to_string(),
+        })?;
+    tracing::info!(generation = node.generation(), "storage generation");
+    let metrics = Arc::new(metrics::Metrics::default());
+    let runtime = tokio::runtime::Handle::current();
+    let outbound = Outbound::new(id, endpoint.clone(), runtime, metrics.clone());
+    let core = Core::new(
+        node,
+        clock,
+        outbound,
+        state,
+        flag,
+        config.name.clone(),
+        config.http,
+        metrics.clone(),
+    );
+    Ok(CoreParts {
+        core,
+        handle,
+        queue,
+        metrics,
+    })
 }
 
 fn open_store(

@@ -31,7 +31,7 @@
 //! (`[partition] [segment] [plain key]` → `[state hash u64 LE]`); format 0 had neither
 //! `aae_keys`, `aae_segments` nor `hint_totals`. Open upgrades all three (`derived::upgrade`).
 
-use cairn_core::aae::{segment_of, SegmentId};
+use cairn_core::aae::{segment_of, state_hash_of_encoding, SegmentId};
 use cairn_core::{NodeMeta, ObjectKey, StoreError};
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
@@ -228,13 +228,18 @@ pub(crate) fn decode_owner_key(bytes: &[u8]) -> Result<NodeId, StoreError> {
 
 // ---- records ----
 
-/// `[1] [hash] [value]`.
-pub(crate) fn object_record(hash: u64, encoded: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + encoded.len());
-    out.push(RECORD_V1);
-    out.extend_from_slice(&hash.to_le_bytes());
-    out.extend_from_slice(encoded);
-    out
+/// Bytes before the value in an object record: the version and the state hash.
+const OBJECT_HEADER_BYTES: usize = 9;
+
+/// `[1] [hash] [value]`, and the hash: the state hash of the value's encoding, which is
+/// written once, behind room left for the header (one encoding serves both).
+pub(crate) fn object_record(value: &Value) -> (u64, Vec<u8>) {
+    let mut out = cairn_proto::encode_value_after(vec![0; OBJECT_HEADER_BYTES], value);
+    let (header, encoded) = out.split_at_mut(OBJECT_HEADER_BYTES);
+    let hash = state_hash_of_encoding(encoded);
+    header[0] = RECORD_V1;
+    header[1..].copy_from_slice(&hash.to_le_bytes());
+    (hash, out)
 }
 
 /// The state hash of an object record, without decoding the value.
@@ -251,16 +256,14 @@ pub(crate) fn object_record_hash(bytes: &[u8]) -> Result<u64, StoreError> {
 /// Decodes an object record: its state hash and value.
 pub(crate) fn decode_object_record(bytes: &[u8]) -> Result<(u64, Value), StoreError> {
     let hash = object_record_hash(bytes)?;
-    let value = decode(&bytes[9..], "object")?;
+    let value = decode(&bytes[OBJECT_HEADER_BYTES..], "object")?;
     Ok((hash, value))
 }
 
-/// `[1] [value]`.
-pub(crate) fn hint_record(encoded: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + encoded.len());
-    out.push(RECORD_V1);
-    out.extend_from_slice(encoded);
-    out
+/// `[1] [value]`, and the value's encoded size (the record less its version byte).
+pub(crate) fn hint_record(value: &Value) -> (u64, Vec<u8>) {
+    let out = cairn_proto::encode_value_after(vec![RECORD_V1], value);
+    (out.len().saturating_sub(1) as u64, out)
 }
 
 /// The encoded value inside a hint record.
@@ -506,7 +509,10 @@ mod tests {
         assert_eq!(decode_session_record(&session_record(&s)).unwrap(), s);
         assert!(decode_session_record(&[1, 2, 0, 0]).is_err());
         assert!(object_record_hash(&[2; 9]).is_err());
-        assert!(decode_object_record(&object_record(7, b"junk")).is_err());
+        let (_, mut record) = object_record(&Value::Counter(Default::default()));
+        record.truncate(OBJECT_HEADER_BYTES);
+        record.extend_from_slice(b"junk");
+        assert!(decode_object_record(&record).is_err());
         assert!(decode_object_key(&[0, 0, 5, 0, 7]).is_err());
         assert!(decode_totals_record(&[0; 15]).is_err());
     }

@@ -1,6 +1,7 @@
 //! `RedbStore`: the `Store` trait over redb, the overlay and the writer.
 
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn_core::aae::{leaf, segment_of, state_hash_of_encoding, SegmentId, Tree, SEGMENTS};
+use cairn_core::aae::{leaf, segment_of, SegmentId, Tree, SEGMENTS};
 use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
@@ -182,7 +183,7 @@ impl RedbStore {
         }
     }
 
-    /// Stages object `key`: `new` is its value with that value's encoding, or `None` to
+    /// Stages object `key`: `new` is its value with that value's record, or `None` to
     /// remove it.
     fn stage_stored(
         &mut self,
@@ -197,7 +198,7 @@ impl RedbStore {
         let old = self.current_hash(&k)?;
         // From here the object's state changes: what was read of it is stale.
         self.last_read.get_mut().take();
-        let (new, encoded) = new.unzip();
+        let (new, record) = new.unzip();
         let new_hash = new.as_ref().map(|s| s.hash);
         let mut flip = 0;
         if let Some(h) = old {
@@ -206,10 +207,6 @@ impl RedbStore {
         if let Some(h) = new_hash {
             flip ^= leaf(&key, h);
         }
-        let record = new
-            .as_ref()
-            .zip(encoded)
-            .map(|(s, encoded)| format::object_record(s.hash, &encoded));
         // Taken only once nothing can fail before the write is sent: a number that is
         // never sent would leave `flush` waiting for it.
         let seq = self.next_seq + 1;
@@ -281,24 +278,26 @@ impl RedbStore {
         overlay: &'a mut Overlay,
         partition: PartitionId,
     ) -> Result<&'a mut [u64], StoreError> {
-        if !overlay.trees.contains_key(&partition) {
-            let txn = self.read()?;
-            let t = txn.open_table(OBJECTS).map_err(table_error)?;
-            let mut segments = vec![0u64; SEGMENTS];
-            for (s, slot) in (0u16..).zip(segments.iter_mut()) {
-                let k = format::segment_key(partition, SegmentId(s));
-                *slot = match overlay.segments.get(&k) {
-                    Some(e) => e.item,
-                    None => db_segment(&t, &k)?,
-                };
+        let Overlay {
+            trees, segments, ..
+        } = overlay;
+        let tree = match trees.entry(partition) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let txn = self.read()?;
+                let t = txn.open_table(OBJECTS).map_err(table_error)?;
+                let mut built = vec![0u64; SEGMENTS];
+                for (s, slot) in (0u16..).zip(built.iter_mut()) {
+                    let k = format::segment_key(partition, SegmentId(s));
+                    *slot = match segments.get(&k) {
+                        Some(e) => e.item,
+                        None => db_segment(&t, &k)?,
+                    };
+                }
+                e.insert(built.into_boxed_slice())
             }
-            overlay.trees.insert(partition, segments.into_boxed_slice());
-        }
-        overlay
-            .trees
-            .get_mut(&partition)
-            .map(|t| &mut t[..])
-            .ok_or_else(|| StoreError::Corrupt("partition tree".into()))
+        };
+        Ok(tree)
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
@@ -362,7 +361,7 @@ impl RedbStore {
         &mut self,
         owner: NodeId,
         key: ObjectKey,
-        new: Option<StagedHint>,
+        new: Option<(StagedHint, Vec<u8>)>,
     ) -> Result<WriteToken, StoreError> {
         self.check_writable()?;
         let k = format::hint_key(owner, &key);
@@ -373,11 +372,11 @@ impl RedbStore {
             count = count.saturating_sub(1);
             bytes = bytes.saturating_sub(b);
         }
-        let record = new.as_ref().map(|h| {
+        let (new, record) = new.unzip();
+        if let Some(h) = &new {
             count += 1;
             bytes += h.bytes;
-            format::hint_record(&cairn_proto::encode_value(&h.value))
-        });
+        }
         let ops = vec![
             Op::Hint {
                 key: k.clone(),
@@ -459,10 +458,8 @@ impl Store for RedbStore {
     }
 
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {
-        // One encoding serves both the state hash and the record.
-        let encoded = cairn_proto::encode_value(&value);
-        let hash = state_hash_of_encoding(&encoded);
-        self.stage_stored(key, Some((StagedObject { value, hash }, encoded)))
+        let (hash, record) = format::object_record(&value);
+        self.stage_stored(key, Some((StagedObject { value, hash }, record)))
     }
 
     fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError> {
@@ -535,8 +532,9 @@ impl Store for RedbStore {
         key: ObjectKey,
         value: Value,
     ) -> Result<WriteToken, StoreError> {
-        let bytes = cairn_proto::encode_value(&value).len() as u64;
-        self.stage_hint_entry(owner, key, Some(StagedHint { value, bytes }))
+        // One encoding serves both the record and the size the hint totals count.
+        let (bytes, record) = format::hint_record(&value);
+        self.stage_hint_entry(owner, key, Some((StagedHint { value, bytes }, record)))
     }
 
     // One point read per owner with hints: hints are keyed by owner first, owners are few.
