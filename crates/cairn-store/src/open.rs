@@ -2,6 +2,7 @@
 //! the writer; and closing it cleanly.
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -119,6 +120,8 @@ impl RedbStore {
             return Ok(());
         };
         drop(tx);
+        // Let go of the read snapshot this store keeps.
+        self.objects_view.get_mut().take();
         // The applier stops once both the log writer and the store let go of its queue.
         drop(self.hurry.take());
         if let Some(h) = self.writer.take() {
@@ -491,6 +494,10 @@ fn spawn(
     opts: Options,
     recovery: Recovery,
 ) -> Result<RedbStore, StoreError> {
+    let hint_totals = {
+        let txn = db.begin_read().map_err(txn_error)?;
+        derived::stored_totals(&txn.open_table(HINT_TOTALS).map_err(table_error)?)?
+    };
     let shared = Arc::new(Shared {
         db,
         overlay: Mutex::new(Overlay::default()),
@@ -498,6 +505,7 @@ fn spawn(
         done_cv: Condvar::new(),
         on_persisted: opts.on_persisted.clone(),
         counters: Counters::default(),
+        commits: AtomicU64::new(0),
     });
     let (tx, rx) = sync_channel(opts.queue_writes_max.max(1));
     let batching = Batching {
@@ -545,6 +553,8 @@ fn spawn(
         synced: opts.durability == Durability::Fsync,
         identity,
         last_read: Default::default(),
+        hint_totals,
+        objects_view: Default::default(),
     })
 }
 

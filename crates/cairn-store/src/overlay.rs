@@ -40,7 +40,6 @@ pub(crate) struct Overlay {
     pub(crate) objects: BTreeMap<Vec<u8>, Staged<(ObjectKey, Option<StagedObject>)>>,
     pub(crate) segments: BTreeMap<[u8; 4], Staged<u64>>,
     pub(crate) hints: BTreeMap<Vec<u8>, Staged<(ObjectKey, Option<StagedHint>)>>,
-    pub(crate) totals: BTreeMap<[u8; 8], Staged<(u64, u64)>>,
     pub(crate) node: Option<Staged<NodeMeta>>,
     /// Every segment hash of the partitions written to or asked for, staged writes
     /// included: `aae_tree` answers from here and a write updates its segment here. Built
@@ -65,7 +64,8 @@ impl Overlay {
                 Op::Object { key, .. } => drop_if(&mut self.objects, key, committed),
                 Op::Segment { key, .. } => drop_if(&mut self.segments, key, committed),
                 Op::Hint { key, .. } => drop_if(&mut self.hints, key, committed),
-                Op::Totals { owner, .. } => drop_if(&mut self.totals, owner, committed),
+                // Hint totals live in the store itself (`RedbStore::hint_totals`).
+                Op::Totals { .. } => {}
                 Op::Node(_) => {
                     if self.node.as_ref().is_some_and(|s| s.seq <= committed) {
                         self.node = None;
@@ -80,7 +80,6 @@ impl Overlay {
         self.objects.len()
             + self.segments.len()
             + self.hints.len()
-            + self.totals.len()
             + usize::from(self.node.is_some())
     }
 }

@@ -17,7 +17,7 @@ use cairn_ring::{NodeId, PartitionId};
 use redb::ReadTransaction;
 
 use crate::error::{storage_error, table_error, txn_error};
-use crate::format::{self, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{self, MetaKey, HINTS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
 use crate::writer::{ApplyTx, Op, Shared, ToApply, Write};
@@ -43,6 +43,20 @@ pub struct RedbStore {
     /// update the key's anti-entropy segment. Cleared by every staged object write, the
     /// only thing that changes an object's committed or staged state.
     pub(crate) last_read: RefCell<Option<LastRead>>,
+    /// Every owner's hint totals (count, bytes), staged writes included. This store is
+    /// their only writer, so it keeps them here from open on: the write path asks for
+    /// them on every write (are there hints of this key to join? is the backlog full?),
+    /// and a read transaction per write to learn "no hints" cost ~5% of a node's CPU.
+    pub(crate) hint_totals: BTreeMap<[u8; 8], (u64, u64)>,
+    /// The `objects` table as of the applier's last commit, reused by object reads until
+    /// the next commit (see [`objects`](Self::objects)).
+    pub(crate) objects_view: RefCell<Option<ObjectsView>>,
+}
+
+/// A read view of the `objects` table and the commit count it was opened at.
+pub(crate) struct ObjectsView {
+    commits: u64,
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
 }
 
 /// What [`RedbStore::last_read`] remembers: an object key's bytes and its state hash
@@ -260,11 +274,11 @@ impl RedbStore {
         if let Some(hash) = staged.or_else(|| self.remembered_hash(k)) {
             return Ok(hash);
         }
-        let txn = self.read()?;
-        let t = txn.open_table(OBJECTS).map_err(table_error)?;
-        let got = t.get(k).map_err(storage_error)?;
-        got.map(|g| format::object_record_hash(g.value()))
-            .transpose()
+        self.objects(|t| {
+            let got = t.get(k).map_err(storage_error)?;
+            got.map(|g| format::object_record_hash(g.value()))
+                .transpose()
+        })
     }
 
     /// Every segment hash of `partition`, staged writes included, kept in `overlay` once
@@ -304,6 +318,29 @@ impl RedbStore {
         self.shared.db.begin_read().map_err(txn_error)
     }
 
+    /// Runs `f` on the `objects` table as of the applier's last commit or later. Call it
+    /// only after looking in the overlay: a write that was not there is in that commit.
+    ///
+    /// Beginning a read transaction and opening a table cost about as much as the point
+    /// read itself, so one view serves every read until the applier commits again. It
+    /// keeps one snapshot alive meanwhile, which holds back the reuse of pages freed after
+    /// it; every write reads first, so a busy store moves it on at its next commit.
+    fn objects<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // Read before the snapshot is taken, so the snapshot is at least this new.
+        let commits = self.shared.commits.load(Ordering::Acquire);
+        let mut view = self.objects_view.borrow_mut();
+        if let Some(v) = view.as_ref().filter(|v| v.commits == commits) {
+            return f(&v.table);
+        }
+        // Let go of the old snapshot before taking a new one.
+        *view = None;
+        let table = self.read()?.open_table(OBJECTS).map_err(table_error)?;
+        f(&view.insert(ObjectsView { commits, table }).table)
+    }
+
     /// A read transaction begun while the overlay is locked, with what `f` takes from the
     /// overlay: nothing leaves the overlay between the two, so together they are one
     /// consistent view.
@@ -316,33 +353,16 @@ impl RedbStore {
         Ok((txn, f(&overlay)))
     }
 
-    fn db_totals(txn: &ReadTransaction) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
-        let t = txn.open_table(HINT_TOTALS).map_err(table_error)?;
-        crate::derived::stored_totals(&t)
+    /// Hint totals of the owners this node holds hints for, staged included.
+    fn totals(&self) -> impl Iterator<Item = ([u8; 8], (u64, u64))> + '_ {
+        self.hint_totals
+            .iter()
+            .filter(|(_, (count, _))| *count > 0)
+            .map(|(o, t)| (*o, *t))
     }
 
-    /// Hint totals per owner, staged included.
-    fn totals(&self) -> Result<BTreeMap<[u8; 8], (u64, u64)>, StoreError> {
-        let (txn, staged) = self.snapshot(|o| {
-            o.totals
-                .iter()
-                .map(|(k, v)| (*k, v.item))
-                .collect::<Vec<_>>()
-        })?;
-        let mut all = Self::db_totals(&txn)?;
-        all.extend(staged);
-        all.retain(|_, (count, _)| *count > 0);
-        Ok(all)
-    }
-
-    fn owner_totals(&self, owner: [u8; 8]) -> Result<(u64, u64), StoreError> {
-        if let Some(t) = self.shared.overlay().totals.get(&owner) {
-            return Ok(t.item);
-        }
-        let txn = self.read()?;
-        let t = txn.open_table(HINT_TOTALS).map_err(table_error)?;
-        let got = t.get(&owner[..]).map_err(storage_error)?;
-        got.map_or(Ok((0, 0)), |g| format::decode_totals_record(g.value()))
+    fn owner_totals(&self, owner: [u8; 8]) -> (u64, u64) {
+        self.hint_totals.get(&owner).copied().unwrap_or((0, 0))
     }
 
     /// The encoded size of a hint, staged or committed.
@@ -367,7 +387,7 @@ impl RedbStore {
         let k = format::hint_key(owner, &key);
         let o = format::owner_key(owner);
         let old = self.hint_size(&k)?;
-        let (mut count, mut bytes) = self.owner_totals(o)?;
+        let (mut count, mut bytes) = self.owner_totals(o);
         if let Some(b) = old {
             count = count.saturating_sub(1);
             bytes = bytes.saturating_sub(b);
@@ -398,14 +418,8 @@ impl RedbStore {
                     item: (key, new),
                 },
             );
-            overlay.totals.insert(
-                o,
-                Staged {
-                    seq,
-                    item: (count, bytes),
-                },
-            );
         }
+        self.hint_totals.insert(o, (count, bytes));
         self.stage(seq, ops)
     }
 }
@@ -447,12 +461,11 @@ impl Store for RedbStore {
         }
         // The overlay was checked first: a write that left it is committed, so this read
         // transaction sees it.
-        let txn = self.read()?;
-        let t = txn.open_table(OBJECTS).map_err(table_error)?;
-        let got = t.get(&k[..]).map_err(storage_error)?;
-        let record = got
-            .map(|g| format::decode_object_record(g.value()))
-            .transpose()?;
+        let record = self.objects(|t| {
+            let got = t.get(&k[..]).map_err(storage_error)?;
+            got.map(|g| format::decode_object_record(g.value()))
+                .transpose()
+        })?;
         self.remember_read(k, record.as_ref().map(|(hash, _)| *hash));
         Ok(record.map(|(_, value)| value))
     }
@@ -540,8 +553,9 @@ impl Store for RedbStore {
     // One point read per owner with hints: hints are keyed by owner first, owners are few.
     fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError> {
         let mut out = Vec::new();
-        for owner in self.totals()?.keys() {
-            let owner = NodeId(u64::from_be_bytes(*owner));
+        let owners: Vec<[u8; 8]> = self.totals().map(|(o, _)| o).collect();
+        for owner in owners {
+            let owner = NodeId(u64::from_be_bytes(owner));
             if let Some(v) = self.hint(owner, key)? {
                 out.push((owner, v));
             }
@@ -603,19 +617,19 @@ impl Store for RedbStore {
     }
 
     fn hint_counts(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
-        let all = self.totals()?;
-        Ok(all
-            .into_iter()
+        Ok(self
+            .totals()
             .map(|(o, (count, _))| (NodeId(u64::from_be_bytes(o)), count))
             .collect())
     }
 
     fn hint_backlog(&self) -> Result<Backlog, StoreError> {
-        let all = self.totals()?;
-        Ok(Backlog {
-            count: all.values().map(|t| t.0).sum(),
-            bytes: all.values().map(|t| t.1).sum(),
-        })
+        Ok(self
+            .totals()
+            .fold(Backlog::default(), |b, (_, (count, bytes))| Backlog {
+                count: b.count + count,
+                bytes: b.bytes + bytes,
+            }))
     }
 
     fn meta(&self) -> Result<Option<NodeMeta>, StoreError> {

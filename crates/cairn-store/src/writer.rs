@@ -91,6 +91,11 @@ pub(crate) struct Shared {
     pub(crate) done_cv: Condvar,
     pub(crate) on_persisted: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(crate) counters: Counters,
+    /// redb commits the applier has made, counted after each commit and before its writes
+    /// leave the overlay: a reader that missed a write in the overlay and then reads this
+    /// count sees the commit that holds it (the overlay lock orders the two), so a read
+    /// view opened at this count or later holds it too (`RedbStore::objects`).
+    pub(crate) commits: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -484,6 +489,7 @@ pub(crate) fn apply_loop(
             fail(shared, e);
             return;
         }
+        shared.commits.fetch_add(1, Ordering::Release);
         shared.counters.applies.fetch_add(1, Ordering::Relaxed);
         if sync {
             synced_at = applied;
@@ -495,8 +501,11 @@ pub(crate) fn apply_loop(
         forget(shared, &gather);
     }
     if applied != synced_at {
-        if let Err(e) = commit(&shared.db, std::iter::empty(), true, applied) {
-            fail(shared, e);
+        match commit(&shared.db, std::iter::empty(), true, applied) {
+            Ok(()) => {
+                shared.commits.fetch_add(1, Ordering::Release);
+            }
+            Err(e) => fail(shared, e),
         }
     }
 }

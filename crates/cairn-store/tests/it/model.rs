@@ -210,3 +210,63 @@ fn a_write_after_a_read_and_a_commit_updates_the_tree_from_the_current_state() {
     let audit = redb.audit().unwrap();
     assert!(audit.problems.is_empty(), "{:?}", audit.problems);
 }
+
+#[test]
+fn a_read_after_a_commit_sees_it_not_the_view_an_earlier_read_opened() {
+    // Object reads share one read view of redb until the applier commits again. A read
+    // made after a write has left the overlay must see the commit that took it out.
+    let dir = TempDir::new("read-view");
+    let mut redb = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    let mut rng = Rng::new(8);
+    let k = key(&mut rng);
+    for round in 0..4 {
+        // The read opens (or reuses) a view; the write then commits past it.
+        let before = redb.object(&k).unwrap();
+        let v = value(&mut rng);
+        redb.stage_object(k.clone(), v.clone()).unwrap();
+        redb.flush().unwrap();
+        assert_eq!(
+            redb.stats().overlay_entries,
+            0,
+            "the write left the overlay"
+        );
+        assert_eq!(
+            redb.object(&k).unwrap(),
+            Some(v),
+            "round {round}: read the committed value, not {before:?}"
+        );
+    }
+}
+
+#[test]
+fn hint_totals_follow_every_staged_hint_and_survive_a_reopen() {
+    // The store keeps hint totals in memory; they must match the hints it holds.
+    let dir = TempDir::new("hint-totals");
+    let mut redb = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    let mut rng = Rng::new(3);
+    let owner = NodeId(7);
+    let (a, b) = (key(&mut rng), key(&mut rng));
+    let b = if a == b { key(&mut Rng::new(4)) } else { b };
+    assert_ne!(a, b);
+    redb.stage_hint(owner, a.clone(), value(&mut rng)).unwrap();
+    redb.stage_hint(owner, b.clone(), value(&mut rng)).unwrap();
+    assert_eq!(redb.hint_counts().unwrap(), vec![(owner, 2)]);
+    assert_eq!(redb.key_hints(&a).unwrap().len(), 1);
+    redb.stage_hint_removal(owner, &a).unwrap();
+    assert_eq!(redb.hint_counts().unwrap(), vec![(owner, 1)]);
+    assert!(redb.key_hints(&a).unwrap().is_empty());
+    redb.close().unwrap();
+    let mut redb = RedbStore::open(dir.file(), opts(Durability::None)).unwrap();
+    assert_eq!(
+        redb.hint_counts().unwrap(),
+        vec![(owner, 1)],
+        "after reopen"
+    );
+    assert_eq!(redb.hint_backlog().unwrap().count, 1);
+    redb.stage_hint_removal(owner, &b).unwrap();
+    assert!(
+        redb.hint_counts().unwrap().is_empty(),
+        "no owner with no hints"
+    );
+    assert_eq!(redb.hint_backlog().unwrap(), Default::default());
+}
