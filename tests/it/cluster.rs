@@ -332,6 +332,7 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         "cairn_requests_total{op=\"update\",type=\"counter\",outcome=\"ok\"}",
         "cairn_request_duration_seconds_bucket{op=\"read\"",
         "cairn_store_batches_total",
+        "cairn_store_commit_duration_seconds_bucket{le=\"0.001\"}",
         "cairn_aae_exchanges_total",
         "cairn_quic_connections",
         "cairn_hints_for{node=",

@@ -266,12 +266,31 @@ fn render_status(out: &mut String, s: &Status) {
         "Time spent appending batches to the write-ahead log (fsync included).",
         st.commit_us,
     );
+    commit_histogram(out, st);
     counter(
         out,
         "cairn_store_applies_total",
         "redb transactions applying logged batches to the store, each a synced checkpoint.",
         st.applies,
     );
+}
+
+/// The log commits' durations: the disk's fsync latency as the write path sees it.
+fn commit_histogram(out: &mut String, st: &crate::status::StoreSummary) {
+    let name = "cairn_store_commit_duration_seconds";
+    header(
+        out,
+        name,
+        "histogram",
+        "Time to append one batch to the write-ahead log and fsync it; durable writes wait for it.",
+    );
+    for (bound, n) in cairn_store::COMMIT_BUCKETS_US.iter().zip(st.commit_buckets) {
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", st.batches);
+    let _ = writeln!(out, "{name}_sum {}", st.commit_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", st.batches);
 }
 
 #[cfg(test)]
@@ -301,5 +320,33 @@ mod tests {
         assert!(out.contains("x_count{op=\"update\"} 3"), "{out}");
         let requests = m.requests.lock().unwrap().clone();
         assert_eq!(requests[&("update", "counter", "ok")], 2);
+    }
+
+    #[test]
+    fn the_log_commit_histogram_ends_in_the_batch_count() {
+        let mut st = crate::status::StoreSummary {
+            batches: 5,
+            commit_us: 2_500,
+            ..Default::default()
+        };
+        st.commit_buckets[0] = 1;
+        st.commit_buckets[1..].fill(4); // One batch took longer than every bound.
+        let mut out = String::new();
+        commit_histogram(&mut out, &st);
+        let name = "cairn_store_commit_duration_seconds";
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"0.00005\"}} 1")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"5\"}} 4")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 5")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{name}_sum 0.0025")), "{out}");
+        assert!(out.contains(&format!("{name}_count 5")), "{out}");
     }
 }

@@ -62,6 +62,9 @@ pub struct StoreSummary {
     pub writes: u64,
     /// Time appending them to the log, fsync included, in microseconds.
     pub commit_us: u64,
+    /// Batches whose append and fsync took at most each of
+    /// [`cairn_store::COMMIT_BUCKETS_US`] (cumulative).
+    pub commit_buckets: [u64; cairn_store::COMMIT_BUCKETS_US.len()],
     /// redb transactions applying them (each a checkpoint holding many batches).
     pub applies: u64,
 }
@@ -189,6 +192,7 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             batches: store.batches,
             writes: store.writes,
             commit_us: u64::try_from(store.commit_time.as_micros()).unwrap_or(u64::MAX),
+            commit_buckets: store.commit_buckets,
             applies: store.applies,
         },
     }

@@ -82,6 +82,13 @@ pub const BATCH_WAIT: Duration = Duration::ZERO;
 pub const QUEUE_WRITES_MAX: usize = 8192;
 /// redb's page cache, by default.
 pub const CACHE_BYTES: usize = 64 << 20;
+/// Upper bounds, in microseconds, of the buckets [`Stats::commit_buckets`] counts log
+/// commits (append and fsync of one batch) in. A log fsync on a healthy SSD takes tens to
+/// hundreds of microseconds; the upper buckets are for disks that stall.
+pub const COMMIT_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+    5_000_000,
+];
 
 /// When the writer's commits reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

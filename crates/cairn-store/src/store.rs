@@ -85,6 +85,10 @@ pub struct Stats {
     pub writes: u64,
     /// Time spent making them durable (append and fsync).
     pub commit_time: Duration,
+    /// Batches whose append and fsync took at most each of
+    /// [`COMMIT_BUCKETS_US`](crate::COMMIT_BUCKETS_US) (cumulative). Durable writes wait
+    /// for this, so its tail is a floor under the write latency's tail.
+    pub commit_buckets: [u64; crate::COMMIT_BUCKETS_US.len()],
     /// Staged entries not yet applied to redb.
     pub overlay_entries: usize,
     /// redb transactions the applier committed; each holds many batches (see
@@ -161,6 +165,7 @@ impl RedbStore {
             batches: c.batches.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             commit_time: Duration::from_nanos(c.commit_ns.load(Ordering::Relaxed)),
+            commit_buckets: c.commit_buckets(),
             overlay_entries: self.shared.overlay().len(),
             applies: c.applies.load(Ordering::Relaxed),
         }

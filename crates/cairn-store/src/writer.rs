@@ -80,7 +80,35 @@ pub(crate) struct Counters {
     pub(crate) batches: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) commit_ns: AtomicU64,
+    /// Log commits by duration: slot `i` counts those within `COMMIT_BUCKETS_US[i]` and
+    /// above the bound before it; the last slot, those above every bound.
+    pub(crate) commit_slots: [AtomicU64; crate::COMMIT_BUCKETS_US.len() + 1],
     pub(crate) applies: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a log commit that took `ns`.
+    fn commit(&self, writes: usize, ns: u64) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(writes as u64, Ordering::Relaxed);
+        self.commit_ns.fetch_add(ns, Ordering::Relaxed);
+        let us = ns / 1_000;
+        let slot = crate::COMMIT_BUCKETS_US.partition_point(|bound| *bound < us);
+        if let Some(s) = self.commit_slots.get(slot) {
+            s.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Log commits within each of `COMMIT_BUCKETS_US` (cumulative, as Prometheus counts).
+    pub(crate) fn commit_buckets(&self) -> [u64; crate::COMMIT_BUCKETS_US.len()] {
+        let mut out = [0; crate::COMMIT_BUCKETS_US.len()];
+        let mut sum = 0;
+        for (o, s) in out.iter_mut().zip(&self.commit_slots) {
+            sum += s.load(Ordering::Relaxed);
+            *o = sum;
+        }
+        out
+    }
 }
 
 /// State shared by the node's thread and the writer.
@@ -277,10 +305,7 @@ pub(crate) fn run(
         let started = Instant::now();
         let result = log(&mut wal, &batch, batching.durability);
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let c = &shared.counters;
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        c.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        c.commit_ns.fetch_add(elapsed, Ordering::Relaxed);
+        shared.counters.commit(batch.len(), elapsed);
         if let Err(e) = result {
             fail(shared, e);
             return;
@@ -692,6 +717,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn log_commits_are_counted_in_the_first_bucket_that_holds_them() {
+        let c = Counters::default();
+        c.commit(3, 50_000); // 50 µs: on the first bound, so in it.
+        c.commit(1, 50_001); // Rounds down to 50 µs: still the first.
+        c.commit(1, 51_000); // 51 µs: the second.
+        c.commit(1, 7_000_000_000); // Past every bound: only in the total.
+        let b = c.commit_buckets();
+        assert_eq!((b[0], b[1], b[2]), (2, 3, 3), "{b:?}");
+        assert_eq!(b[b.len() - 1], 3, "{b:?}");
+        assert_eq!(c.batches.load(Ordering::Relaxed), 4);
+        assert_eq!(c.writes.load(Ordering::Relaxed), 6);
+    }
+
     fn shared() -> Shared {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
@@ -703,6 +742,7 @@ mod tests {
             done_cv: Condvar::new(),
             on_persisted: None,
             counters: Counters::default(),
+            commits: AtomicU64::new(0),
         }
     }
 
