@@ -360,6 +360,8 @@ impl RedbStore {
 
     /// Hint totals of the owners this node holds hints for, staged included.
     fn totals(&self) -> impl Iterator<Item = ([u8; 8], (u64, u64))> + '_ {
+        // Zero counts are dropped as staged and never stored; the filter keeps a file
+        // that holds one anyway from listing an owner with no hints.
         self.hint_totals
             .iter()
             .filter(|(_, (count, _))| *count > 0)
@@ -424,7 +426,11 @@ impl RedbStore {
                 },
             );
         }
-        self.hint_totals.insert(o, (count, bytes));
+        if count == 0 {
+            self.hint_totals.remove(&o);
+        } else {
+            self.hint_totals.insert(o, (count, bytes));
+        }
         self.stage(seq, ops)
     }
 }
@@ -464,8 +470,8 @@ impl Store for RedbStore {
             self.remember_read(k, hash);
             return Ok(value);
         }
-        // The overlay was checked first: a write that left it is committed, so this read
-        // transaction sees it.
+        // The overlay was checked first: a write that left it is committed, so the view
+        // `objects` reads from (opened at that commit or later) holds it.
         let record = self.objects(|t| {
             let got = t.get(&k[..]).map_err(storage_error)?;
             got.map(|g| format::decode_object_record(g.value()))
@@ -558,8 +564,7 @@ impl Store for RedbStore {
     // One point read per owner with hints: hints are keyed by owner first, owners are few.
     fn key_hints(&self, key: &ObjectKey) -> Result<Vec<(NodeId, Value)>, StoreError> {
         let mut out = Vec::new();
-        let owners: Vec<[u8; 8]> = self.totals().map(|(o, _)| o).collect();
-        for owner in owners {
+        for (owner, _) in self.totals() {
             let owner = NodeId(u64::from_be_bytes(owner));
             if let Some(v) = self.hint(owner, key)? {
                 out.push((owner, v));
