@@ -3,7 +3,9 @@
 # against Redis in three durability tiers, and `cairn bench` counter-incr and set-add
 # against one durable Cairn node (n=1) and a 3-node cluster (n=3, w=2), at the same
 # concurrency, ROUNDS times each. Prints medians, Cairn/Redis ratios, and the servers'
-# CPU per operation.
+# CPU per operation. Then the 3-node cluster's latency at half its median increment
+# rate (open loop, ROUNDS runs of 2 x SECS), with the log commits over 10 ms during each
+# run (from `cairn_store_commit_duration_seconds`): the disk's share of the tail.
 #
 #   benches/redis-compare.sh            # ROUNDS=3 CLIENTS=64 SECS=5
 #   ROUNDS=1 SECS=2 benches/redis-compare.sh    # a quick look
@@ -29,7 +31,9 @@ cargo build --release -q
 CAIRN=target/release/cairn
 WORK=$(mktemp -d /tmp/cairn-vs-redis.XXXXXX)
 RESULTS=$WORK/results.tsv
+TAILS=$WORK/tails.tsv
 : > "$RESULTS"
+: > "$TAILS"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
@@ -112,7 +116,57 @@ cairn_cluster() { # name, nodes, base ports
             done
         done
     done
+    if [ "$nodes" -gt 1 ]; then
+        half_peak_tail "$name" "$nodes" "$http" "$dir" "$addrs" "$pids"
+    fi
     kill -TERM "$dev"; wait "$dev" 2>/dev/null || true
+}
+
+# "slow total": log commits over 10 ms and in all, summed over the nodes' /metrics.
+slow_commits() { # nodes, base http port
+    python3 - "$1" "$2" <<'EOF'
+import sys, urllib.request
+slow = total = 0
+for i in range(int(sys.argv[1])):
+    url = f"http://127.0.0.1:{int(sys.argv[2]) + i}/metrics"
+    within = count = 0
+    for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
+        if line.startswith('cairn_store_commit_duration_seconds_bucket{le="0.01"}'):
+            within = int(line.split()[-1])
+        elif line.startswith("cairn_store_commit_duration_seconds_count"):
+            count = int(line.split()[-1])
+    slow += count - within
+    total += count
+print(slow, total)
+EOF
+}
+
+# Open loop at half the median closed-loop increment rate: issue 8's tail goal.
+half_peak_tail() { # name, nodes, base http port, dir, addrs, pids
+    local name=$1 nodes=$2 http=$3 dir=$4 addrs=$5 pids=$6
+    local rate
+    rate=$(awk -F'\t' -v s="cairn-$name P1" '$1 == s && $2 == "incr" { print $3 }' "$RESULTS" |
+        sort -n | awk '{ v[NR] = $1 } END { print int(v[int((NR + 1) / 2)] / 2) }')
+    for round in $(seq "$ROUNDS"); do
+        local before after line
+        before=$(slow_commits "$nodes" "$http")
+        "$CAIRN" bench --dir "$dir" --nodes "$addrs" --workload counter-incr --keys "$KEYS" \
+            --bucket compare-counter-incr --rate "$rate" --concurrency 512 --warmup 1 \
+            --duration $((SECS * 2)) --no-progress --pids "$pids" --json "$WORK/r.json" >/dev/null
+        after=$(slow_commits "$nodes" "$http")
+        line=$(python3 - "$WORK/r.json" "$before" "$after" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+l = d["latency_us"]
+b, a = sys.argv[2].split(), sys.argv[3].split()
+slow, total = int(a[0]) - int(b[0]), int(a[1]) - int(b[1])
+print(f"{round(d['throughput_ops_per_s'])}\t{l['p50'] / 1000:.1f}\t{l['p99'] / 1000:.1f}"
+      f"\t{l['p999'] / 1000:.1f}\t{slow}/{total}")
+EOF
+)
+        printf '%s\t%s\n' "$name" "$line" >> "$TAILS"
+        echo "   cairn $name counter-incr at $rate/s round $round: $(echo "$line" | tr '\t' ' ')"
+    done
 }
 
 echo "==> Cairn: one durable node (n=1), then three nodes (n=3, w=2), durability fsync"
@@ -138,3 +192,9 @@ for (system, test), v in sorted(rows.items()):
     ratio = f"{med[(system, test)] / base:.2f}x" if base and system.startswith("cairn") else ""
     print(f"{system:<22} {test:<5} {med[(system, test)]:>14.0f} {f'[{min(v):.0f} {max(v):.0f}]':>20} {statistics.median(cpu[(system, test)]):>17.1f} {ratio:>16}")
 EOF
+echo
+echo "3-node increments at half the median rate (open loop, latency from the intended send time; goal: p99.9 <= 10 ms)"
+printf '%-8s %8s %8s %8s %9s %26s\n' cluster 'op/s' 'p50 ms' 'p99 ms' 'p99.9 ms' 'log commits >10 ms / all'
+while IFS=$'\t' read -r name rps p50 p99 p999 slow; do
+    printf '%-8s %8s %8s %8s %9s %26s\n' "$name" "$rps" "$p50" "$p99" "$p999" "$slow"
+done < "$TAILS"
