@@ -5,7 +5,8 @@
 # concurrency, ROUNDS times each. Prints medians, Cairn/Redis ratios, and the servers'
 # CPU per operation. Then the 3-node cluster's latency at half its median increment
 # rate (open loop, ROUNDS runs of 2 x SECS), with the log commits over 10 ms during each
-# run (from `cairn_store_commit_duration_seconds`): the disk's share of the tail.
+# run, warm-up included (from `cairn_store_commit_duration_seconds`): the disk's share of
+# the tail.
 #
 #   benches/redis-compare.sh            # ROUNDS=3 CLIENTS=64 SECS=5
 #   ROUNDS=1 SECS=2 benches/redis-compare.sh    # a quick look
@@ -123,18 +124,22 @@ cairn_cluster() { # name, nodes, base ports
 }
 
 # "slow total": log commits over 10 ms and in all, summed over the nodes' /metrics.
+# Fails (and the caller prints n/a) if a node does not answer or lacks the 10 ms bucket.
 slow_commits() { # nodes, base http port
     python3 - "$1" "$2" <<'EOF'
 import sys, urllib.request
 slow = total = 0
 for i in range(int(sys.argv[1])):
     url = f"http://127.0.0.1:{int(sys.argv[2]) + i}/metrics"
-    within = count = 0
+    found = {}
     for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
-        if line.startswith('cairn_store_commit_duration_seconds_bucket{le="0.01"}'):
-            within = int(line.split()[-1])
-        elif line.startswith("cairn_store_commit_duration_seconds_count"):
-            count = int(line.split()[-1])
+        for name in ('cairn_store_commit_duration_seconds_bucket{le="0.01"}',
+                     "cairn_store_commit_duration_seconds_count"):
+            if line.startswith(name + " "):
+                found[name] = int(line.split()[-1])
+    if len(found) != 2:
+        sys.exit(f"{url}: no log commit histogram with a 10 ms bucket")
+    within, count = found.values()
     slow += count - within
     total += count
 print(slow, total)
@@ -144,24 +149,33 @@ EOF
 # Open loop at half the median closed-loop increment rate: issue 8's tail goal.
 half_peak_tail() { # name, nodes, base http port, dir, addrs, pids
     local name=$1 nodes=$2 http=$3 dir=$4 addrs=$5 pids=$6
+    # Half the median, taken as the table below takes it.
     local rate
-    rate=$(awk -F'\t' -v s="cairn-$name P1" '$1 == s && $2 == "incr" { print $3 }' "$RESULTS" |
-        sort -n | awk '{ v[NR] = $1 } END { print int(v[int((NR + 1) / 2)] / 2) }')
+    rate=$(python3 - "$RESULTS" "cairn-$name P1" <<'EOF'
+import statistics, sys
+rps = [float(l.split("\t")[2]) for l in open(sys.argv[1]) if l.split("\t")[:2] == [sys.argv[2], "incr"]]
+print(max(1, int(statistics.median(rps) / 2)))
+EOF
+)
     for round in $(seq "$ROUNDS"); do
+        # A failed run is reported and skipped: the table above must still print.
         local before after line
-        before=$(slow_commits "$nodes" "$http")
-        "$CAIRN" bench --dir "$dir" --nodes "$addrs" --workload counter-incr --keys "$KEYS" \
+        before=$(slow_commits "$nodes" "$http") || before=""
+        if ! "$CAIRN" bench --dir "$dir" --nodes "$addrs" --workload counter-incr --keys "$KEYS" \
             --bucket compare-counter-incr --rate "$rate" --concurrency 512 --warmup 1 \
-            --duration $((SECS * 2)) --no-progress --pids "$pids" --json "$WORK/r.json" >/dev/null
-        after=$(slow_commits "$nodes" "$http")
+            --duration $((SECS * 2)) --no-progress --pids "$pids" --json "$WORK/r.json" >/dev/null; then
+            echo "   cairn $name counter-incr at $rate/s round $round: the run failed"
+            continue
+        fi
+        after=$(slow_commits "$nodes" "$http") || after=""
         line=$(python3 - "$WORK/r.json" "$before" "$after" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
 l = d["latency_us"]
 b, a = sys.argv[2].split(), sys.argv[3].split()
-slow, total = int(a[0]) - int(b[0]), int(a[1]) - int(b[1])
+slow = f"{int(a[0]) - int(b[0])}/{int(a[1]) - int(b[1])}" if a and b else "n/a"
 print(f"{round(d['throughput_ops_per_s'])}\t{l['p50'] / 1000:.1f}\t{l['p99'] / 1000:.1f}"
-      f"\t{l['p999'] / 1000:.1f}\t{slow}/{total}")
+      f"\t{l['p999'] / 1000:.1f}\t{slow}")
 EOF
 )
         printf '%s\t%s\n' "$name" "$line" >> "$TAILS"

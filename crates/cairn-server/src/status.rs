@@ -63,8 +63,8 @@ pub struct StoreSummary {
     /// Time appending them to the log, fsync included, in microseconds.
     pub commit_us: u64,
     /// Batches whose append and fsync took at most each of
-    /// [`cairn_store::COMMIT_BUCKETS_US`] (cumulative).
-    pub commit_buckets: [u64; cairn_store::COMMIT_BUCKETS_US.len()],
+    /// [`cairn_store::COMMIT_BUCKETS_US`] (cumulative), then all of them.
+    pub commit_buckets: [u64; cairn_store::COMMIT_BUCKETS_US.len() + 1],
     /// redb transactions applying them (each a checkpoint holding many batches).
     pub applies: u64,
 }

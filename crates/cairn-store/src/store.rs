@@ -86,9 +86,11 @@ pub struct Stats {
     /// Time spent making them durable (append and fsync).
     pub commit_time: Duration,
     /// Batches whose append and fsync took at most each of
-    /// [`COMMIT_BUCKETS_US`](crate::COMMIT_BUCKETS_US) (cumulative). Durable writes wait
-    /// for this, so its tail is a floor under the write latency's tail.
-    pub commit_buckets: [u64; crate::COMMIT_BUCKETS_US.len()],
+    /// [`COMMIT_BUCKETS_US`](crate::COMMIT_BUCKETS_US) (cumulative), then all batches
+    /// counted there (at most `batches`, which is read apart). With
+    /// [`Durability::Fsync`](crate::Durability::Fsync) durable writes wait for this, so
+    /// its tail is a floor under the write latency's tail.
+    pub commit_buckets: [u64; crate::COMMIT_BUCKETS_US.len() + 1],
     /// Staged entries not yet applied to redb.
     pub overlay_entries: usize,
     /// redb transactions the applier committed; each holds many batches (see
@@ -210,6 +212,7 @@ impl RedbStore {
         new: Option<(StagedObject, Vec<u8>)>,
     ) -> Result<WriteToken, StoreError> {
         self.check_writable()?;
+        self.release_stale_view();
         let k = format::object_key(&key);
         let segment = segment_of(&key);
         let partition = key.partition;
@@ -329,7 +332,9 @@ impl RedbStore {
     /// Beginning a read transaction and opening a table cost about as much as the point
     /// read itself, so one view serves every read until the applier commits again. It
     /// keeps one snapshot alive meanwhile, which holds back the reuse of pages freed after
-    /// it; every write reads first, so a busy store moves it on at its next commit.
+    /// it, so every staged write lets go of a stale one (`release_stale_view`): a store
+    /// that writes without reading (hints) does not pin an old snapshot, and an idle one
+    /// pins at most what its last commit freed.
     fn objects<T>(
         &self,
         f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StoreError>,
@@ -344,6 +349,15 @@ impl RedbStore {
         *view = None;
         let table = self.read()?.open_table(OBJECTS).map_err(table_error)?;
         f(&view.insert(ObjectsView { commits, table }).table)
+    }
+
+    /// Drops the read view if the applier has committed since it was opened.
+    fn release_stale_view(&mut self) {
+        let commits = self.shared.commits.load(Ordering::Acquire);
+        let view = self.objects_view.get_mut();
+        if view.as_ref().is_some_and(|v| v.commits != commits) {
+            *view = None;
+        }
     }
 
     /// A read transaction begun while the overlay is locked, with what `f` takes from the
@@ -391,6 +405,7 @@ impl RedbStore {
         new: Option<(StagedHint, Vec<u8>)>,
     ) -> Result<WriteToken, StoreError> {
         self.check_writable()?;
+        self.release_stale_view();
         let k = format::hint_key(owner, &key);
         let o = format::owner_key(owner);
         let old = self.hint_size(&k)?;
@@ -426,6 +441,8 @@ impl RedbStore {
                 },
             );
         }
+        // Updated before the send below, which fails only once the writer has died: the
+        // store is failed then, and nothing stages again.
         if count == 0 {
             self.hint_totals.remove(&o);
         } else {
@@ -668,5 +685,38 @@ impl Drop for RedbStore {
         // Errors cannot be returned from drop; a failed shutdown leaves the file without
         // its clean marker, which the next open handles.
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_crdt::ValueType;
+
+    use super::*;
+    use crate::Options;
+
+    #[test]
+    fn staging_lets_go_of_a_read_view_the_applier_has_committed_past() {
+        let dir = std::env::temp_dir().join(format!("cairn-view-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        let key = ObjectKey {
+            partition: PartitionId(0),
+            bucket: b"b"[..].into(),
+            key: b"k"[..].into(),
+        };
+        let counter = || Value::empty(ValueType::Counter);
+        s.stage_object(key.clone(), counter()).unwrap();
+        s.flush().unwrap();
+        s.object(&key).unwrap(); // Out of the overlay: read through a view.
+        assert!(s.objects_view.borrow().is_some());
+        // Hints never read objects, so only staging can notice the view went stale.
+        s.stage_hint(NodeId(2), key.clone(), counter()).unwrap();
+        assert!(s.objects_view.borrow().is_some(), "still current");
+        s.flush().unwrap(); // The applier commits past the view.
+        s.stage_hint_removal(NodeId(2), &key).unwrap();
+        assert!(s.objects_view.borrow().is_none(), "released, not pinned");
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -92,16 +92,16 @@ impl Counters {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.writes.fetch_add(writes as u64, Ordering::Relaxed);
         self.commit_ns.fetch_add(ns, Ordering::Relaxed);
-        let us = ns / 1_000;
-        let slot = crate::COMMIT_BUCKETS_US.partition_point(|bound| *bound < us);
-        if let Some(s) = self.commit_slots.get(slot) {
-            s.fetch_add(1, Ordering::Relaxed);
-        }
+        // The first bound the duration does not exceed; past them all, the last slot.
+        let slot = crate::COMMIT_BUCKETS_US.partition_point(|us| us.saturating_mul(1_000) < ns);
+        self.commit_slots[slot].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Log commits within each of `COMMIT_BUCKETS_US` (cumulative, as Prometheus counts).
-    pub(crate) fn commit_buckets(&self) -> [u64; crate::COMMIT_BUCKETS_US.len()] {
-        let mut out = [0; crate::COMMIT_BUCKETS_US.len()];
+    /// Log commits within each of `COMMIT_BUCKETS_US`, cumulative as Prometheus counts
+    /// them, then all of them. All from the slots, so that a commit counted meanwhile
+    /// never leaves a bucket above the total.
+    pub(crate) fn commit_buckets(&self) -> [u64; crate::COMMIT_BUCKETS_US.len() + 1] {
+        let mut out = [0; crate::COMMIT_BUCKETS_US.len() + 1];
         let mut sum = 0;
         for (o, s) in out.iter_mut().zip(&self.commit_slots) {
             sum += s.load(Ordering::Relaxed);
@@ -721,12 +721,13 @@ mod tests {
     fn log_commits_are_counted_in_the_first_bucket_that_holds_them() {
         let c = Counters::default();
         c.commit(3, 50_000); // 50 µs: on the first bound, so in it.
-        c.commit(1, 50_001); // Rounds down to 50 µs: still the first.
-        c.commit(1, 51_000); // 51 µs: the second.
+        c.commit(1, 50_001); // Above it by a nanosecond: the second.
+        c.commit(1, 100_000); // On the second bound.
         c.commit(1, 7_000_000_000); // Past every bound: only in the total.
         let b = c.commit_buckets();
-        assert_eq!((b[0], b[1], b[2]), (2, 3, 3), "{b:?}");
-        assert_eq!(b[b.len() - 1], 3, "{b:?}");
+        assert_eq!((b[0], b[1], b[2]), (1, 3, 3), "{b:?}");
+        assert_eq!(b[b.len() - 2], 3, "the last bound: {b:?}");
+        assert_eq!(b[b.len() - 1], 4, "the total: {b:?}");
         assert_eq!(c.batches.load(Ordering::Relaxed), 4);
         assert_eq!(c.writes.load(Ordering::Relaxed), 6);
     }
