@@ -83,8 +83,9 @@ pub const QUEUE_WRITES_MAX: usize = 8192;
 /// redb's page cache, by default.
 pub const CACHE_BYTES: usize = 64 << 20;
 /// Upper bounds, in microseconds, of the buckets [`Stats::commit_buckets`] counts log
-/// commits (append and fsync of one batch) in. A log fsync on a healthy SSD takes tens to
-/// hundreds of microseconds; the upper buckets are for disks that stall.
+/// commits (append and fsync of one batch) in. On the development VM a commit took
+/// ~270 µs on average (41,550 commits of one node in a 3-node run at 8k increments/s);
+/// the upper buckets are for disks that stall (two of those commits took 250 ms–1 s).
 pub const COMMIT_BUCKETS_US: [u64; 14] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
     5_000_000,
