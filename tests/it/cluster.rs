@@ -342,6 +342,12 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
             "{needle} missing from /metrics:\n{text}"
         );
     }
+    // The counters written above were staged here too: their decoded values are kept.
+    let warm = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_store_warm_values "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(warm.is_some_and(|n| n > 0.0), "warm values {warm:?}");
     let status = nodes[0].call("GET", "/v1/cluster", None).body;
     let peers_exchanged = status["nodes"]
         .as_array()

@@ -66,4 +66,4 @@ pub use options::{
 };
 pub use placement::{targets, Target};
 pub use store::{Backlog, MemStore, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
-pub use values::{join_values, visible};
+pub use values::{join_into, join_values, visible};

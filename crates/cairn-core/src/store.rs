@@ -74,6 +74,12 @@ pub struct Backlog {
 pub trait Store {
     /// The object at `key`, staged or durable.
     fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError>;
+    /// The object at `key`, like [`object`](Self::object), for a caller about to stage a
+    /// changed copy of it: a store that keeps decoded values may hand over its own copy
+    /// instead of a clone, and read that key afresh if no stage follows.
+    fn object_for_update(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        self.object(key)
+    }
     /// Stages `value` as the object at `key`, and the matching update of its partition's
     /// anti-entropy tree ([`crate::aae::Tree::update`] with [`crate::aae::state_hash`]),
     /// in one write: a crash keeps both or neither.

@@ -9,19 +9,24 @@ use cairn_crdt::Value;
 /// smallest [`cairn_crdt::ValueType`] wins outright and values of that type merge. (The
 /// other type's acknowledged write is then lost; ARCHITECTURE.md records this.)
 pub fn join_values<'a>(values: impl IntoIterator<Item = &'a Value>) -> Option<Value> {
-    let mut out: Option<Value> = None;
+    let mut values = values.into_iter();
+    let mut out = values.next()?.clone();
     for v in values {
-        match &mut out {
-            None => out = Some(v.clone()),
-            Some(acc) if acc.value_type() == v.value_type() => {
-                let merged = acc.merge(v);
-                debug_assert!(merged.is_ok(), "same types merge");
-            }
-            Some(acc) if v.value_type() < acc.value_type() => *acc = v.clone(),
-            Some(_) => {}
-        }
+        join_into(&mut out, v);
     }
-    out
+    Some(out)
+}
+
+/// Joins `v` into `acc` in place, by the rule of [`join_values`]. A replica merging a
+/// delta into the value it owns uses this: `join_values` would copy the whole value
+/// first (for a set, every member) only to drop the original.
+pub fn join_into(acc: &mut Value, v: &Value) {
+    if acc.value_type() == v.value_type() {
+        let merged = acc.merge(v);
+        debug_assert!(merged.is_ok(), "same types merge");
+    } else if v.value_type() < acc.value_type() {
+        *acc = v.clone();
+    }
 }
 
 /// What a read shows: nothing for a value with no visible content (never written, or

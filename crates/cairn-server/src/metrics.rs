@@ -273,6 +273,18 @@ fn render_status(out: &mut String, s: &Status) {
         "redb transactions applying logged batches to the store, each a synced checkpoint.",
         st.applies,
     );
+    gauge(
+        out,
+        "cairn_store_warm_values",
+        "Decoded values of recent writes kept for their next update.",
+        st.warm_values as f64,
+    );
+    gauge(
+        out,
+        "cairn_store_warm_bytes",
+        "Their estimated memory (bounded by the store's warm_bytes).",
+        st.warm_bytes as f64,
+    );
 }
 
 /// The log commits' durations: the disk's fsync latency as the write path sees it.

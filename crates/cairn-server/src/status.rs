@@ -67,6 +67,10 @@ pub struct StoreSummary {
     pub commit_buckets: [u64; cairn_store::COMMIT_BUCKETS_US.len() + 1],
     /// redb transactions applying them (each a checkpoint holding many batches).
     pub applies: u64,
+    /// Decoded values of recent writes kept for their next update.
+    pub warm_values: u64,
+    /// Their estimated memory, in bytes.
+    pub warm_bytes: u64,
 }
 
 /// A staged, uncommitted change.
@@ -194,6 +198,8 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             commit_us: u64::try_from(store.commit_time.as_micros()).unwrap_or(u64::MAX),
             commit_buckets: store.commit_buckets,
             applies: store.applies,
+            warm_values: store.warm_values as u64,
+            warm_bytes: store.warm_bytes,
         },
     }
 }

@@ -53,6 +53,7 @@ mod open;
 mod overlay;
 mod store;
 mod wal;
+mod warm;
 mod writer;
 
 use std::sync::Arc;
@@ -82,6 +83,9 @@ pub const BATCH_WAIT: Duration = Duration::ZERO;
 pub const QUEUE_WRITES_MAX: usize = 8192;
 /// redb's page cache, by default.
 pub const CACHE_BYTES: usize = 64 << 20;
+/// The decoded values of recently written objects kept for their next update, by default
+/// (estimated decoded bytes; `Options::warm_bytes`). 10,000 sets of ~100 members fit.
+pub const WARM_BYTES: u64 = 128 << 20;
 /// Upper bounds, in microseconds, of the buckets [`Stats::commit_buckets`] counts log
 /// commits (append and fsync of one batch) in. On the development VM a commit took
 /// ~270 µs on average (41,550 commits of one node in a 3-node run at 8k increments/s);
@@ -118,6 +122,9 @@ pub struct Options {
     pub queue_writes_max: usize,
     /// redb's cache ([`CACHE_BYTES`]).
     pub cache_bytes: usize,
+    /// Decoded values of recently written objects, kept for their next update
+    /// ([`WARM_BYTES`], an estimate of their memory; 0 keeps none).
+    pub warm_bytes: u64,
     /// The log's length before it starts over ([`WAL_RESTART_BYTES`]); the log file is
     /// about this long.
     pub wal_restart_bytes: u64,
@@ -142,6 +149,7 @@ impl Options {
             batch_wait: BATCH_WAIT,
             queue_writes_max: QUEUE_WRITES_MAX,
             cache_bytes: CACHE_BYTES,
+            warm_bytes: WARM_BYTES,
             wal_restart_bytes: WAL_RESTART_BYTES,
             incarnation_nonce,
             verify_at_open: true,
@@ -158,6 +166,7 @@ impl std::fmt::Debug for Options {
             .field("batch_wait", &self.batch_wait)
             .field("queue_writes_max", &self.queue_writes_max)
             .field("cache_bytes", &self.cache_bytes)
+            .field("warm_bytes", &self.warm_bytes)
             .field("wal_restart_bytes", &self.wal_restart_bytes)
             .field("incarnation_nonce", &self.incarnation_nonce)
             .field("verify_at_open", &self.verify_at_open)

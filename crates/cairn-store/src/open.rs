@@ -555,6 +555,7 @@ fn spawn(
         last_read: Default::default(),
         hint_totals,
         objects_view: Default::default(),
+        warm: std::cell::RefCell::new(crate::warm::Warm::new(opts.warm_bytes)),
     })
 }
 

@@ -21,9 +21,14 @@ pub(crate) struct Staged<T> {
 }
 
 /// A staged object: `None` in [`Overlay::objects`] is a staged removal.
+///
+/// Kept as its record (the bytes it will have on disk), not decoded: the owner keeps the
+/// decoded value of a recent write itself (`crate::warm`), so a read seldom needs this
+/// copy, and the applier, which drops it under the overlay lock once committed, frees one
+/// buffer instead of a whole value (for a set, an allocation per member).
 #[derive(Clone, Debug)]
 pub(crate) struct StagedObject {
-    pub(crate) value: Value,
+    pub(crate) record: Vec<u8>,
     pub(crate) hash: u64,
 }
 

@@ -20,6 +20,7 @@ use crate::error::{storage_error, table_error, txn_error};
 use crate::format::{self, MetaKey, HINTS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
+use crate::warm::Warm;
 use crate::writer::{ApplyTx, Op, Shared, ToApply, Write};
 
 /// A node's store on one redb file. See the crate docs.
@@ -51,6 +52,9 @@ pub struct RedbStore {
     /// The `objects` table as of the applier's last commit, reused by object reads until
     /// the next commit (see [`objects`](Self::objects)).
     pub(crate) objects_view: RefCell<Option<ObjectsView>>,
+    /// Decoded values of recently staged objects, for their next update (see
+    /// `crate::warm`). Every staged object write replaces or removes its key's entry.
+    pub(crate) warm: RefCell<Warm>,
 }
 
 /// A read view of the `objects` table and the commit count it was opened at.
@@ -93,6 +97,10 @@ pub struct Stats {
     pub commit_buckets: [u64; crate::COMMIT_BUCKETS_US.len() + 1],
     /// Staged entries not yet applied to redb.
     pub overlay_entries: usize,
+    /// Decoded values kept for their next update ([`Options::warm_bytes`](crate::Options::warm_bytes)).
+    pub warm_values: usize,
+    /// Their estimated memory.
+    pub warm_bytes: u64,
     /// redb transactions the applier committed; each holds many batches (see
     /// [`APPLY_WAIT`](crate::APPLY_WAIT)).
     pub applies: u64,
@@ -163,12 +171,15 @@ impl RedbStore {
     /// What the writer has done so far.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
+        let (warm_values, warm_bytes) = self.warm.borrow().usage();
         Stats {
             batches: c.batches.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             commit_time: Duration::from_nanos(c.commit_ns.load(Ordering::Relaxed)),
             commit_buckets: c.commit_buckets(),
             overlay_entries: self.shared.overlay().len(),
+            warm_values,
+            warm_bytes,
             applies: c.applies.load(Ordering::Relaxed),
         }
     }
@@ -209,7 +220,7 @@ impl RedbStore {
     fn stage_stored(
         &mut self,
         key: ObjectKey,
-        new: Option<(StagedObject, Vec<u8>)>,
+        new: Option<(Value, StagedObject, Vec<u8>)>,
     ) -> Result<WriteToken, StoreError> {
         self.check_writable()?;
         self.release_stale_view();
@@ -220,7 +231,17 @@ impl RedbStore {
         let old = self.current_hash(&k)?;
         // From here the object's state changes: what was read of it is stale.
         self.last_read.get_mut().take();
-        let (new, record) = new.unzip();
+        let (new, record) = match new {
+            Some((value, staged, record)) => {
+                let warm = self.warm.get_mut();
+                warm.put(k.clone(), value, staged.hash, record.len());
+                (Some(staged), Some(record))
+            }
+            None => {
+                self.warm.get_mut().remove(&k);
+                (None, None)
+            }
+        };
         let new_hash = new.as_ref().map(|s| s.hash);
         let mut flip = 0;
         if let Some(h) = old {
@@ -258,6 +279,30 @@ impl RedbStore {
             },
         ];
         self.stage(seq, ops)
+    }
+
+    /// Object `k` from the overlay or, if not staged, from disk: a decode of its record.
+    fn read_object(&self, k: Vec<u8>) -> Result<Option<Value>, StoreError> {
+        let staged = {
+            let overlay = self.shared.overlay();
+            overlay.objects.get(&k).map(|e| e.item.1.clone())
+        };
+        if let Some(staged) = staged {
+            // Decoded after the overlay lock is let go: the applier takes it too.
+            let decoded = staged.map(|s| format::decode_object_record(&s.record));
+            let found = decoded.transpose()?;
+            self.remember_read(k, found.as_ref().map(|(hash, _)| *hash));
+            return Ok(found.map(|(_, value)| value));
+        }
+        // The overlay was checked first: a write that left it is committed, so the view
+        // `objects` reads from (opened at that commit or later) holds it.
+        let record = self.objects(|t| {
+            let got = t.get(&k[..]).map_err(storage_error)?;
+            got.map(|g| format::decode_object_record(g.value()))
+                .transpose()
+        })?;
+        self.remember_read(k, record.as_ref().map(|(hash, _)| *hash));
+        Ok(record.map(|(_, value)| value))
     }
 
     fn remember_read(&self, key: Vec<u8>, hash: Option<u64>) {
@@ -480,27 +525,32 @@ fn slice_bound(x: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 impl Store for RedbStore {
     fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let k = format::object_key(key);
-        if let Some(e) = self.shared.overlay().objects.get(&k) {
-            let staged = e.item.1.as_ref();
-            let hash = staged.map(|s| s.hash);
-            let value = staged.map(|s| s.value.clone());
-            self.remember_read(k, hash);
-            return Ok(value);
+        // An entry in `warm` is the key's latest value, staged or committed.
+        let warm = self.warm.borrow().get(&k);
+        if let Some((value, hash)) = warm {
+            self.remember_read(k, Some(hash));
+            return Ok(Some(value));
         }
-        // The overlay was checked first: a write that left it is committed, so the view
-        // `objects` reads from (opened at that commit or later) holds it.
-        let record = self.objects(|t| {
-            let got = t.get(&k[..]).map_err(storage_error)?;
-            got.map(|g| format::decode_object_record(g.value()))
-                .transpose()
-        })?;
-        self.remember_read(k, record.as_ref().map(|(hash, _)| *hash));
-        Ok(record.map(|(_, value)| value))
+        self.read_object(k)
+    }
+
+    fn object_for_update(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
+        let k = format::object_key(key);
+        let warm = self.warm.borrow_mut().take(&k);
+        if let Some((value, hash)) = warm {
+            self.remember_read(k, Some(hash));
+            return Ok(Some(value));
+        }
+        self.read_object(k)
     }
 
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {
         let (hash, record) = format::object_record(&value);
-        self.stage_stored(key, Some((StagedObject { value, hash }, record)))
+        let staged = StagedObject {
+            record: record.clone(),
+            hash,
+        };
+        self.stage_stored(key, Some((value, staged, record)))
     }
 
     fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError> {
@@ -699,7 +749,12 @@ mod tests {
     fn staging_lets_go_of_a_read_view_the_applier_has_committed_past() {
         let dir = std::env::temp_dir().join(format!("cairn-view-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        // No decoded values kept: the read below must go to redb.
+        let opts = Options {
+            warm_bytes: 0,
+            ..Options::new(1)
+        };
+        let mut s = RedbStore::open(dir.join("node.redb"), opts).unwrap();
         let key = ObjectKey {
             partition: PartitionId(0),
             bucket: b"b"[..].into(),

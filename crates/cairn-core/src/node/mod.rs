@@ -22,7 +22,7 @@ use crate::msg::{
 use crate::options::{BucketProps, Resolved};
 use crate::placement::{targets, Target};
 use crate::store::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
-use crate::values::{join_values, visible};
+use crate::values::{join_into, join_values, visible};
 
 mod anti_entropy;
 mod liveness;
@@ -341,17 +341,17 @@ impl<S: Store> Node<S> {
 
     /// Every copy of `key` this node holds (its object and its hints for any owner),
     /// joined: the coordinator mints dots from the join, so its actor's history for the
-    /// key stays one line however many copies it keeps.
+    /// key stays one line however many copies it keeps. Both callers stage the result,
+    /// so the object is read for update.
     fn load_all(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
-        let object = self.store.object(key)?;
-        let hints = self.store.key_hints(key)?;
-        if hints.is_empty() {
-            // The common case: no copy to join, so no second clone of the value.
-            return Ok(object);
+        let mut joined = self.store.object_for_update(key)?;
+        for (_, hint) in &self.store.key_hints(key)? {
+            match &mut joined {
+                Some(acc) => join_into(acc, hint),
+                None => joined = Some(hint.clone()),
+            }
         }
-        Ok(join_values(
-            object.iter().chain(hints.iter().map(|(_, v)| v)),
-        ))
+        Ok(joined)
     }
 
     /// Nodes this node believes down.
@@ -1108,8 +1108,11 @@ impl<S: Store> Node<S> {
         hint_for: Option<NodeId>,
         value: &Value,
     ) -> Result<WriteToken, ReplicaError> {
-        let merged = match self.load(key, hint_for)? {
-            Some(mine) => join_values([&mine, value]).unwrap_or(mine),
+        let merged = match self.load_for_update(key, hint_for)? {
+            Some(mut mine) => {
+                join_into(&mut mine, value);
+                mine
+            }
             None => value.clone(),
         };
         Ok(self.save(key.clone(), hint_for, merged)?)
@@ -1314,6 +1317,19 @@ impl<S: Store> Node<S> {
         match hint_for {
             Some(owner) => self.store.hint(owner, key),
             None => self.store.object(key),
+        }
+    }
+
+    /// Like [`load`](Self::load), for a caller that stages the value it changes next
+    /// ([`Store::object_for_update`]).
+    fn load_for_update(
+        &self,
+        key: &ObjectKey,
+        hint_for: Option<NodeId>,
+    ) -> Result<Option<Value>, StoreError> {
+        match hint_for {
+            Some(owner) => self.store.hint(owner, key),
+            None => self.store.object_for_update(key),
         }
     }
 

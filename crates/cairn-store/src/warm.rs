@@ -1,0 +1,210 @@
+//! Decoded values of recently staged objects, kept on the owner's thread.
+//!
+//! An update reads its object, changes it and stages it whole. Read from disk, the value
+//! is decoded (for a set: one allocation per member); read from the overlay, it is
+//! cloned; and the old value is freed again when the applier drops it from the overlay.
+//! For a set of a hundred members that is about as much CPU as the rest of the write.
+//!
+//! So the owner keeps the decoded value of each write here, and the overlay keeps only its
+//! record. The key's next update takes the value back out of this map without a copy or a
+//! decode ([`Warm::take`]), changes it in place and stages it again, which puts it back.
+//!
+//! **Always current.** The store's owner is the only writer of objects, and every staged
+//! object write replaces or removes the key's entry (`RedbStore::stage_stored`). The
+//! applier moves values to disk unchanged. So an entry is the key's latest value, staged
+//! or committed, and a read may answer from it before looking anywhere else.
+//!
+//! **Bounded** by an estimate of the decoded size ([`cost`]), at most
+//! [`Options::warm_bytes`](crate::Options::warm_bytes). Past it, entries are evicted at
+//! random: O(1), and no worse than LRU for the uniform and zipfian key choices this cache
+//! serves (a hot key is written again, and so put back, soon after an eviction).
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use cairn_crdt::Value;
+use indexmap::IndexMap;
+
+/// Decoded bytes estimated per byte of a record. A set member of ~10 encoded bytes costs
+/// ~100 bytes decoded (its boxed bytes, its dot set and its share of a B-tree node);
+/// counters and registers are close to their encoding.
+const DECODED_PER_RECORD_BYTE: u64 = 8;
+
+/// Estimated fixed cost of an entry: the key, the `Arc`, the map's slot.
+const ENTRY_OVERHEAD_BYTES: u64 = 128;
+
+/// An entry may take at most this fraction (1/N) of the budget: a value larger than that
+/// would evict many others for one key.
+const ENTRY_SHARE_MAX: u64 = 8;
+
+/// The estimated memory of a value whose record is `record_len` bytes long.
+pub(crate) fn cost(record_len: usize) -> u64 {
+    (record_len as u64).saturating_mul(DECODED_PER_RECORD_BYTE) + ENTRY_OVERHEAD_BYTES
+}
+
+struct Entry {
+    value: Value,
+    hash: u64,
+    cost: u64,
+}
+
+/// See the module docs.
+pub(crate) struct Warm {
+    entries: IndexMap<Vec<u8>, Entry>,
+    /// Sum of the entries' costs.
+    bytes: u64,
+    max: u64,
+    /// xorshift64 state for the eviction choice (never 0).
+    rng: u64,
+}
+
+impl Warm {
+    /// An empty cache of at most `max` estimated bytes (0 keeps nothing).
+    pub(crate) fn new(max: u64) -> Self {
+        Warm {
+            entries: IndexMap::new(),
+            bytes: 0,
+            max,
+            rng: RandomState::new().hash_one(0x5eed_u64) | 1,
+        }
+    }
+
+    /// A copy of the latest value of object `k` and its state hash, if kept.
+    pub(crate) fn get(&self, k: &[u8]) -> Option<(Value, u64)> {
+        let e = self.entries.get(k)?;
+        Some((e.value.clone(), e.hash))
+    }
+
+    /// The latest value of object `k` and its state hash, if kept, leaving no entry: the
+    /// caller stages its change next, which puts one back.
+    pub(crate) fn take(&mut self, k: &[u8]) -> Option<(Value, u64)> {
+        let e = self.entries.swap_remove(k)?;
+        self.bytes -= e.cost;
+        Some((e.value, e.hash))
+    }
+
+    /// Keeps `value` (state hash `hash`, record `record_len` bytes) as object `k`'s latest.
+    pub(crate) fn put(&mut self, k: Vec<u8>, value: Value, hash: u64, record_len: usize) {
+        self.remove(&k);
+        let cost = cost(record_len);
+        if cost > self.max / ENTRY_SHARE_MAX {
+            return;
+        }
+        while self.bytes + cost > self.max && !self.entries.is_empty() {
+            self.evict_one();
+        }
+        self.bytes += cost;
+        self.entries.insert(k, Entry { value, hash, cost });
+    }
+
+    /// Forgets object `k` (it was removed, or changed without a value to keep).
+    pub(crate) fn remove(&mut self, k: &[u8]) {
+        if let Some(e) = self.entries.swap_remove(k) {
+            self.bytes -= e.cost;
+        }
+    }
+
+    /// Entries kept, and their estimated bytes.
+    pub(crate) fn usage(&self) -> (usize, u64) {
+        (self.entries.len(), self.bytes)
+    }
+
+    fn evict_one(&mut self) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let len = self.entries.len() as u64;
+        // `len` is at least 1 (the caller checks), and the index is below it.
+        let i = usize::try_from(self.rng % len).unwrap_or(0);
+        if let Some((_, e)) = self.entries.swap_remove_index(i) {
+            self.bytes -= e.cost;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_crdt::{Actor, Op, Replica, SetOp, Timestamp, ValueType};
+
+    fn counter() -> Value {
+        Value::empty(ValueType::Counter)
+    }
+
+    /// A set of one member, and where that member's bytes live.
+    fn set() -> (Value, *const u8) {
+        let mut v = Value::empty(ValueType::Set);
+        let at = Replica {
+            actor: Actor(1),
+            now: Timestamp::ZERO,
+        };
+        v.apply(&Op::Set(SetOp::Add(vec![b"m".to_vec()])), at)
+            .unwrap();
+        let ptr = member_ptr(&v);
+        (v, ptr)
+    }
+
+    fn member_ptr(v: &Value) -> *const u8 {
+        match v {
+            Value::Set(s) => s.members().next().map_or(std::ptr::null(), <[u8]>::as_ptr),
+            _ => std::ptr::null(),
+        }
+    }
+
+    #[test]
+    fn take_hands_over_the_value_itself_and_leaves_no_entry() {
+        let mut w = Warm::new(1 << 20);
+        let (v, at) = set();
+        w.put(b"k".to_vec(), v.clone(), 7, 10);
+        let (taken, hash) = w.take(b"k").unwrap();
+        assert_eq!((&taken, hash), (&v, 7));
+        assert_eq!(w.usage(), (0, 0));
+        assert!(w.take(b"k").is_none());
+        // Not a copy: the same member bytes come back.
+        let (v, at2) = set();
+        assert_ne!(at, at2);
+        w.put(b"k".to_vec(), v, 8, 10);
+        let (taken, _) = w.take(b"k").unwrap();
+        assert_eq!(member_ptr(&taken), at2);
+    }
+
+    #[test]
+    fn get_copies_and_keeps_the_entry() {
+        let mut w = Warm::new(1 << 20);
+        let (v, at) = set();
+        w.put(b"k".to_vec(), v.clone(), 3, 10);
+        let (copy, hash) = w.get(b"k").unwrap();
+        assert_eq!((&copy, hash), (&v, 3));
+        assert_ne!(member_ptr(&copy), at);
+        assert_eq!(w.usage().0, 1);
+    }
+
+    #[test]
+    fn the_estimate_stays_within_the_bound_and_oversized_values_are_not_kept() {
+        let max = cost(100) * 10;
+        let mut w = Warm::new(max);
+        for i in 0..1000u32 {
+            w.put(i.to_le_bytes().to_vec(), counter(), 0, 100);
+            let (n, bytes) = w.usage();
+            assert!(bytes <= max, "{bytes} > {max} after {i}");
+            assert_eq!(bytes, n as u64 * cost(100));
+        }
+        assert_eq!(w.usage().0, 10, "full, by evicting one entry per put");
+        w.put(b"big".to_vec(), counter(), 0, 1 << 20);
+        assert!(w.get(b"big").is_none());
+        // Putting a key again replaces its entry rather than adding a second one.
+        w.put(b"x".to_vec(), counter(), 1, 100);
+        w.put(b"x".to_vec(), counter(), 2, 100);
+        assert_eq!(w.get(b"x").map(|(_, h)| h), Some(2));
+        assert_eq!(w.usage().1, w.usage().0 as u64 * cost(100));
+        w.remove(b"x");
+        assert!(w.get(b"x").is_none());
+    }
+
+    #[test]
+    fn a_zero_budget_keeps_nothing() {
+        let mut w = Warm::new(0);
+        w.put(b"k".to_vec(), counter(), 0, 1);
+        assert_eq!(w.usage(), (0, 0));
+    }
+}
