@@ -18,7 +18,8 @@
 //! set has one encoding, and the decoder refuses any other.
 
 use cairn_crdt::{Actor, CausalContext, Dot, DotSet, Set};
-use serde::{Deserialize, Serialize};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{invalid, DecodeError};
 use crate::wire::{strictly_increasing, Bytes, ContextWire};
@@ -44,12 +45,7 @@ pub(crate) struct SetWire<'a> {
 
 impl<'a> From<&'a Set> for SetWire<'a> {
     fn from(set: &'a Set) -> Self {
-        let mut actors: Vec<u64> = set
-            .entries()
-            .flat_map(|(_, dots)| dots.iter().map(|d| d.actor.0))
-            .collect();
-        actors.sort_unstable();
-        actors.dedup();
+        let actors = all_actors_sorted(set);
         let deferred = set.deferred().map(|(m, c)| (Bytes(m), c.into()));
         SetWire {
             ctx: set.context().into(),
@@ -58,6 +54,166 @@ impl<'a> From<&'a Set> for SetWire<'a> {
             actors,
             deferred: deferred.collect(),
         }
+    }
+}
+
+/// A set as the encoder writes it: the bytes of [`SetWire`], serialized straight from the
+/// set. Building a `SetWire` first costs two vectors as long as the set (member records
+/// and dot codes) and a sort of every dot's actor; a node encodes a set on every write, so
+/// this is most of that cost. `SetWire` stays the one definition of the layout: decoding
+/// reads it, and a test checks that both write the same bytes.
+pub(crate) struct SetOut<'a> {
+    set: &'a Set,
+    actors: Vec<u64>,
+}
+
+impl<'a> SetOut<'a> {
+    pub(crate) fn new(set: &'a Set) -> Self {
+        SetOut {
+            set,
+            actors: actors_of(set),
+        }
+    }
+}
+
+impl Serialize for SetOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let deferred: Vec<(Bytes<'_>, ContextWire)> = self
+            .set
+            .deferred()
+            .map(|(m, c)| (Bytes(m), c.into()))
+            .collect();
+        let mut st = s.serialize_struct("SetWire", 5)?;
+        st.serialize_field("ctx", &ContextWire::from(self.set.context()))?;
+        st.serialize_field("actors", &self.actors)?;
+        st.serialize_field("members", &FrontCoded(self.set))?;
+        let codes = DotCodes {
+            set: self.set,
+            actors: &self.actors,
+        };
+        st.serialize_field("dots", &codes)?;
+        st.serialize_field("deferred", &deferred)?;
+        st.end()
+    }
+}
+
+/// The members of a set as [`front_code`] records, serialized as they are made.
+struct FrontCoded<'a>(&'a Set);
+
+impl Serialize for FrontCoded<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut prev: &[u8] = &[];
+        for m in self.0.members() {
+            let shared = common_prefix(prev, m);
+            seq.serialize_element(&(shared, Bytes(&m[shared as usize..])))?;
+            prev = m;
+        }
+        seq.end()
+    }
+}
+
+/// The dots of a set as [`dot_codes`], serialized as they are made.
+struct DotCodes<'a> {
+    set: &'a Set,
+    actors: &'a [u64],
+}
+
+impl Serialize for DotCodes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let count = self.set.entries().map(|(_, d)| d.len()).sum();
+        let mut seq = s.serialize_seq(Some(count))?;
+        let mut codes = Coder::new(self.actors);
+        for (_, dots) in self.set.entries() {
+            let mut it = dots.iter().peekable();
+            while let Some(dot) = it.next() {
+                let code = codes.code(dot, it.peek().is_some());
+                // Postcard writes every unsigned integer as the same LEB128 varint, so a
+                // code that fits 64 bits takes the cheaper u64 path to the same bytes.
+                match u64::try_from(code) {
+                    Ok(c) => seq.serialize_element(&c)?,
+                    Err(_) => seq.serialize_element(&code)?,
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+/// The set's actors, sorted, each once. Sets have few actors, so each new one is put in
+/// place as found; past [`ACTORS_INSERTED_MAX`] that would be quadratic, and every dot's
+/// actor is sorted instead.
+fn actors_of(set: &Set) -> Vec<u64> {
+    let mut actors: Vec<u64> = Vec::new();
+    let mut last = None;
+    for dot in set.entries().flat_map(|(_, dots)| dots.iter()) {
+        let a = dot.actor.0;
+        if last == Some(a) {
+            continue;
+        }
+        last = Some(a);
+        if let Err(i) = actors.binary_search(&a) {
+            if actors.len() == ACTORS_INSERTED_MAX {
+                return all_actors_sorted(set);
+            }
+            actors.insert(i, a);
+        }
+    }
+    actors
+}
+
+/// Most actors [`actors_of`] inserts one by one.
+const ACTORS_INSERTED_MAX: usize = 64;
+
+fn all_actors_sorted(set: &Set) -> Vec<u64> {
+    let mut actors: Vec<u64> = set
+        .entries()
+        .flat_map(|(_, dots)| dots.iter().map(|d| d.actor.0))
+        .collect();
+    actors.sort_unstable();
+    actors.dedup();
+    actors
+}
+
+/// Makes dot codes in member order (see the module docs).
+struct Coder<'a> {
+    actors: &'a [u64],
+    prev: Vec<u64>,
+    /// The last actor coded and its index: consecutive dots often share an actor.
+    last: Option<(u64, usize)>,
+}
+
+impl<'a> Coder<'a> {
+    fn new(actors: &'a [u64]) -> Self {
+        Coder {
+            actors,
+            prev: vec![0; actors.len()],
+            last: None,
+        }
+    }
+
+    /// The code of `dot`, the next dot in member order; `more` when the same member has
+    /// another dot after it.
+    fn code(&mut self, dot: Dot, more: bool) -> u128 {
+        let a = dot.actor.0;
+        let index = match self.last {
+            Some((la, i)) if la == a => i,
+            _ => {
+                let i = self
+                    .actors
+                    .binary_search(&a)
+                    .expect("every actor of the set's dots is listed");
+                self.last = Some((a, i));
+                i
+            }
+        };
+        let delta = dot.counter.wrapping_sub(self.prev[index]);
+        self.prev[index] = dot.counter;
+        // Fewer actors than dots, and fewer dots than fit in memory, so no product
+        // overflows: zigzag < 2^64, actors < 2^60, shifted left by one < 2^125.
+        let n = self.actors.len() as u128;
+        let body = u128::from(zigzag(delta)) * n + index as u128;
+        (body << 1) | u128::from(more)
     }
 }
 
@@ -125,21 +281,12 @@ fn front_decode(records: &[(u32, Bytes<'_>)]) -> Result<Vec<Box<[u8]>>, DecodeEr
 
 /// One code per dot, members in order, dots of a member in order.
 fn dot_codes<'a>(members: impl Iterator<Item = &'a DotSet>, actors: &[u64]) -> Vec<u128> {
-    let mut prev = vec![0u64; actors.len()];
-    // Fewer actors than dots, and fewer dots than fit in memory, so no product overflows:
-    // zigzag < 2^64, actors < 2^60, shifted left by one < 2^125.
-    let n = actors.len() as u128;
+    let mut coder = Coder::new(actors);
     let mut codes = Vec::new();
     for dots in members {
         let mut it = dots.iter().peekable();
         while let Some(dot) = it.next() {
-            let index = actors
-                .binary_search(&dot.actor.0)
-                .expect("every actor of the set's dots is listed");
-            let delta = dot.counter.wrapping_sub(prev[index]);
-            prev[index] = dot.counter;
-            let body = u128::from(zigzag(delta)) * n + index as u128;
-            codes.push((body << 1) | u128::from(it.peek().is_some()));
+            codes.push(coder.code(dot, it.peek().is_some()));
         }
     }
     codes
@@ -243,6 +390,58 @@ mod tests {
         }
         assert_eq!(split_code(7, 0), None, "no actors");
         assert_eq!(split_code(1 << 70, 0), None, "no actors, wide body");
+    }
+
+    /// A set of `members` members whose dots come from `actors` actors taking turns, with
+    /// counters from `base` on (each used once); every third member has a second dot.
+    fn set_of(members: usize, actors: u64, base: u64) -> Set {
+        let mut next = 0u64;
+        let mut dot = |i: u64| {
+            next += 1;
+            Dot::new(Actor(1 + i % actors), base + next)
+        };
+        let mut entries = Vec::new();
+        for i in 0..members as u64 {
+            let mut dots = vec![dot(i * 7)];
+            if i % 3 == 0 {
+                dots.push(dot(i * 7 + 1));
+            }
+            dots.sort();
+            dots.dedup();
+            let member = format!("m{i:06}").into_bytes().into_boxed_slice();
+            entries.push((member, DotSet::from_sorted(dots).unwrap()));
+        }
+        let ctx = CausalContext::from_dots(entries.iter().flat_map(|(_, d)| d.iter()));
+        Set::from_parts(entries, ctx, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_encoder_writes_exactly_the_bytes_of_set_wire() {
+        for (members, actors, base) in [
+            (0, 1, 0),
+            (1, 1, 0),
+            (100, 3, 0),
+            (300, 70, 0),          // past ACTORS_INSERTED_MAX
+            (50, 5, u64::MAX / 3), // first codes past 64 bits
+        ] {
+            let set = set_of(members, actors, base);
+            let direct = postcard::to_allocvec(&SetOut::new(&set)).unwrap();
+            let wire = postcard::to_allocvec(&SetWire::from(&set)).unwrap();
+            assert_eq!(
+                direct, wire,
+                "{members} members, {actors} actors, base {base}"
+            );
+            assert_eq!(actors_of(&set), all_actors_sorted(&set));
+        }
+    }
+
+    #[test]
+    fn postcard_writes_a_u64_and_a_u128_of_one_value_alike() {
+        for v in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let narrow = postcard::to_allocvec(&v).unwrap();
+            let wide = postcard::to_allocvec(&u128::from(v)).unwrap();
+            assert_eq!(narrow, wide, "{v}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub(crate) fn type_of_tag(tag: u8, base: u8) -> Option<ValueType> {
 pub(crate) fn encode(value: &Value, header: Vec<u8>) -> Vec<u8> {
     match value {
         Value::Counter(c) => write_body(&CounterWire::from(c), header),
-        Value::Set(s) => write_body(&set::SetWire::from(s), header),
+        Value::Set(s) => write_body(&set::SetOut::new(s), header),
         Value::Map(m) => write_body(&map::MapWire::from(m), header),
         Value::Register(r) => write_body(&RegisterWire::from(r), header),
         Value::Flag(f) => write_body(&FlagWire::from(f), header),
