@@ -119,6 +119,10 @@ struct ServerArgs {
     /// Threads serving QUIC and HTTP [default: half the cores, at least 1].
     #[arg(long)]
     io_threads: Option<usize>,
+    /// MiB for the decoded values of recent writes, kept for their key's next update
+    /// (estimated) [default: 128; 0 keeps none].
+    #[arg(long)]
+    warm_mib: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -306,6 +310,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         clock_offset_ms: args.clock_offset_ms,
         join_patience_ms: args.join_patience_ms,
         io_threads: args.io_threads,
+        warm_mib: args.warm_mib,
     };
     let config = file
         .layer(env)

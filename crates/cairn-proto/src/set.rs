@@ -393,7 +393,8 @@ mod tests {
     }
 
     /// A set of `members` members whose dots come from `actors` actors taking turns, with
-    /// counters from `base` on (each used once); every third member has a second dot.
+    /// counters from `base` on (each used once); every third member has a second dot, and
+    /// a remove of a member waits for a dot the set has not seen.
     fn set_of(members: usize, actors: u64, base: u64) -> Set {
         let mut next = 0u64;
         let mut dot = |i: u64| {
@@ -402,17 +403,18 @@ mod tests {
         };
         let mut entries = Vec::new();
         for i in 0..members as u64 {
-            let mut dots = vec![dot(i * 7)];
+            let mut dots = vec![dot(i)];
             if i % 3 == 0 {
-                dots.push(dot(i * 7 + 1));
+                dots.push(dot(i + 1));
             }
             dots.sort();
-            dots.dedup();
             let member = format!("m{i:06}").into_bytes().into_boxed_slice();
             entries.push((member, DotSet::from_sorted(dots).unwrap()));
         }
         let ctx = CausalContext::from_dots(entries.iter().flat_map(|(_, d)| d.iter()));
-        Set::from_parts(entries, ctx, Vec::new()).unwrap()
+        let unseen = CausalContext::from_dots([Dot::new(Actor(u64::MAX), 5)]);
+        let deferred = vec![(b"m000000".to_vec().into_boxed_slice(), unseen)];
+        Set::from_parts(entries, ctx, deferred).unwrap()
     }
 
     #[test]
@@ -425,6 +427,7 @@ mod tests {
             (50, 5, u64::MAX / 3), // first codes past 64 bits
         ] {
             let set = set_of(members, actors, base);
+            assert_eq!(set.deferred().count(), 1);
             let direct = postcard::to_allocvec(&SetOut::new(&set)).unwrap();
             let wire = postcard::to_allocvec(&SetWire::from(&set)).unwrap();
             assert_eq!(
@@ -433,6 +436,11 @@ mod tests {
             );
             assert_eq!(actors_of(&set), all_actors_sorted(&set));
         }
+        let many = set_of(300, 70, 0);
+        assert!(
+            actors_of(&many).len() > ACTORS_INSERTED_MAX,
+            "the fallback ran"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct RawConfig {
     pub join_patience_ms: Option<u64>,
     /// Threads serving QUIC and HTTP ([`default_io_threads`] if unset).
     pub io_threads: Option<usize>,
+    /// Memory for the decoded values of recent writes, kept for the next update of their
+    /// key, in MiB (estimated; [`WARM_MIB_DEFAULT`] if unset, 0 keeps none).
+    pub warm_mib: Option<u64>,
 }
 
 /// The environment variables [`RawConfig::from_env`] reads, with the setting each sets.
@@ -67,6 +70,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CAIRN_CLOCK_OFFSET_MS", "clock_offset_ms"),
     ("CAIRN_JOIN_PATIENCE_MS", "join_patience_ms"),
     ("CAIRN_IO_THREADS", "io_threads"),
+    ("CAIRN_WARM_MIB", "warm_mib"),
 ];
 
 /// A configuration that does not parse or does not make sense.
@@ -93,7 +97,7 @@ impl RawConfig {
             if let Some(value) = get(var) {
                 let value = match *field {
                     "capacity" | "replication" | "partitions" | "clock_offset_ms"
-                    | "join_patience_ms" | "io_threads" => {
+                    | "join_patience_ms" | "io_threads" | "warm_mib" => {
                         value
                             .trim()
                             .parse::<i128>()
@@ -128,6 +132,7 @@ impl RawConfig {
             clock_offset_ms: over.clock_offset_ms.or(self.clock_offset_ms),
             join_patience_ms: over.join_patience_ms.or(self.join_patience_ms),
             io_threads: over.io_threads.or(self.io_threads),
+            warm_mib: over.warm_mib.or(self.warm_mib),
         }
     }
 
@@ -179,6 +184,10 @@ impl RawConfig {
         if !(1..=IO_THREADS_MAX).contains(&io_threads) {
             return Err(bad(format!("io_threads must be 1..={IO_THREADS_MAX}")));
         }
+        let warm_mib = self.warm_mib.unwrap_or(WARM_MIB_DEFAULT);
+        if warm_mib > WARM_MIB_MAX {
+            return Err(bad(format!("warm_mib must be 0..={WARM_MIB_MAX}")));
+        }
         let name = self
             .name
             .unwrap_or_else(|| format!("cairn-{}", advertise.port()));
@@ -203,6 +212,7 @@ impl RawConfig {
             shutdown_grace: Duration::from_secs(10),
             join_patience: Duration::from_millis(self.join_patience_ms.unwrap_or(30_000)),
             io_threads,
+            warm_bytes: warm_mib << 20,
         })
     }
 }
@@ -212,6 +222,14 @@ pub const NAME_BYTES_MAX: usize = 64;
 
 /// Most threads serving QUIC and HTTP.
 pub const IO_THREADS_MAX: usize = 256;
+
+/// The store's decoded values of recent writes by default, in MiB
+/// ([`cairn_store::WARM_BYTES`]).
+pub const WARM_MIB_DEFAULT: u64 = cairn_store::WARM_BYTES >> 20;
+
+/// Most MiB for those values (1 TiB): a bound that keeps the byte count far from
+/// overflowing, not a sizing advice.
+pub const WARM_MIB_MAX: u64 = 1 << 20;
 
 /// Threads serving QUIC and HTTP by default: half the machine's cores, at least one. The
 /// node's own three threads (the core, the log writer and the applier) need the rest.
@@ -304,6 +322,8 @@ pub struct ServerConfig {
     pub join_patience: Duration,
     /// Threads serving QUIC and HTTP.
     pub io_threads: usize,
+    /// The store's memory for decoded values of recent writes (estimated bytes).
+    pub warm_bytes: u64,
 }
 
 #[cfg(test)]
@@ -320,6 +340,7 @@ mod tests {
         assert_eq!(c.durability, Durability::Fsync);
         assert_eq!(c.io_threads, default_io_threads());
         assert!(c.io_threads >= 1);
+        assert_eq!(c.warm_bytes, cairn_store::WARM_BYTES);
     }
 
     #[test]
@@ -342,11 +363,13 @@ mod tests {
             "CAIRN_ZONE" => Some("b".into()),
             "CAIRN_CAPACITY" => Some("7".into()),
             "CAIRN_IO_THREADS" => Some("3".into()),
+            "CAIRN_WARM_MIB" => Some("16".into()),
             _ => None,
         })
         .unwrap();
         let c = file.layer(env).validate().unwrap();
         assert_eq!((c.zone.as_str(), c.capacity, c.io_threads), ("b", 7, 3));
+        assert_eq!(c.warm_bytes, 16 << 20);
         let err = RawConfig::from_env(|v| (v == "CAIRN_CAPACITY").then(|| "lots".into()));
         assert!(err.unwrap_err().to_string().contains("CAIRN_CAPACITY"));
     }
@@ -388,6 +411,13 @@ mod tests {
                     ..Default::default()
                 },
                 "io_threads",
+            ),
+            (
+                RawConfig {
+                    warm_mib: Some(WARM_MIB_MAX + 1),
+                    ..Default::default()
+                },
+                "warm_mib",
             ),
         ] {
             let e = raw.validate().unwrap_err().to_string();

@@ -257,6 +257,7 @@ fn open_store(
     flag: Arc<AtomicBool>,
 ) -> Result<RedbStore, ServerError> {
     let mut opts = Options::new(rand::random::<u64>());
+    opts.warm_bytes = config.warm_bytes;
     opts.durability = match config.durability {
         config::Durability::Fsync => cairn_store::Durability::Fsync,
         config::Durability::None => cairn_store::Durability::None,

@@ -1,6 +1,7 @@
 //! The staged layer: writes handed to the writer thread but not yet committed.
 //!
-//! Reads look here first, so a node reads its own writes before they are durable. Each
+//! Reads look here before redb (after the owner's decoded values of recent writes,
+//! `crate::warm`), so a node reads its own writes before they are durable. Each
 //! entry remembers the sequence number of the last write that set it; once the writer has
 //! committed that write, it drops the entry (a later write to the same key keeps it). The
 //! overlay therefore holds at most the queue's and one batch's worth of writes.

@@ -39,8 +39,9 @@ pub struct RedbStore {
     pub(crate) recovery: Recovery,
     pub(crate) synced: bool,
     pub(crate) identity: Option<(u64, u64)>,
-    /// The state hash [`object`](Store::object) last found for a key, so that the write
-    /// that usually follows (read, apply, stage) need not look the record up again to
+    /// The state hash [`object`](Store::object) or
+    /// [`object_for_update`](Store::object_for_update) last found for a key, so that the
+    /// write that usually follows (read, apply, stage) need not look the record up again to
     /// update the key's anti-entropy segment. Cleared by every staged object write, the
     /// only thing that changes an object's committed or staged state.
     pub(crate) last_read: RefCell<Option<LastRead>>,
@@ -231,16 +232,9 @@ impl RedbStore {
         let old = self.current_hash(&k)?;
         // From here the object's state changes: what was read of it is stale.
         self.last_read.get_mut().take();
-        let (new, record) = match new {
-            Some((value, staged, record)) => {
-                let warm = self.warm.get_mut();
-                warm.put(k.clone(), value, staged.hash, record.len());
-                (Some(staged), Some(record))
-            }
-            None => {
-                self.warm.get_mut().remove(&k);
-                (None, None)
-            }
+        let (value, new, record) = match new {
+            Some((value, staged, record)) => (Some(value), Some(staged), Some(record)),
+            None => (None, None, None),
         };
         let new_hash = new.as_ref().map(|s| s.hash);
         let mut flip = 0;
@@ -270,6 +264,13 @@ impl RedbStore {
             overlay.segments.insert(seg_key, Staged { seq, item: seg });
             seg
         };
+        // Only now, with the write in the overlay: a failure above leaves the key's entry
+        // as it was, the key's latest value still.
+        let warm = self.warm.get_mut();
+        match (value, &new_hash, &record) {
+            (Some(value), Some(hash), Some(r)) => warm.put(k.clone(), value, *hash, r.len()),
+            _ => warm.remove(&k),
+        }
         self.next_seq = seq;
         let ops = vec![
             Op::Object { key: k, record },
@@ -772,6 +773,37 @@ mod tests {
         s.stage_hint_removal(NodeId(2), &key).unwrap();
         assert!(s.objects_view.borrow().is_none(), "released, not pinned");
         s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_write_that_fails_to_stage_leaves_no_decoded_value_behind() {
+        let dir = std::env::temp_dir().join(format!("cairn-warm-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        let key = ObjectKey {
+            partition: PartitionId(5),
+            bucket: b"b"[..].into(),
+            key: b"k"[..].into(),
+        };
+        // A damaged segment row of a partition not yet touched: the write's first step
+        // that reads it (building the partition's tree) fails.
+        let seg = format::segment_key(key.partition, segment_of(&key));
+        let w = s.shared.db.begin_write().unwrap();
+        w.open_table(OBJECTS)
+            .unwrap()
+            .insert(&seg[..], &b"bad"[..])
+            .unwrap();
+        w.commit().unwrap();
+        let e = s.stage_object(key.clone(), Value::empty(ValueType::Counter));
+        assert!(matches!(e, Err(StoreError::Corrupt(_))), "{e:?}");
+        assert_eq!(
+            s.object(&key).unwrap(),
+            None,
+            "the failed write is not read back"
+        );
+        assert_eq!(s.warm.borrow().usage().0, 0);
+        drop(s);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,21 +25,37 @@ use std::hash::BuildHasher;
 use cairn_crdt::Value;
 use indexmap::IndexMap;
 
-/// Decoded bytes estimated per byte of a record. A set member of ~10 encoded bytes costs
-/// ~100 bytes decoded (its boxed bytes, its dot set and its share of a B-tree node);
-/// counters and registers are close to their encoding.
+/// Decoded bytes estimated per byte of a record, for values other than sets: a map's
+/// fields or a register's bytes are close to their encoding, and this leaves room.
 const DECODED_PER_RECORD_BYTE: u64 = 8;
 
-/// Estimated fixed cost of an entry: the key, the `Arc`, the map's slot.
+/// Decoded bytes estimated per set member besides its own bytes: its boxed bytes'
+/// allocation, its dot set and its share of a B-tree node. A member can encode in ~4
+/// bytes (a shared prefix, one new byte, a one-byte dot code), so a set is estimated from
+/// its members, not its record.
+const DECODED_PER_SET_MEMBER: u64 = 96;
+
+/// Estimated fixed cost of an entry besides its key: the map's slot and the value's head.
 const ENTRY_OVERHEAD_BYTES: u64 = 128;
 
 /// An entry may take at most this fraction (1/N) of the budget: a value larger than that
 /// would evict many others for one key.
 const ENTRY_SHARE_MAX: u64 = 8;
 
-/// The estimated memory of a value whose record is `record_len` bytes long.
-pub(crate) fn cost(record_len: usize) -> u64 {
-    (record_len as u64).saturating_mul(DECODED_PER_RECORD_BYTE) + ENTRY_OVERHEAD_BYTES
+/// The estimated memory of `value`, whose record is `record_len` bytes long, kept under a
+/// key of `key_len` bytes.
+pub(crate) fn cost(value: &Value, record_len: usize, key_len: usize) -> u64 {
+    let record = record_len as u64;
+    let decoded = match value {
+        // Member bytes are at most the record's; the rest is per member.
+        Value::Set(s) => (s.len() as u64)
+            .saturating_mul(DECODED_PER_SET_MEMBER)
+            .saturating_add(record),
+        _ => record.saturating_mul(DECODED_PER_RECORD_BYTE),
+    };
+    decoded
+        .saturating_add(key_len as u64)
+        .saturating_add(ENTRY_OVERHEAD_BYTES)
 }
 
 struct Entry {
@@ -86,11 +102,11 @@ impl Warm {
     /// Keeps `value` (state hash `hash`, record `record_len` bytes) as object `k`'s latest.
     pub(crate) fn put(&mut self, k: Vec<u8>, value: Value, hash: u64, record_len: usize) {
         self.remove(&k);
-        let cost = cost(record_len);
+        let cost = cost(&value, record_len, k.len());
         if cost > self.max / ENTRY_SHARE_MAX {
             return;
         }
-        while self.bytes + cost > self.max && !self.entries.is_empty() {
+        while self.bytes.saturating_add(cost) > self.max && !self.entries.is_empty() {
             self.evict_one();
         }
         self.bytes += cost;
@@ -172,33 +188,59 @@ mod tests {
     fn get_copies_and_keeps_the_entry() {
         let mut w = Warm::new(1 << 20);
         let (v, at) = set();
-        w.put(b"k".to_vec(), v.clone(), 3, 10);
+        let expected = v.clone();
+        w.put(b"k".to_vec(), v, 3, 10);
         let (copy, hash) = w.get(b"k").unwrap();
-        assert_eq!((&copy, hash), (&v, 3));
-        assert_ne!(member_ptr(&copy), at);
-        assert_eq!(w.usage().0, 1);
+        assert_eq!((&copy, hash), (&expected, 3));
+        assert_ne!(member_ptr(&copy), at, "a copy, not the kept value");
+        let (kept, _) = w.take(b"k").unwrap();
+        assert_eq!(member_ptr(&kept), at, "the entry stayed");
+    }
+
+    #[test]
+    fn a_set_costs_by_its_members_not_its_record() {
+        let (v, _) = set();
+        let one = cost(&v, 4, 0);
+        assert!(
+            one >= DECODED_PER_SET_MEMBER + ENTRY_OVERHEAD_BYTES,
+            "{one}"
+        );
+        assert_eq!(
+            cost(&counter(), 4, 10),
+            4 * DECODED_PER_RECORD_BYTE + 10 + 128
+        );
+        assert_eq!(
+            cost(&counter(), usize::MAX, usize::MAX),
+            u64::MAX,
+            "saturates"
+        );
     }
 
     #[test]
     fn the_estimate_stays_within_the_bound_and_oversized_values_are_not_kept() {
-        let max = cost(100) * 10;
+        let each = cost(&counter(), 100, 4);
+        let max = each * 10;
         let mut w = Warm::new(max);
         for i in 0..1000u32 {
             w.put(i.to_le_bytes().to_vec(), counter(), 0, 100);
             let (n, bytes) = w.usage();
             assert!(bytes <= max, "{bytes} > {max} after {i}");
-            assert_eq!(bytes, n as u64 * cost(100));
+            assert_eq!(bytes, n as u64 * each);
         }
         assert_eq!(w.usage().0, 10, "full, by evicting one entry per put");
         w.put(b"big".to_vec(), counter(), 0, 1 << 20);
         assert!(w.get(b"big").is_none());
         // Putting a key again replaces its entry rather than adding a second one.
-        w.put(b"x".to_vec(), counter(), 1, 100);
-        w.put(b"x".to_vec(), counter(), 2, 100);
-        assert_eq!(w.get(b"x").map(|(_, h)| h), Some(2));
-        assert_eq!(w.usage().1, w.usage().0 as u64 * cost(100));
-        w.remove(b"x");
-        assert!(w.get(b"x").is_none());
+        w.put(b"wxyz".to_vec(), counter(), 1, 100);
+        w.put(b"wxyz".to_vec(), counter(), 2, 100);
+        assert_eq!(w.get(b"wxyz").map(|(_, h)| h), Some(2));
+        assert_eq!(w.usage().1, w.usage().0 as u64 * each);
+        // An oversized write of a kept key drops the old entry too.
+        w.put(b"wxyz".to_vec(), counter(), 3, 1 << 20);
+        assert!(w.get(b"wxyz").is_none());
+        w.put(b"abcd".to_vec(), counter(), 1, 100);
+        w.remove(b"abcd");
+        assert!(w.get(b"abcd").is_none());
     }
 
     #[test]

@@ -341,8 +341,10 @@ impl<S: Store> Node<S> {
 
     /// Every copy of `key` this node holds (its object and its hints for any owner),
     /// joined: the coordinator mints dots from the join, so its actor's history for the
-    /// key stays one line however many copies it keeps. Both callers stage the result,
-    /// so the object is read for update.
+    /// key stays one line however many copies it keeps. Both callers are writes that
+    /// stage what they make of it (as the object, or as a hint on a fallback), so the
+    /// object is read for update; a write that fails before staging leaves the store
+    /// reading the key afresh.
     fn load_all(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
         let mut joined = self.store.object_for_update(key)?;
         for (_, hint) in &self.store.key_hints(key)? {
@@ -1023,7 +1025,14 @@ impl<S: Store> Node<S> {
             Ok(v) => v,
             Err(e) => return self.answer(r.origin, Err(e.into())),
         };
-        let value = join_values(local.iter().chain(seen.iter()));
+        // `local` was taken for this write: join into it rather than copy it.
+        let value = match (local, seen) {
+            (Some(mut local), Some(seen)) => {
+                join_into(&mut local, &seen);
+                Some(local)
+            }
+            (local, seen) => local.or(seen),
+        };
         let replica = Replica {
             actor: self.fresh_actor(r.key.partition),
             now: self.tick(now_ms),

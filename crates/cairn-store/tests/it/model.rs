@@ -136,7 +136,7 @@ fn run(seed: u64, steps: usize) {
     let mut o = opts(Durability::None);
     o.batch_writes_max = 1 + rng.below(8) as usize;
     // No decoded values kept, a few (evicting all the time), or the default.
-    o.warm_bytes = [0, 2048, cairn_store::WARM_BYTES][rng.below(3) as usize];
+    o.warm_bytes = [0, 16 << 10, cairn_store::WARM_BYTES][rng.below(3) as usize];
     let mut redb = RedbStore::open(dir.file(), o.clone()).unwrap();
     let mut mem = MemStore::new();
     let mut staged = 0u64;
