@@ -61,7 +61,7 @@ pub use limits::Bound;
 pub use map::{Field, FieldKey, FieldOp, FieldType, FieldValue, Map, MapOp, PathStep};
 pub use mvreg::{MvReg, MvRegOp};
 pub use register::{ClockDrift, Hlc, LwwEntry, Register, RegisterOp, Timestamp};
-pub use set::{Set, SetOp};
+pub use set::{Member, Set, SetOp, MEMBER_INLINE_BYTES};
 pub use value::{Op, Value, ValueType};
 
 /// The replica applying an operation: its actor and its hybrid-logical-clock reading.

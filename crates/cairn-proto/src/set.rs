@@ -17,7 +17,7 @@
 //! Every choice is fixed (maximal shared prefix, listed actors exactly those used), so a
 //! set has one encoding, and the decoder refuses any other.
 
-use cairn_crdt::{Actor, CausalContext, Dot, DotSet, Set};
+use cairn_crdt::{Actor, CausalContext, Dot, DotSet, Member, Set};
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -227,7 +227,7 @@ impl TryFrom<SetWire<'_>> for Set {
         let deferred = wire
             .deferred
             .iter()
-            .map(|(m, c)| Ok((m.boxed(), CausalContext::try_from(c)?)))
+            .map(|(m, c)| Ok((Member::from_slice(m.0), CausalContext::try_from(c)?)))
             .collect::<Result<Vec<_>, DecodeError>>()?;
         Ok(Set::from_parts(entries, (&wire.ctx).try_into()?, deferred)?)
     }
@@ -253,8 +253,8 @@ fn common_prefix(a: &[u8], b: &[u8]) -> u32 {
 }
 
 /// Rebuilds front-coded members, refusing anything but the canonical, increasing form.
-fn front_decode(records: &[(u32, Bytes<'_>)]) -> Result<Vec<Box<[u8]>>, DecodeError> {
-    let mut members: Vec<Box<[u8]>> = Vec::with_capacity(records.len());
+fn front_decode(records: &[(u32, Bytes<'_>)]) -> Result<Vec<Member>, DecodeError> {
+    let mut members: Vec<Member> = Vec::with_capacity(records.len());
     for &(shared, Bytes(rest)) in records {
         let prev: &[u8] = members.last().map_or(&[], |m| &**m);
         let n = usize::try_from(shared).unwrap_or(usize::MAX);
@@ -268,13 +268,14 @@ fn front_decode(records: &[(u32, Bytes<'_>)]) -> Result<Vec<Box<[u8]>>, DecodeEr
         if shared < SHARED_PREFIX_MAX && rest.first().is_some_and(|b| prev.get(n) == Some(b)) {
             return Err(invalid("set member front coding not canonical"));
         }
-        let mut member = Vec::with_capacity(n + rest.len());
+        // Short members stay inline: no allocation.
+        let mut member = Member::with_capacity(n + rest.len());
         member.extend_from_slice(&prev[..n]);
         member.extend_from_slice(rest);
         if !members.is_empty() && *member <= *prev {
             return Err(invalid("set members not sorted and unique"));
         }
-        members.push(member.into_boxed_slice());
+        members.push(member);
     }
     Ok(members)
 }
@@ -408,12 +409,12 @@ mod tests {
                 dots.push(dot(i + 1));
             }
             dots.sort();
-            let member = format!("m{i:06}").into_bytes().into_boxed_slice();
+            let member = Member::from_slice(format!("m{i:06}").as_bytes());
             entries.push((member, DotSet::from_sorted(dots).unwrap()));
         }
         let ctx = CausalContext::from_dots(entries.iter().flat_map(|(_, d)| d.iter()));
         let unseen = CausalContext::from_dots([Dot::new(Actor(u64::MAX), 5)]);
-        let deferred = vec![(b"m000000".to_vec().into_boxed_slice(), unseen)];
+        let deferred = vec![(Member::from_slice(b"m000000"), unseen)];
         Set::from_parts(entries, ctx, deferred).unwrap()
     }
 
