@@ -282,6 +282,23 @@ impl RedbStore {
         self.stage(seq, ops)
     }
 
+    /// Object `key`: its decoded value if kept (taken out of `warm` when `take`, else
+    /// copied), else [`read_object`](Self::read_object).
+    fn object_from_warm(&self, key: &ObjectKey, take: bool) -> Result<Option<Value>, StoreError> {
+        let k = format::object_key(key);
+        // An entry in `warm` is the key's latest value, staged or committed.
+        let kept = if take {
+            self.warm.borrow_mut().take(&k)
+        } else {
+            self.warm.borrow().get(&k)
+        };
+        if let Some((value, hash)) = kept {
+            self.remember_read(k, Some(hash));
+            return Ok(Some(value));
+        }
+        self.read_object(k)
+    }
+
     /// Object `k` from the overlay or, if not staged, from disk: a decode of its record.
     fn read_object(&self, k: Vec<u8>) -> Result<Option<Value>, StoreError> {
         let staged = {
@@ -525,24 +542,11 @@ fn slice_bound(x: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 
 impl Store for RedbStore {
     fn object(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
-        let k = format::object_key(key);
-        // An entry in `warm` is the key's latest value, staged or committed.
-        let warm = self.warm.borrow().get(&k);
-        if let Some((value, hash)) = warm {
-            self.remember_read(k, Some(hash));
-            return Ok(Some(value));
-        }
-        self.read_object(k)
+        self.object_from_warm(key, false)
     }
 
     fn object_for_update(&self, key: &ObjectKey) -> Result<Option<Value>, StoreError> {
-        let k = format::object_key(key);
-        let warm = self.warm.borrow_mut().take(&k);
-        if let Some((value, hash)) = warm {
-            self.remember_read(k, Some(hash));
-            return Ok(Some(value));
-        }
-        self.read_object(k)
+        self.object_from_warm(key, true)
     }
 
     fn stage_object(&mut self, key: ObjectKey, value: Value) -> Result<WriteToken, StoreError> {
