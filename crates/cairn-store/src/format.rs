@@ -166,13 +166,6 @@ fn decode_escaped(partition: PartitionId, rest: &[u8]) -> Result<ObjectKey, Stor
     })
 }
 
-/// The first key of partition `p` and the first key after it, for range scans.
-pub(crate) fn partition_range(p: PartitionId) -> (Vec<u8>, Option<Vec<u8>>) {
-    let start = p.0.to_be_bytes().to_vec();
-    let end = p.0.checked_add(1).map(|n| n.to_be_bytes().to_vec());
-    (start, end)
-}
-
 /// `[partition] [segment]`: the key of a segment hash and the prefix of its objects' keys.
 pub(crate) fn segment_key(p: PartitionId, s: SegmentId) -> [u8; 4] {
     let [a, b] = p.0.to_be_bytes();

@@ -261,7 +261,6 @@ impl RedbStore {
                     item: (key, new),
                 },
             );
-            overlay.segments.insert(seg_key, Staged { seq, item: seg });
             seg
         };
         // Only now, with the write in the overlay: a failure above leaves the key's entry
@@ -354,19 +353,17 @@ impl RedbStore {
 
     /// Every segment hash of `partition`, staged writes included, kept in `overlay` once
     /// built. The first call for a partition makes [`SEGMENTS`] point reads of the
-    /// committed segment rows, then takes the staged ones, all under the overlay lock
-    /// (one consistent view: no staged write to the partition can slip between the build
-    /// and the cache). Every staged write to the partition keeps it current; commits do
-    /// not change it (a commit moves a staged hash to disk unchanged).
+    /// committed segment rows under the overlay lock. Those are all there is: a staged
+    /// write builds its partition's tree before it stages anything, under the same lock,
+    /// and trees are never dropped, so a partition without one has nothing staged. Every
+    /// staged write to the partition keeps it current; commits do not change it (a commit
+    /// moves a staged hash to disk unchanged).
     fn tree<'a>(
         &self,
         overlay: &'a mut Overlay,
         partition: PartitionId,
     ) -> Result<&'a mut [u64], StoreError> {
-        let Overlay {
-            trees, segments, ..
-        } = overlay;
-        let tree = match trees.entry(partition) {
+        let tree = match overlay.trees.entry(partition) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
                 let txn = self.read()?;
@@ -374,10 +371,7 @@ impl RedbStore {
                 let mut built = vec![0u64; SEGMENTS];
                 for (s, slot) in (0u16..).zip(built.iter_mut()) {
                     let k = format::segment_key(partition, SegmentId(s));
-                    *slot = match segments.get(&k) {
-                        Some(e) => e.item,
-                        None => db_segment(&t, &k)?,
-                    };
+                    *slot = db_segment(&t, &k)?;
                 }
                 e.insert(built.into_boxed_slice())
             }
@@ -577,12 +571,12 @@ impl Store for RedbStore {
         limit: usize,
     ) -> Result<Vec<(ObjectKey, u64)>, StoreError> {
         let wanted: BTreeSet<SegmentId> = segments.iter().copied().collect();
-        let (start, end) = format::partition_range(partition);
         let (txn, staged) = self.snapshot(|o| {
-            let range = o.objects.range(bound(Bound::Included(start), end));
-            range
-                .filter(|(_, e)| wanted.contains(&segment_of(&e.item.0)))
-                .map(|(_, e)| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
+            o.objects
+                .values()
+                .filter(|e| e.item.0.partition == partition)
+                .filter(|e| wanted.contains(&segment_of(&e.item.0)))
+                .map(|e| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
                 .collect::<BTreeMap<_, _>>()
         })?;
         // Objects are keyed by segment first: each wanted segment is one range.
