@@ -96,6 +96,23 @@ pub(crate) fn object_key(key: &ObjectKey) -> Vec<u8> {
     out
 }
 
+/// The partition of an object's on-disk key (its first two bytes; 0 for a key too short
+/// to be one, which no staged or stored object has).
+pub(crate) fn key_partition(k: &[u8]) -> u16 {
+    match k {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => 0,
+    }
+}
+
+/// The segment of an object's on-disk key (its third and fourth bytes), if it has them.
+pub(crate) fn key_segment(k: &[u8]) -> Option<SegmentId> {
+    match k {
+        [_, _, c, d, ..] => Some(SegmentId(u16::from_be_bytes([*c, *d]))),
+        _ => None,
+    }
+}
+
 /// The plain key `[partition] [escaped bucket] [00 00] [key]` (hints; format 1 objects).
 #[cfg(test)]
 pub(crate) fn plain_key(key: &ObjectKey) -> Vec<u8> {

@@ -355,17 +355,23 @@ impl RedbStore {
     /// built. The first call for a partition makes [`SEGMENTS`] point reads of the
     /// committed segment rows under the overlay lock. Those are all there is: a staged
     /// write builds its partition's tree before it stages anything, under the same lock,
-    /// and trees are never dropped, so a partition without one has nothing staged. Every
-    /// staged write to the partition keeps it current; commits do not change it (a commit
-    /// moves a staged hash to disk unchanged).
+    /// and trees are never dropped, so a partition without one has nothing staged (and
+    /// writes replayed from the log at open are committed to redb before the overlay
+    /// exists). Every staged write to the partition keeps it current; commits do not
+    /// change it (a commit moves a staged hash to disk unchanged).
     fn tree<'a>(
         &self,
         overlay: &'a mut Overlay,
         partition: PartitionId,
     ) -> Result<&'a mut [u64], StoreError> {
-        let tree = match overlay.trees.entry(partition) {
+        let Overlay { trees, objects, .. } = overlay;
+        let tree = match trees.entry(partition) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
+                debug_assert!(
+                    objects.in_partition(partition).next().is_none(),
+                    "a tree built from redb while writes to {partition:?} are staged"
+                );
                 let txn = self.read()?;
                 let t = txn.open_table(OBJECTS).map_err(table_error)?;
                 let mut built = vec![0u64; SEGMENTS];
@@ -573,10 +579,9 @@ impl Store for RedbStore {
         let wanted: BTreeSet<SegmentId> = segments.iter().copied().collect();
         let (txn, staged) = self.snapshot(|o| {
             o.objects
-                .values()
-                .filter(|e| e.item.0.partition == partition)
-                .filter(|e| wanted.contains(&segment_of(&e.item.0)))
-                .map(|e| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
+                .in_partition(partition)
+                .filter(|(k, _)| format::key_segment(k).is_some_and(|s| wanted.contains(&s)))
+                .map(|(_, e)| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
                 .collect::<BTreeMap<_, _>>()
         })?;
         // Objects are keyed by segment first: each wanted segment is one range.

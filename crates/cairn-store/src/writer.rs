@@ -163,8 +163,9 @@ pub(crate) struct Batching {
 pub const APPLY_QUEUE_BATCHES: usize = 1024;
 
 /// Most bytes of writes reported durable but not yet applied to redb, as `write_bytes`
-/// counts them: the overlay holds every one of them (and the applier's queue a second
-/// copy), so this bounds their memory to about twice it. The log writer waits before
+/// counts them: the overlay holds their objects, hints and node records (segment hashes
+/// and hint totals live elsewhere) and the applier's queue a second copy of each, so
+/// this bounds their memory to about twice it. The log writer waits before
 /// passing on a batch that would exceed it (unless nothing is unapplied: one batch, at
 /// most [`BATCH_BYTES_MAX`], always goes), which blocks the stagers.
 pub const UNAPPLIED_BYTES_MAX: usize = 256 << 20;
@@ -384,7 +385,8 @@ fn fail(shared: &Shared, e: StoreError) {
 pub const BATCH_BYTES_MAX: usize = 64 << 20;
 
 /// What one op costs in memory beyond its key and record bytes (its `Op`, its overlay
-/// entry and their allocations), for [`write_bytes`].
+/// entry if it has one, and their allocations), for [`write_bytes`]: segment and totals
+/// ops have no overlay entry, so they are counted high.
 const OP_OVERHEAD_BYTES: usize = 128;
 
 /// About how many bytes a write's ops take in the log, plus [`OP_OVERHEAD_BYTES`] each:
@@ -612,6 +614,7 @@ fn forget(shared: &Shared, gather: &Gather) {
         for w in &gather.writes {
             overlay.forget(&w.ops, last);
         }
+        overlay.trim();
     }
     {
         let mut done = shared.done();

@@ -8,7 +8,7 @@ use cairn_crdt::{Actor, CounterOp, Op, Replica, SetOp, Timestamp, ValueType};
 use cairn_ring::{NodeId, PartitionId};
 use cairn_store::{Durability, Options, RedbStore};
 
-use crate::util::{key, opts, value, Rng, TempDir};
+use crate::util::{key, opts, value, Rng, TempDir, PARTITIONS};
 
 /// Every read the trait offers, on both stores.
 fn compare(rng: &mut Rng, redb: &RedbStore, mem: &MemStore, seed: u64, step: usize) {
@@ -30,7 +30,7 @@ fn compare(rng: &mut Rng, redb: &RedbStore, mem: &MemStore, seed: u64, step: usi
             "hint, {ctx}"
         );
     }
-    for p in 0..2 {
+    for p in PARTITIONS {
         let p = PartitionId(p);
         assert_eq!(
             redb.aae_tree(p).unwrap(),

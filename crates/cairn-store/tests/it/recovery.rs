@@ -10,7 +10,7 @@ use cairn_ring::{NodeId, PartitionId};
 use cairn_store::{Durability, RedbStore, RotationReason};
 use redb::ReadableTable;
 
-use crate::util::{key, opts, value, Rng, TempDir};
+use crate::util::{key, opts, value, Rng, TempDir, PARTITIONS};
 
 fn meta(generation: u64) -> NodeMeta {
     NodeMeta {
@@ -271,8 +271,9 @@ fn upgrade_from(from: u32, downgrade: fn(&std::path::Path)) {
     let every_segment: Vec<_> = (0..1024).map(cairn_core::aae::SegmentId).collect();
     let read = |s: &RedbStore| {
         let objects: Vec<_> = keys.iter().map(|k| s.object(k).unwrap()).collect();
-        let aae: Vec<_> = (0..2)
-            .map(|p| {
+        let aae: Vec<_> = PARTITIONS
+            .iter()
+            .map(|&p| {
                 let p = PartitionId(p);
                 (
                     s.aae_tree(p).unwrap(),

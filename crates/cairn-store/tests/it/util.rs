@@ -67,11 +67,15 @@ pub fn opts(durability: Durability) -> Options {
     o
 }
 
-/// One of a few keys over two partitions and buckets that share prefixes and zero bytes.
+/// The partitions [`key`] draws from: neighbours, and ones that differ from them in
+/// either byte of the on-disk key only.
+pub const PARTITIONS: [u16; 4] = [0, 1, 256, 4095];
+
+/// One of a few keys over a few partitions and buckets that share prefixes and zero bytes.
 pub fn key(rng: &mut Rng) -> ObjectKey {
     const BUCKETS: [&[u8]; 3] = [b"b", b"b\0", b"bb"];
     ObjectKey {
-        partition: PartitionId(rng.below(2) as u16),
+        partition: PartitionId(PARTITIONS[rng.below(PARTITIONS.len() as u64) as usize]),
         bucket: BUCKETS[rng.below(3) as usize].into(),
         key: format!("k{}", rng.below(12)).into_bytes().into(),
     }
