@@ -137,13 +137,28 @@ fn the_sdk_round_trips_every_type_fails_over_and_types_its_errors() {
             "{unreachable:?}"
         );
 
+        // A pinned client keeps to the node it was given.
+        let pinned = Client::builder()
+            .nodes([nodes[0].quic])
+            .ca_cert(root.join("ca").join("ca.pem"))
+            .client_cert(root.join("client/app.pem"), root.join("client/app-key.pem"))
+            .options(Options::new().timeout(Duration::from_secs(2)))
+            .pinned()
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(pinned.nodes(), [nodes[0].quic]);
+        assert_eq!(pinned.counter("likes", "p1").get().await.unwrap(), 3);
+
         // The node the client uses is killed: reads fail over to the others; writes then
-        // go to a live node.
+        // go to a live node. The pinned client has nowhere else to go.
         nodes[0].kill();
         let n = eventually_async(|| async { likes.get().await.ok() }).await;
         assert_eq!(n, 3);
         let after_kill = eventually_async(|| async { likes.increment(1).await.ok() }).await;
         assert!((4..=5).contains(&after_kill), "{after_kill}");
+        let alone = pinned.counter("likes", "p1").get().await;
+        assert!(alone.is_err(), "a pinned client failed over: {alone:?}");
 
         // With the killed node down, a key whose primaries include it cannot have every
         // primary acknowledge: the error names how many answered.

@@ -102,6 +102,7 @@ pub struct ClientBuilder {
     ca: Option<PathBuf>,
     cert: Option<(PathBuf, PathBuf)>,
     options: Options,
+    pinned: bool,
 }
 
 impl ClientBuilder {
@@ -131,6 +132,15 @@ impl ClientBuilder {
     /// Options every request starts from.
     pub fn options(mut self, options: Options) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Talks only to the nodes given: the client does not learn the rest of the cluster,
+    /// so it never fails over to a node it was not given. For callers that must know
+    /// which node served each request (the nemesis harness judges each side of a
+    /// partition by it) or that must stay on some nodes.
+    pub fn pinned(mut self) -> Self {
+        self.pinned = true;
         self
     }
 
@@ -169,6 +179,7 @@ impl ClientBuilder {
                 nodes: Mutex::new(nodes),
                 preferred: AtomicUsize::new(0),
                 options: self.options,
+                pinned: self.pinned,
             }),
         };
         client.refresh_nodes().await?;
@@ -189,6 +200,8 @@ struct Inner {
     /// Index of the node that answered last.
     preferred: AtomicUsize,
     options: Options,
+    /// Whether the node list stays as given ([`ClientBuilder::pinned`]).
+    pinned: bool,
 }
 
 /// Whether a request may be sent again after it may have reached a node.
@@ -261,7 +274,8 @@ impl Client {
         }
     }
 
-    /// Asks a node for the cluster's nodes and remembers them.
+    /// Asks a node for the cluster's nodes and remembers them (unless
+    /// [`pinned`](ClientBuilder::pinned): then it only checks that a node answers).
     pub async fn refresh_nodes(&self) -> Result<()> {
         let learned = match self
             .send(&Request::Nodes, Retry::Always, DEFAULT_TIMEOUT)
@@ -270,6 +284,9 @@ impl Client {
             Response::Nodes(addrs) => addrs,
             other => return Err(Error::Protocol(format!("asked for nodes, got {other:?}"))),
         };
+        if self.inner.pinned {
+            return Ok(());
+        }
         let mut nodes = self.inner.lock_nodes();
         for addr in learned.iter().filter_map(|a| a.parse::<SocketAddr>().ok()) {
             if !nodes.contains(&addr) && nodes.len() < NODES_MAX {
