@@ -102,6 +102,15 @@ impl Fault {
             _ => vec![(0..nodes).collect()],
         }
     }
+
+    /// The node this fault leaves unable to acknowledge anything: isolated from every
+    /// other node, killed, or paused.
+    fn cut_off(&self) -> Option<usize> {
+        match self {
+            Fault::Isolated(n) | Fault::Kill(n) | Fault::Pause(n) => Some(*n),
+            _ => None,
+        }
+    }
 }
 
 /// What a run found.
@@ -113,6 +122,10 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Seconds from the last heal until every node agreed on every key.
     pub convergence_secs: Option<f64>,
+    /// For each fault that left one node unable to acknowledge anything (isolated,
+    /// killed, paused): the fault, and how many of that node's clients' requests were
+    /// acknowledged, of how many. Near zero, or the clients were not on their node.
+    pub cut_off: Vec<(String, usize, usize)>,
 }
 
 /// Why a run could not happen.
@@ -558,6 +571,7 @@ fn report(
         text,
         "acknowledged during each fault, by the side the client's node was on:"
     );
+    let mut cut_off = Vec::new();
     for (i, f) in faults.iter().enumerate() {
         let mut line = format!("  {:<50}", f.name());
         for side in f.sides(NODES) {
@@ -570,6 +584,9 @@ fn report(
                 .filter(|r| r.entry.outcome == Outcome::Ok)
                 .count();
             let _ = write!(line, "  {side:?}: {ok}/{}", ops.len());
+            if f.cut_off().is_some_and(|n| side == [n]) {
+                cut_off.push((f.name(), ok, ops.len()));
+            }
         }
         let _ = writeln!(text, "{line}");
     }
@@ -621,5 +638,6 @@ fn report(
         text,
         violations,
         convergence_secs,
+        cut_off,
     }
 }
