@@ -107,7 +107,7 @@ pub struct ClientBuilder {
 
 impl ClientBuilder {
     /// QUIC addresses (`ip:port`) of one or more nodes; the rest of the cluster is learned
-    /// from the first that answers.
+    /// from the first that answers (unless [`pinned`](Self::pinned)).
     pub fn nodes<I, S>(mut self, nodes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -136,15 +136,16 @@ impl ClientBuilder {
     }
 
     /// Talks only to the nodes given: the client does not learn the rest of the cluster,
-    /// so it never fails over to a node it was not given. For callers that must know
-    /// which node served each request (the nemesis harness judges each side of a
-    /// partition by it) or that must stay on some nodes.
+    /// so it never fails over to a node it was not given (it still does among those).
+    /// For callers that must know which node each request entered through (the nemesis
+    /// harness judges each side of a partition by it) or that must stay on some nodes.
     pub fn pinned(mut self) -> Self {
         self.pinned = true;
         self
     }
 
-    /// Connects: loads the certificates, reaches a node and learns the cluster's nodes.
+    /// Connects: loads the certificates, reaches a node and learns the cluster's nodes
+    /// (a pinned client only checks that one answers).
     pub async fn build(self) -> Result<Client> {
         let ca = self
             .ca
@@ -260,7 +261,7 @@ impl Client {
         self.inner.options
     }
 
-    /// The QUIC addresses this client knows.
+    /// The QUIC addresses this client knows (for a pinned client, exactly those given).
     pub fn nodes(&self) -> Vec<SocketAddr> {
         self.inner.lock_nodes().clone()
     }

@@ -132,11 +132,16 @@
 //! # Failover and retries
 //!
 //! The client keeps a connection to each node it uses. When a node cannot be reached
-//! (the connection fails before the request is sent) any request goes to the next node.
-//! Once a request has been sent, only **reads** are retried elsewhere: a lost answer to a
-//! write is [`Error::Indeterminate`], because sending an increment again could count it
-//! twice. Writes whose repetition is harmless (set adds, register assigns) can be
-//! retried by the caller.
+//! (the connection fails before the request is sent), or turns a request away before
+//! applying anything ([`Error::Unavailable`], [`Error::Overloaded`]: starting, stopping,
+//! full, no replica reachable), any request goes to the next node, which then serves
+//! the client's later requests too. Once a request has been sent, only **reads** are
+//! retried elsewhere: a lost answer to a write is [`Error::Indeterminate`], because
+//! sending an increment again could count it twice. Writes whose repetition is harmless
+//! (set adds, register assigns) can be retried by the caller.
+//!
+//! A client built with [`ClientBuilder::pinned`] keeps to the nodes it was given: it
+//! does not learn the others, so it fails over only among those.
 //!
 //! [Cairn]: https://example.invalid/cairn
 

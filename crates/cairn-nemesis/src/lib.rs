@@ -122,10 +122,24 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Seconds from the last heal until every node agreed on every key.
     pub convergence_secs: Option<f64>,
-    /// For each fault that left one node unable to acknowledge anything (isolated,
-    /// killed, paused): the fault, and how many of that node's clients' requests were
-    /// acknowledged, of how many. Near zero, or the clients were not on their node.
-    pub cut_off: Vec<(String, usize, usize)>,
+    /// Each fault that left one node unable to acknowledge anything (isolated, killed,
+    /// paused), with what that node's clients saw.
+    pub cut_off: Vec<CutOff>,
+}
+
+/// What the clients of a node cut off by a fault saw.
+#[derive(Debug)]
+pub struct CutOff {
+    /// The fault, as the report names it.
+    pub fault: String,
+    /// Requests begun during the fault.
+    pub requests: usize,
+    /// Of those, how many were acknowledged. Faults are stored once they have taken
+    /// hold, so only a request still in flight when the fault heals can be: at most one
+    /// per client (more means the clients were served by other nodes).
+    pub acknowledged: usize,
+    /// The node's clients.
+    pub clients: usize,
 }
 
 /// Why a run could not happen.
@@ -214,6 +228,11 @@ impl Shared {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+
+    /// The fault in force (stored once it has taken hold, cleared before it heals).
+    fn fault(&self) -> Option<usize> {
+        self.fault.load(Ordering::Relaxed).checked_sub(1)
+    }
 }
 
 async fn connect(cluster: &Cluster, node: usize) -> Result<Client, Error> {
@@ -233,8 +252,18 @@ async fn connect(cluster: &Cluster, node: usize) -> Result<Client, Error> {
 fn outcome<T>(r: &Result<T, Error>) -> Outcome {
     match r {
         Ok(_) => Outcome::Ok,
+        // Refused before anything was applied: the request never left the client, or the
+        // node turned it away (starting, stopping, full, no replica reachable). The SDK
+        // sends a write elsewhere on exactly these, so the checkers may count them as not
+        // applied: a node that applied one would show up as a phantom or a counter out
+        // of bounds.
         Err(
-            Error::TypeMismatch(_) | Error::TooLarge(_) | Error::Invalid(_) | Error::Refused(_),
+            Error::TypeMismatch(_)
+            | Error::TooLarge(_)
+            | Error::Invalid(_)
+            | Error::Refused(_)
+            | Error::Unavailable(_)
+            | Error::Overloaded(_),
         ) => Outcome::Failed,
         Err(_) => Outcome::Indeterminate,
     }
@@ -245,10 +274,7 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
     while !shared.stop.load(Ordering::Acquire) {
         let k = rng.gen_range(0..KEYS_PER_TYPE);
         let unique = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let fault = match shared.fault.load(Ordering::Relaxed) {
-            0 => None,
-            f => Some(f - 1),
-        };
+        let fault = shared.fault();
         let invoke_ms = shared.now_ms();
         let (key, action, result) = match rng.gen_range(0..5) {
             0 => {
@@ -277,6 +303,7 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
                 let key = format!("s{k}");
                 let set = client.set("nemesis", &key);
                 let Ok(seen) = set.members().await else {
+                    tokio::time::sleep(ERROR_PAUSE).await;
                     continue;
                 };
                 let Some(member) = seen.members.choose(&mut rng).cloned() else {
@@ -285,8 +312,11 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
                 let Some(victim) = history::id_of(&member) else {
                     continue;
                 };
+                // The read may have outlasted the fault it began in.
+                let fault = shared.fault();
                 let invoke_ms = shared.now_ms();
                 let r = set.remove(&seen, [member]).await.map(|_| ());
+                let failed = r.is_err();
                 record(
                     &shared,
                     id,
@@ -297,6 +327,9 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
                     invoke_ms,
                     &r,
                 );
+                if failed {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
                 continue;
             }
             3 => {
@@ -324,8 +357,8 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
         let failed = result.is_err();
         record(&shared, id, node, fault, key, action, invoke_ms, &result);
         if failed {
-            // A pinned client whose node is down or restarting fails at once; without a
-            // pause it would fill the history with hundreds of thousands of failures.
+            // A pinned client whose node refuses or is restarting fails at once; without
+            // a pause it would fill the history with hundreds of thousands of failures.
             tokio::time::sleep(ERROR_PAUSE).await;
         }
     }
@@ -585,7 +618,14 @@ fn report(
                 .count();
             let _ = write!(line, "  {side:?}: {ok}/{}", ops.len());
             if f.cut_off().is_some_and(|n| side == [n]) {
-                cut_off.push((f.name(), ok, ops.len()));
+                cut_off.push(CutOff {
+                    fault: f.name(),
+                    requests: ops.len(),
+                    acknowledged: ok,
+                    clients: (0..config.clients)
+                        .filter(|c| side.contains(&(c % NODES)))
+                        .count(),
+                });
             }
         }
         let _ = writeln!(text, "{line}");
