@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_client::{BatchOp, Client, Error, Options, Quorum};
+use cairn_client::{BatchOp, Client, ClientBuilder, Error, Options, Quorum};
 
 use crate::cluster::{cairn, run_ok, temp_dir, three_nodes, Server};
 
@@ -21,15 +21,17 @@ fn client_cert(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (out.join("app.pem"), out.join("app-key.pem"))
 }
 
-async fn connect(root: &Path, node: &Server, options: Options) -> Result<Client, Error> {
-    let (cert, key) = client_cert(root);
+/// A builder for `node` with the cluster CA and the certificate `client_cert` made.
+fn builder(root: &Path, node: impl ToString) -> ClientBuilder {
     Client::builder()
-        .nodes([node.quic])
+        .nodes([node])
         .ca_cert(root.join("ca").join("ca.pem"))
-        .client_cert(cert, key)
-        .options(options)
-        .build()
-        .await
+        .client_cert(root.join("client/app.pem"), root.join("client/app-key.pem"))
+}
+
+async fn connect(root: &Path, node: &Server, options: Options) -> Result<Client, Error> {
+    client_cert(root);
+    builder(root, node.quic).options(options).build().await
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -126,22 +128,14 @@ fn the_sdk_round_trips_every_type_fails_over_and_types_its_errors() {
             tags.add(vec![b'x'; 2000]).await,
             Err(Error::TooLarge(_))
         ));
-        let unreachable = Client::builder()
-            .nodes(["127.0.0.1:9"])
-            .ca_cert(root.join("ca").join("ca.pem"))
-            .client_cert(root.join("client/app.pem"), root.join("client/app-key.pem"))
-            .build()
-            .await;
+        let unreachable = builder(&root, "127.0.0.1:9").build().await;
         assert!(
             matches!(unreachable, Err(Error::Unavailable(_))),
             "{unreachable:?}"
         );
 
         // A pinned client keeps to the node it was given.
-        let pinned = Client::builder()
-            .nodes([nodes[0].quic])
-            .ca_cert(root.join("ca").join("ca.pem"))
-            .client_cert(root.join("client/app.pem"), root.join("client/app-key.pem"))
+        let pinned = builder(&root, nodes[0].quic)
             .options(Options::new().timeout(Duration::from_secs(2)))
             .pinned()
             .build()

@@ -156,6 +156,20 @@ const KEYS_PER_TYPE: u64 = 4;
 /// How long a client waits after a request that did not succeed before its next one.
 const ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// The node client `c` is pinned to.
+fn node_of(c: usize) -> usize {
+    c % NODES
+}
+
+/// Waits [`ERROR_PAUSE`] after a request that did not succeed: a pinned client whose
+/// node refuses or is restarting fails at once, and without a pause would fill the
+/// history with hundreds of thousands of failures.
+async fn pause_after<T>(result: &Result<T, Error>) {
+    if result.is_err() {
+        tokio::time::sleep(ERROR_PAUSE).await;
+    }
+}
+
 fn schedule(rng: &mut SmallRng, count: usize, netem: bool) -> Vec<Fault> {
     let mut order: Vec<usize> = (0..NODES).collect();
     let mut kinds: Vec<u8> = (0..10).collect();
@@ -302,8 +316,9 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
             2 => {
                 let key = format!("s{k}");
                 let set = client.set("nemesis", &key);
-                let Ok(seen) = set.members().await else {
-                    tokio::time::sleep(ERROR_PAUSE).await;
+                let seen = set.members().await;
+                pause_after(&seen).await;
+                let Ok(seen) = seen else {
                     continue;
                 };
                 let Some(member) = seen.members.choose(&mut rng).cloned() else {
@@ -316,7 +331,6 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
                 let fault = shared.fault();
                 let invoke_ms = shared.now_ms();
                 let r = set.remove(&seen, [member]).await.map(|_| ());
-                let failed = r.is_err();
                 record(
                     &shared,
                     id,
@@ -327,9 +341,7 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
                     invoke_ms,
                     &r,
                 );
-                if failed {
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                }
+                pause_after(&r).await;
                 continue;
             }
             3 => {
@@ -354,13 +366,8 @@ async fn client_loop(shared: Arc<Shared>, client: Client, id: u32, node: usize, 
                 (key, Action::RegPut(unique), r)
             }
         };
-        let failed = result.is_err();
         record(&shared, id, node, fault, key, action, invoke_ms, &result);
-        if failed {
-            // A pinned client whose node refuses or is restarting fails at once; without
-            // a pause it would fill the history with hundreds of thousands of failures.
-            tokio::time::sleep(ERROR_PAUSE).await;
-        }
+        pause_after(&result).await;
     }
 }
 
@@ -399,7 +406,7 @@ async fn drive(config: &Config, net: &Net, cluster: &mut Cluster) -> Result<Repo
     });
     let mut tasks = Vec::new();
     for c in 0..config.clients {
-        let node = c % NODES;
+        let node = node_of(c);
         let client = connect(cluster, node)
             .await
             .map_err(|e| RunError::Failed(format!("client: {e}")))?;
@@ -623,7 +630,7 @@ fn report(
                     requests: ops.len(),
                     acknowledged: ok,
                     clients: (0..config.clients)
-                        .filter(|c| side.contains(&(c % NODES)))
+                        .filter(|c| side.contains(&node_of(*c)))
                         .count(),
                 });
             }
