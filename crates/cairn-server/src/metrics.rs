@@ -71,6 +71,10 @@ pub struct Metrics {
     pub peer_sends_failed: AtomicU64,
     /// Peer sends in flight now.
     pub peer_sends_in_flight: AtomicU64,
+    /// Peer messages handed to the transport (each batch frame carries one or more).
+    pub peer_messages_sent: AtomicU64,
+    /// Peer batch frames sent (one QUIC stream each).
+    pub peer_batches_sent: AtomicU64,
 }
 
 const OPS: [&str; 3] = ["update", "read", "delete"];
@@ -138,6 +142,18 @@ impl Metrics {
                 "counter",
                 "Peer sends that failed.",
                 &self.peer_sends_failed,
+            ),
+            (
+                "cairn_peer_messages_sent_total",
+                "counter",
+                "Peer messages handed to the transport.",
+                &self.peer_messages_sent,
+            ),
+            (
+                "cairn_peer_batches_sent_total",
+                "counter",
+                "Peer batch frames sent, one stream each; messages over batches is the mean batch size.",
+                &self.peer_batches_sent,
             ),
             (
                 "cairn_peer_sends_in_flight",

@@ -266,6 +266,10 @@ async fn drain(
                 continue;
             }
         };
+        metrics
+            .peer_messages_sent
+            .fetch_add(count, Ordering::Relaxed);
+        metrics.peer_batches_sent.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
             tracing::debug!(%addr, error = %e, count, "peer send failed");
             metrics

@@ -62,7 +62,7 @@ use std::time::Duration;
 pub use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 pub use derived::Audit;
 pub use open::{Recovery, Rotation, RotationReason};
-pub use store::{RedbStore, Stats};
+pub use store::{RedbStore, Stats, HELD_WRITES_MAX};
 pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
 pub use writer::{
     APPLY_BYTES_MAX, APPLY_QUEUE_BATCHES, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,

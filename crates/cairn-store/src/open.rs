@@ -116,6 +116,8 @@ impl RedbStore {
     /// a clean shutdown in a synced commit (which also syncs what [`Durability::None`]
     /// left unsynced).
     pub(crate) fn shutdown(&mut self) -> Result<(), StoreError> {
+        // Held writes are staged writes: a clean close keeps them.
+        self.release();
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };
@@ -556,6 +558,8 @@ fn spawn(
         hint_totals,
         objects_view: Default::default(),
         warm: std::cell::RefCell::new(crate::warm::Warm::new(opts.warm_bytes)),
+        held: Vec::new(),
+        holding: false,
     })
 }
 

@@ -23,6 +23,9 @@ use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
 use crate::warm::Warm;
 use crate::writer::{ApplyTx, Op, Shared, ToApply, Write};
 
+/// Most writes [`RedbStore::hold`] keeps back; the next one sends them all on.
+pub const HELD_WRITES_MAX: usize = 1024;
+
 /// A node's store on one redb file. See the crate docs.
 ///
 /// Staging (`stage_*`) happens on the owner's thread and blocks only when the writer's
@@ -56,6 +59,10 @@ pub struct RedbStore {
     /// Decoded values of recently staged objects, for their next update (see
     /// `crate::warm`). Every staged object write replaces or removes its key's entry.
     pub(crate) warm: RefCell<Warm>,
+    /// Writes staged while holding (see [`hold`](Self::hold)), in staging order, not yet
+    /// sent to the log writer.
+    pub(crate) held: Vec<Write>,
+    pub(crate) holding: bool,
 }
 
 /// A read view of the `objects` table and the commit count it was opened at.
@@ -123,6 +130,25 @@ impl RedbStore {
         std::mem::take(&mut self.shared.done().tokens)
     }
 
+    /// Keeps writes staged from now on from the log writer until [`release`](Self::release)
+    /// (at most [`HELD_WRITES_MAX`]; the next one sends them all). A caller that stages
+    /// several writes in a row, as the node does for the events of one turn, holds them
+    /// so that they reach the log writer together: it wakes once and syncs them in one
+    /// commit, where each write sent on its own could wake it and start a commit of its
+    /// own. Held writes are staged (reads see them) but not durable, so no token of
+    /// theirs is reported before the release. [`flush`](Self::flush) and close send them.
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Sends the held writes to the log writer, in staging order, and stops holding. If
+    /// the writer has failed they are dropped: their tokens are never reported, and the
+    /// next stage returns the failure.
+    pub fn release(&mut self) {
+        self.holding = false;
+        let _ = self.send_held();
+    }
+
     /// Like [`take_persisted`](Self::take_persisted), but waits up to `timeout` for at
     /// least one token (or a writer failure, returned as the error).
     pub fn wait_persisted(&self, timeout: Duration) -> Result<Vec<WriteToken>, StoreError> {
@@ -148,7 +174,8 @@ impl RedbStore {
 
     /// Waits until every write staged so far is durable (its token is then waiting in
     /// [`take_persisted`](Self::take_persisted)) and applied to redb (out of the overlay).
-    pub fn flush(&self) -> Result<(), StoreError> {
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.send_held()?;
         let target = self.next_seq;
         // Not under the lock held below: the send may wait for the applier, which takes
         // that lock to report what it applied.
@@ -192,14 +219,34 @@ impl RedbStore {
 
     // ---- staging ----
 
-    /// Sends write `seq` (already in the overlay) to the writer; blocks while the queue
-    /// is full.
+    /// Sends write `seq` (already in the overlay) to the writer, or keeps it while
+    /// holding; blocks while the writer's queue is full.
     fn stage(&mut self, seq: u64, ops: Vec<Op>) -> Result<WriteToken, StoreError> {
+        if self.holding && self.held.len() < HELD_WRITES_MAX {
+            self.held.push(Write { seq, ops });
+            return Ok(WriteToken(seq));
+        }
+        self.send_held()?;
         let tx = self.tx.as_ref().ok_or_else(|| self.failure())?;
         if tx.send(Write { seq, ops }).is_err() {
             return Err(self.failure());
         }
         Ok(WriteToken(seq))
+    }
+
+    /// Sends the held writes to the log writer, in order.
+    fn send_held(&mut self) -> Result<(), StoreError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let tx = self.tx.as_ref().ok_or_else(|| self.failure())?;
+        for w in held {
+            if tx.send(w).is_err() {
+                return Err(self.failure());
+            }
+        }
+        Ok(())
     }
 
     fn failure(&self) -> StoreError {
@@ -775,6 +822,99 @@ mod tests {
         s.flush().unwrap(); // The applier commits past the view.
         s.stage_hint_removal(NodeId(2), &key).unwrap();
         assert!(s.objects_view.borrow().is_none(), "released, not pinned");
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn counter_key(i: u64) -> ObjectKey {
+        ObjectKey {
+            partition: PartitionId(3),
+            bucket: b"b"[..].into(),
+            key: i.to_be_bytes().to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn held_writes_become_durable_only_once_released_in_staging_order() {
+        let dir = std::env::temp_dir().join(format!("cairn-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        let counter = || Value::empty(ValueType::Counter);
+        s.hold();
+        let tokens: Vec<WriteToken> = (0..3)
+            .map(|i| s.stage_object(counter_key(i), counter()).unwrap())
+            .collect();
+        assert!(
+            s.object(&counter_key(1)).unwrap().is_some(),
+            "staged: readable"
+        );
+        let early = s.wait_persisted(Duration::from_millis(200)).unwrap();
+        assert!(early.is_empty(), "held, yet reported durable: {early:?}");
+        s.release();
+        let mut got = Vec::new();
+        while got.len() < tokens.len() {
+            let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
+            assert!(!more.is_empty(), "released writes never became durable");
+            got.extend(more);
+        }
+        assert_eq!(got, tokens);
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn holding_past_the_bound_sends_every_held_write_on() {
+        let dir = std::env::temp_dir().join(format!("cairn-held-max-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        s.hold();
+        let n = HELD_WRITES_MAX as u64 + 1;
+        for i in 0..n {
+            s.stage_object(counter_key(i), Value::empty(ValueType::Counter))
+                .unwrap();
+        }
+        assert!(s.held.is_empty(), "the write past the bound sends them all");
+        let mut got = Vec::new();
+        while (got.len() as u64) < n {
+            let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
+            assert!(!more.is_empty(), "still held after passing the bound");
+            got.extend(more);
+        }
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in staging order");
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn flush_and_close_send_held_writes() {
+        let dir = std::env::temp_dir().join(format!("cairn-held-close-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("node.redb");
+        let mut s = RedbStore::open(&file, Options::new(1)).unwrap();
+        s.hold();
+        s.stage_object(counter_key(1), Value::empty(ValueType::Counter))
+            .unwrap();
+        // On another thread: a flush that waited for a held write would never return.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flushing = std::thread::spawn(move || {
+            let r = s.flush();
+            let _ = tx.send(r);
+            s
+        });
+        let flushed = rx.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(flushed, Ok(Ok(()))), "flush: {flushed:?}");
+        let mut s = flushing.join().unwrap();
+        assert!(s.take_persisted().len() == 1);
+        // Still holding: this one is sent by the close.
+        s.stage_object(counter_key(2), Value::empty(ValueType::Counter))
+            .unwrap();
+        s.close().unwrap();
+        let s = RedbStore::open(&file, Options::new(1)).unwrap();
+        assert!(
+            s.object(&counter_key(2)).unwrap().is_some(),
+            "lost at close"
+        );
+        assert!(s.recovery().previous_clean, "{:?}", s.recovery());
         s.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

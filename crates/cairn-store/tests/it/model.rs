@@ -163,6 +163,10 @@ fn run(seed: u64, steps: usize) {
                 staged = 0;
                 persisted.clear();
             }
+            // Writes held back from the log writer are staged all the same: reads see
+            // them, and flush and close send them on.
+            2 => redb.hold(),
+            3 => redb.release(),
             _ => persisted.extend(redb.take_persisted()),
         }
     }
