@@ -381,6 +381,11 @@ impl RedbStore {
 
     /// The state hash of object `k`, staged or committed.
     fn current_hash(&self, k: &[u8]) -> Result<Option<u64>, StoreError> {
+        // What the read before this write found is current (every staged object write
+        // forgets it), and asking it first spares the overlay's lock and lookup.
+        if let Some(hash) = self.remembered_hash(k) {
+            return Ok(hash);
+        }
         let staged = {
             let overlay = self.shared.overlay();
             overlay
@@ -388,7 +393,7 @@ impl RedbStore {
                 .get(k)
                 .map(|e| e.item.1.as_ref().map(|s| s.hash))
         };
-        if let Some(hash) = staged.or_else(|| self.remembered_hash(k)) {
+        if let Some(hash) = staged {
             return Ok(hash);
         }
         self.objects(|t| {
