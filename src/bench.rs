@@ -649,9 +649,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     match check {
-        Some(c) if c["ok"] != json!(true) => {
-            Err("counter check failed: an acknowledged increment is missing or unreadable".into())
-        }
+        Some(c) if c["ok"] != json!(true) => Err(check_failure(&c)),
         _ => Ok(()),
     }
 }
@@ -860,12 +858,39 @@ async fn counters_before(conn: &Conn, bucket: &str, slots: usize) -> Vec<Option<
     start
 }
 
+/// How a counter's growth over a run compares with the increments sent to it.
+#[derive(Debug, PartialEq, Eq)]
+enum Growth {
+    /// At least every acknowledged increment, at most every one sent.
+    Within,
+    /// Less than was acknowledged: an acknowledged increment is missing.
+    Short,
+    /// More than was sent: someone else incremented it (another load generator on the
+    /// same bucket) or an increment was applied twice.
+    Over,
+}
+
+/// Judges a counter that grew by `added` after `acked` acknowledged increments and
+/// `failed` ones that failed or timed out (those may or may not have been applied).
+fn judge(added: i64, acked: u64, failed: u64) -> Growth {
+    let Ok(added) = u64::try_from(added) else {
+        return Growth::Short;
+    };
+    if added < acked {
+        Growth::Short
+    } else if added > acked.saturating_add(failed) {
+        Growth::Over
+    } else {
+        Growth::Within
+    }
+}
+
 /// Reads every counter back (r = all) and checks acknowledged ≤ value - start ≤ sent. A
 /// key whose value could not be read, before or after the run, is unchecked, and fails
 /// the check if it had acknowledged increments.
 async fn check_counters(shared: &Shared) -> serde_json::Value {
-    let (mut checked, mut bad, mut acked_total, mut read_total) = (0u64, 0u64, 0u64, 0i64);
-    let mut unchecked = 0u64;
+    let (mut checked, mut acked_total, mut read_total) = (0u64, 0u64, 0i64);
+    let (mut short, mut over, mut unchecked) = (0u64, 0u64, 0u64);
     for (k, acked) in shared.acked.iter().enumerate() {
         let acked = acked.load(Ordering::Relaxed);
         let failed = shared.failed[k].load(Ordering::Relaxed);
@@ -886,12 +911,40 @@ async fn check_counters(shared: &Shared) -> serde_json::Value {
         checked += 1;
         acked_total += acked;
         read_total += added;
-        let v = u64::try_from(added).unwrap_or(0);
-        if v < acked || v > acked + failed {
-            bad += 1;
+        match judge(added, acked, failed) {
+            Growth::Within => {}
+            Growth::Short => short += 1,
+            Growth::Over => over += 1,
         }
     }
-    json!({"keys_checked": checked, "keys_unchecked": unchecked, "acknowledged": acked_total, "read": read_total, "keys_out_of_bounds": bad, "ok": bad == 0 && unchecked == 0})
+    json!({"keys_checked": checked, "keys_unchecked": unchecked, "acknowledged": acked_total, "read": read_total,
+        "keys_out_of_bounds": short + over, "keys_short": short, "keys_over": over,
+        "ok": short + over == 0 && unchecked == 0})
+}
+
+/// What a failed counter check found, for the error the command ends with.
+fn check_failure(c: &serde_json::Value) -> String {
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let mut found = Vec::new();
+    if n("keys_short") > 0 {
+        found.push(format!(
+            "counters lacking acknowledged increments: {}",
+            n("keys_short")
+        ));
+    }
+    if n("keys_over") > 0 {
+        found.push(format!(
+            "counters grown by more than was sent (another writer on this bucket?): {}",
+            n("keys_over")
+        ));
+    }
+    if n("keys_unchecked") > 0 {
+        found.push(format!(
+            "counters that could not be read back: {}",
+            n("keys_unchecked")
+        ));
+    }
+    format!("counter check failed: {}", found.join("; "))
 }
 
 fn print_report(r: &serde_json::Value) {
@@ -932,8 +985,10 @@ fn print_report(r: &serde_json::Value) {
             c["read"],
             if c["ok"] == json!(true) {
                 "every acknowledged increment is there"
-            } else if c["keys_out_of_bounds"] != json!(0) {
+            } else if c["keys_short"] != json!(0) {
                 "MISSING INCREMENTS"
+            } else if c["keys_over"] != json!(0) {
+                "COUNTERS GREW BY MORE THAN WAS SENT"
             } else {
                 "COUNTERS THAT COULD NOT BE READ"
             }
@@ -944,6 +999,27 @@ fn print_report(r: &serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_counter_is_judged_against_what_was_acknowledged_and_sent() {
+        assert_eq!(judge(5, 5, 0), Growth::Within);
+        assert_eq!(
+            judge(7, 5, 2),
+            Growth::Within,
+            "failed ones may have landed"
+        );
+        assert_eq!(judge(4, 5, 2), Growth::Short);
+        assert_eq!(judge(-1, 0, 0), Growth::Short, "a counter that went down");
+        assert_eq!(judge(8, 5, 2), Growth::Over);
+        let c = json!({"keys_short": 0, "keys_over": 3, "keys_unchecked": 1});
+        let e = check_failure(&c);
+        assert!(
+            e.contains("grown by more than was sent (another writer on this bucket?): 3"),
+            "{e}"
+        );
+        assert!(e.contains("could not be read back: 1"), "{e}");
+        assert!(!e.contains("lack"), "{e}");
+    }
 
     #[test]
     fn zipfian_ranks_stay_in_range_and_favour_the_first() {
