@@ -865,8 +865,9 @@ enum Growth {
     Within,
     /// Less than was acknowledged: an acknowledged increment is missing.
     Short,
-    /// More than was sent: someone else incremented it (another load generator on the
-    /// same bucket) or an increment was applied twice.
+    /// More than was sent, or less than it started at with nothing acknowledged: someone
+    /// else changed it (another load generator on the same bucket), or an increment was
+    /// applied twice.
     Over,
 }
 
@@ -874,7 +875,12 @@ enum Growth {
 /// `failed` ones that failed or timed out (those may or may not have been applied).
 fn judge(added: i64, acked: u64, failed: u64) -> Growth {
     let Ok(added) = u64::try_from(added) else {
-        return Growth::Short;
+        // It went down: acknowledged increments are missing, if there were any.
+        return if acked > 0 {
+            Growth::Short
+        } else {
+            Growth::Over
+        };
     };
     if added < acked {
         Growth::Short
@@ -934,7 +940,7 @@ fn check_failure(c: &serde_json::Value) -> String {
     }
     if n("keys_over") > 0 {
         found.push(format!(
-            "counters grown by more than was sent (another writer on this bucket?): {}",
+            "counters changed by more than was sent (another writer on this bucket?): {}",
             n("keys_over")
         ));
     }
@@ -943,6 +949,9 @@ fn check_failure(c: &serde_json::Value) -> String {
             "counters that could not be read back: {}",
             n("keys_unchecked")
         ));
+    }
+    if found.is_empty() {
+        found.push("the report does not say why".to_string());
     }
     format!("counter check failed: {}", found.join("; "))
 }
@@ -988,7 +997,7 @@ fn print_report(r: &serde_json::Value) {
             } else if c["keys_short"] != json!(0) {
                 "MISSING INCREMENTS"
             } else if c["keys_over"] != json!(0) {
-                "COUNTERS GREW BY MORE THAN WAS SENT"
+                "COUNTERS CHANGED BY MORE THAN WAS SENT"
             } else {
                 "COUNTERS THAT COULD NOT BE READ"
             }
@@ -1009,12 +1018,21 @@ mod tests {
             "failed ones may have landed"
         );
         assert_eq!(judge(4, 5, 2), Growth::Short);
-        assert_eq!(judge(-1, 0, 0), Growth::Short, "a counter that went down");
+        assert_eq!(
+            judge(-1, 2, 0),
+            Growth::Short,
+            "went down, lost acknowledged ones"
+        );
+        assert_eq!(
+            judge(-1, 0, 3),
+            Growth::Over,
+            "went down, nothing acknowledged"
+        );
         assert_eq!(judge(8, 5, 2), Growth::Over);
         let c = json!({"keys_short": 0, "keys_over": 3, "keys_unchecked": 1});
         let e = check_failure(&c);
         assert!(
-            e.contains("grown by more than was sent (another writer on this bucket?): 3"),
+            e.contains("changed by more than was sent (another writer on this bucket?): 3"),
             "{e}"
         );
         assert!(e.contains("could not be read back: 1"), "{e}");

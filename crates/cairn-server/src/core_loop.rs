@@ -270,17 +270,18 @@ impl Core {
                     return;
                 }
                 Ok(_) => {}
-                Err(_) => self.step(), // A timer may be due.
+                Err(_) => {
+                    // A timer may be due.
+                    self.hold_writes();
+                    self.step();
+                    self.release_writes();
+                }
             }
             let mut taken = events.drain(..);
-            // The turn's writes reach the log writer together at its end: one wake-up and
-            // one commit for them all (measured: one node batched 16 per frame went from
-            // ~23 to ~58 writes per log commit). Idle, a turn is one event, so nothing
-            // waits longer.
-            self.node.store_mut().hold();
+            self.hold_writes();
             for event in taken.by_ref() {
                 if let Event::Shutdown { grace, done } = event {
-                    self.node.store_mut().release();
+                    self.release_writes();
                     let rest: Vec<Event> = taken.collect();
                     let result = self.shut_down(rest, &mut rx, grace).await;
                     let _ = done.send(result);
@@ -290,10 +291,29 @@ impl Core {
                 self.step();
             }
             drop(taken);
-            self.node.store_mut().release();
+            self.release_writes();
             // A full turn leaves room for the connections to send what it answered and to
             // read more (`recv_many` alone would not yield while events are queued).
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// Holds the writes the core stages from here until [`release_writes`]: a turn's
+    /// writes then reach the log writer together at its end, one wake-up and one commit
+    /// for them all (one node batched 16 per frame: ~23 -> ~58 writes per log commit).
+    /// The first write of a turn waits for the rest of the turn's work (up to
+    /// [`EVENTS_PER_TURN`] events and their steps, blocking ones included: a first
+    /// write to a partition builds its tree, a changed layout is saved with two fsyncs);
+    /// under load the log writer is busy meanwhile, and idle a turn is one event.
+    fn hold_writes(&mut self) {
+        self.node.store_mut().hold();
+    }
+
+    /// Sends the held writes on. If the log writer has failed they are lost, never
+    /// reported durable, and their requests time out; every later write fails with it.
+    fn release_writes(&mut self) {
+        if let Err(e) = self.node.store_mut().release() {
+            tracing::warn!(error = %e, "held writes could not reach the store's log writer");
         }
     }
 

@@ -116,8 +116,9 @@ impl RedbStore {
     /// a clean shutdown in a synced commit (which also syncs what [`Durability::None`]
     /// left unsynced).
     pub(crate) fn shutdown(&mut self) -> Result<(), StoreError> {
-        // Held writes are staged writes: a clean close keeps them.
-        self.release();
+        // Held writes are staged writes: a clean close keeps them. If the writer has
+        // failed they cannot be, and its failure is returned below.
+        let _ = self.release();
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };

@@ -23,7 +23,7 @@ use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
 use crate::warm::Warm;
 use crate::writer::{ApplyTx, Op, Shared, ToApply, Write};
 
-/// Most writes [`RedbStore::hold`] keeps back; the next one sends them all on.
+/// Most writes [`RedbStore::hold`] keeps back; the write that reaches it sends them all.
 pub const HELD_WRITES_MAX: usize = 1024;
 
 /// A node's store on one redb file. See the crate docs.
@@ -62,6 +62,8 @@ pub struct RedbStore {
     /// Writes staged while holding (see [`hold`](Self::hold)), in staging order, not yet
     /// sent to the log writer.
     pub(crate) held: Vec<Write>,
+    /// Whether staged writes are held (between [`hold`](Self::hold) and
+    /// [`release`](Self::release)).
     pub(crate) holding: bool,
 }
 
@@ -131,7 +133,7 @@ impl RedbStore {
     }
 
     /// Keeps writes staged from now on from the log writer until [`release`](Self::release)
-    /// (at most [`HELD_WRITES_MAX`]; the next one sends them all). A caller that stages
+    /// (at most [`HELD_WRITES_MAX`]; the write that reaches it sends them all). A caller that stages
     /// several writes in a row, as the node does for the events of one turn, holds them
     /// so that they reach the log writer together: it wakes once and syncs them in one
     /// commit, where each write sent on its own could wake it and start a commit of its
@@ -142,15 +144,16 @@ impl RedbStore {
     }
 
     /// Sends the held writes to the log writer, in staging order, and stops holding. If
-    /// the writer has failed they are dropped: their tokens are never reported, and the
-    /// next stage returns the failure.
-    pub fn release(&mut self) {
+    /// the writer has failed they are dropped, their tokens are never reported, and the
+    /// failure is returned (as every later stage returns it).
+    pub fn release(&mut self) -> Result<(), StoreError> {
         self.holding = false;
-        let _ = self.send_held();
+        self.send_held()
     }
 
     /// Like [`take_persisted`](Self::take_persisted), but waits up to `timeout` for at
-    /// least one token (or a writer failure, returned as the error).
+    /// least one token (or a writer failure, returned as the error). Held writes (see
+    /// [`hold`](Self::hold)) are not reported before they are released.
     pub fn wait_persisted(&self, timeout: Duration) -> Result<Vec<WriteToken>, StoreError> {
         let deadline = Instant::now() + timeout;
         let mut done = self.shared.done();
@@ -222,8 +225,11 @@ impl RedbStore {
     /// Sends write `seq` (already in the overlay) to the writer, or keeps it while
     /// holding; blocks while the writer's queue is full.
     fn stage(&mut self, seq: u64, ops: Vec<Op>) -> Result<WriteToken, StoreError> {
-        if self.holding && self.held.len() < HELD_WRITES_MAX {
+        if self.holding {
             self.held.push(Write { seq, ops });
+            if self.held.len() >= HELD_WRITES_MAX {
+                self.send_held()?;
+            }
             return Ok(WriteToken(seq));
         }
         self.send_held()?;
@@ -239,14 +245,19 @@ impl RedbStore {
         if self.held.is_empty() {
             return Ok(());
         }
-        let held = std::mem::take(&mut self.held);
-        let tx = self.tx.as_ref().ok_or_else(|| self.failure())?;
-        for w in held {
-            if tx.send(w).is_err() {
-                return Err(self.failure());
+        let Some(tx) = self.tx.as_ref() else {
+            self.held.clear();
+            return Err(self.failure());
+        };
+        // Drained in place: the vector keeps its capacity for the next turn.
+        let sent = self.held.drain(..).try_for_each(|w| tx.send(w));
+        match sent {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.held.clear();
+                Err(self.failure())
             }
         }
-        Ok(())
     }
 
     fn failure(&self) -> StoreError {
@@ -855,7 +866,7 @@ mod tests {
         );
         let early = s.wait_persisted(Duration::from_millis(200)).unwrap();
         assert!(early.is_empty(), "held, yet reported durable: {early:?}");
-        s.release();
+        s.release().unwrap();
         let mut got = Vec::new();
         while got.len() < tokens.len() {
             let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
@@ -868,17 +879,21 @@ mod tests {
     }
 
     #[test]
-    fn holding_past_the_bound_sends_every_held_write_on() {
+    fn reaching_the_bound_sends_every_held_write_on() {
         let dir = std::env::temp_dir().join(format!("cairn-held-max-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
         s.hold();
-        let n = HELD_WRITES_MAX as u64 + 1;
+        let n = HELD_WRITES_MAX as u64;
         for i in 0..n {
+            assert_eq!(s.held.len() as u64, i, "sent before the bound");
             s.stage_object(counter_key(i), Value::empty(ValueType::Counter))
                 .unwrap();
         }
-        assert!(s.held.is_empty(), "the write past the bound sends them all");
+        assert!(
+            s.held.is_empty(),
+            "the write that reaches the bound sends them all"
+        );
         let mut got = Vec::new();
         while (got.len() as u64) < n {
             let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
@@ -909,7 +924,7 @@ mod tests {
         let flushed = rx.recv_timeout(Duration::from_secs(10));
         assert!(matches!(flushed, Ok(Ok(()))), "flush: {flushed:?}");
         let mut s = flushing.join().unwrap();
-        assert!(s.take_persisted().len() == 1);
+        assert_eq!(s.take_persisted().len(), 1);
         // Still holding: this one is sent by the close.
         s.stage_object(counter_key(2), Value::empty(ValueType::Counter))
             .unwrap();

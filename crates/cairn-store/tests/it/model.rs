@@ -166,7 +166,7 @@ fn run(seed: u64, steps: usize) {
             // Writes held back from the log writer are staged all the same: reads see
             // them, and flush and close send them on.
             2 => redb.hold(),
-            3 => redb.release(),
+            3 => redb.release().unwrap(),
             _ => persisted.extend(redb.take_persisted()),
         }
     }
