@@ -940,7 +940,7 @@ fn check_failure(c: &serde_json::Value) -> String {
     }
     if n("keys_over") > 0 {
         found.push(format!(
-            "counters changed by more than was sent (another writer on this bucket?): {}",
+            "counters changed other than by this run's increments (another writer on this bucket?): {}",
             n("keys_over")
         ));
     }
@@ -997,7 +997,7 @@ fn print_report(r: &serde_json::Value) {
             } else if c["keys_short"] != json!(0) {
                 "MISSING INCREMENTS"
             } else if c["keys_over"] != json!(0) {
-                "COUNTERS CHANGED BY MORE THAN WAS SENT"
+                "COUNTERS CHANGED BY ANOTHER WRITER"
             } else {
                 "COUNTERS THAT COULD NOT BE READ"
             }
@@ -1032,7 +1032,9 @@ mod tests {
         let c = json!({"keys_short": 0, "keys_over": 3, "keys_unchecked": 1});
         let e = check_failure(&c);
         assert!(
-            e.contains("changed by more than was sent (another writer on this bucket?): 3"),
+            e.contains(
+                "changed other than by this run's increments (another writer on this bucket?): 3"
+            ),
             "{e}"
         );
         assert!(e.contains("could not be read back: 1"), "{e}");

@@ -348,6 +348,21 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         .find_map(|l| l.strip_prefix("cairn_store_warm_values "))
         .and_then(|v| v.parse::<f64>().ok());
     assert!(warm.is_some_and(|n| n > 0.0), "warm values {warm:?}");
+    // Node 0 replicated those writes to its peers: one batch frame carries one or more.
+    let metric = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (messages, batches) = (
+        metric("cairn_peer_messages_sent_total"),
+        metric("cairn_peer_batches_sent_total"),
+    );
+    assert!(
+        batches > 0.0 && messages >= batches,
+        "peer messages {messages}, batches {batches}"
+    );
     let status = nodes[0].call("GET", "/v1/cluster", None).body;
     let peers_exchanged = status["nodes"]
         .as_array()

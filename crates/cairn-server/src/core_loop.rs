@@ -14,9 +14,9 @@
 //! still block the runtime thread for a while, as they blocked the core thread before:
 //! reads of rows outside the page cache (an anti-entropy key listing, the hint scans of
 //! a status report), the first write to a partition (which builds its segment tree from
-//! 1,024 rows), saving a changed layout (two fsyncs, on membership changes), and staging
-//! while the group-commit queue is full (back-pressure; the log writer needs no runtime
-//! thread to drain it, so that wait ends). With one runtime thread, connections wait
+//! 1,024 rows), saving a changed layout (two fsyncs, on membership changes), and handing
+//! a turn's held writes to a full group-commit queue at the turn's end (back-pressure;
+//! the log writer needs no runtime thread to drain it, so that wait ends). With one runtime thread, connections wait
 //! meanwhile too; `--io-threads` above one lets other workers serve them.
 
 use std::collections::HashMap;
@@ -48,8 +48,10 @@ pub const EVENTS_MAX: usize = 16_384;
 /// log commit (see `Core::hold_writes`), so under load a longer turn means fewer commits:
 /// 256 against 64, one node batched 16 per frame went from ~56 to ~170 writes per
 /// commit (~128k → ~147k increments/s) and 3 nodes from ~16.2k to ~17.7k/s, medians of
-/// alternating runs, with the half-peak tail no worse. Unbatched at 64 clients a turn
-/// rarely holds 64 events, so it did not change there.
+/// alternating runs, with the half-peak tail of increments no worse. Unbatched at 64
+/// clients a turn rarely holds 64 events, so it did not change there. Every answer of a
+/// turn, reads included, waits for the whole turn; read-heavy workloads were not
+/// measured against 64.
 pub const EVENTS_PER_TURN: usize = 256;
 
 /// Longest the core sleeps without looking at its timers.
@@ -303,9 +305,10 @@ impl Core {
         }
     }
 
-    /// Holds the writes the core stages from here until [`release_writes`]: a turn's
-    /// writes then reach the log writer together at its end, one wake-up and one commit
-    /// for them all (one node batched 16 per frame: ~23 -> ~58 writes per log commit).
+    /// Holds the writes the core stages from here until
+    /// [`release_writes`](Self::release_writes): a turn's writes then reach the log writer
+    /// together at its end, one wake-up and one commit for them all (one node batched 16
+    /// per frame: ~23 → ~58 writes per log commit with turns of 64 events, ~170 with 256).
     /// The first write of a turn waits for the rest of the turn's work (up to
     /// [`EVENTS_PER_TURN`] events and their steps, blocking ones included: a first
     /// write to a partition builds its tree, a changed layout is saved with two fsyncs);
@@ -554,15 +557,9 @@ mod tests {
         }
     }
 
-    /// Events that arrive in one turn with a shutdown: those before it are served, those
-    /// after it answered as refused (not dropped), and the store is closed cleanly. (One
-    /// thread: the three events are queued before the core next runs.)
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_shutdown_mid_turn_answers_every_event_and_closes_the_store() {
-        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
-        let (core, handle, queue) = core_in(&dir).await;
-        let running = tokio::spawn(core.run(queue));
-        // A new node answers "starting" until its generation is durable.
+    /// Asks for increments until the new node serves them (it answers "starting" until its
+    /// generation is durable).
+    async fn until_serving(handle: &CoreHandle) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let reply = handle.ask(|reply| Event::Client {
@@ -571,7 +568,7 @@ mod tests {
             });
             let reply = reply.await;
             if matches!(reply, Ok(Ok(_))) {
-                break;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -579,6 +576,58 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The writes of one turn are held until it ends, then go to the log together: a
+    /// status asked in the same turn as two increments sees both held, and they are
+    /// answered (so sent and made durable) after it. (One thread: the events are queued
+    /// before the core next runs.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_turn_holds_its_writes_until_it_ends() {
+        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
+        let (core, handle, queue) = core_in(&dir).await;
+        let running = tokio::spawn(core.run(queue));
+        until_serving(&handle).await;
+        let (first, first_done) = oneshot::channel();
+        let (second, second_done) = oneshot::channel();
+        let (status, seen) = oneshot::channel();
+        for event in [
+            Event::Client {
+                request: increment(),
+                reply: first,
+            },
+            Event::Client {
+                request: increment(),
+                reply: second,
+            },
+            Event::Status { reply: status },
+        ] {
+            assert!(handle.send(event).is_ok());
+        }
+        let seen = seen.await.unwrap();
+        assert_eq!(seen.store.held_writes, 2, "held during the turn");
+        assert!(matches!(first_done.await, Ok(Ok(_))));
+        assert!(matches!(second_done.await, Ok(Ok(_))));
+        let after = handle.ask(|reply| Event::Status { reply }).await.unwrap();
+        assert_eq!(after.store.held_writes, 0, "sent when the turn ended");
+        let (done, closed) = oneshot::channel();
+        let grace = Duration::from_secs(5);
+        assert!(handle.send(Event::Shutdown { grace, done }).is_ok());
+        drop(handle);
+        running.await.unwrap();
+        assert_eq!(closed.await, Ok(Ok(())));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Events that arrive in one turn with a shutdown: those before it are served, those
+    /// after it answered as refused (not dropped), and the store is closed cleanly. (One
+    /// thread: the three events are queued before the core next runs.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_shutdown_mid_turn_answers_every_event_and_closes_the_store() {
+        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
+        let (core, handle, queue) = core_in(&dir).await;
+        let running = tokio::spawn(core.run(queue));
+        until_serving(&handle).await;
         let (before, served) = oneshot::channel();
         let (done, closed) = oneshot::channel();
         let (after, refused) = oneshot::channel();

@@ -71,9 +71,11 @@ pub struct Metrics {
     pub peer_sends_failed: AtomicU64,
     /// Peer sends in flight now.
     pub peer_sends_in_flight: AtomicU64,
-    /// Peer messages handed to the transport (each batch frame carries one or more).
+    /// Peer messages handed to the transport (each batch frame carries one or more),
+    /// failed sends included.
     pub peer_messages_sent: AtomicU64,
-    /// Peer batch frames sent (one QUIC stream each).
+    /// Peer batch frames handed to the transport (one QUIC stream each), failed sends
+    /// included.
     pub peer_batches_sent: AtomicU64,
 }
 
@@ -146,13 +148,13 @@ impl Metrics {
             (
                 "cairn_peer_messages_sent_total",
                 "counter",
-                "Peer messages handed to the transport.",
+                "Peer messages handed to the transport, failed sends included (see cairn_peer_sends_failed_total).",
                 &self.peer_messages_sent,
             ),
             (
                 "cairn_peer_batches_sent_total",
                 "counter",
-                "Peer batch frames sent, one stream each; messages over batches is the mean batch size.",
+                "Peer batch frames handed to the transport, one stream each, failed sends included; messages over batches is the mean batch size.",
                 &self.peer_batches_sent,
             ),
             (

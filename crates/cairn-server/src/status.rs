@@ -71,6 +71,9 @@ pub struct StoreSummary {
     pub warm_values: u64,
     /// Their estimated memory, in bytes.
     pub warm_bytes: u64,
+    /// Writes the core holds back from the log writer until its turn ends (0 between
+    /// turns).
+    pub held_writes: u64,
 }
 
 /// A staged, uncommitted change.
@@ -200,6 +203,7 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             applies: store.applies,
             warm_values: store.warm_values as u64,
             warm_bytes: store.warm_bytes,
+            held_writes: store.held_writes as u64,
         },
     }
 }

@@ -24,6 +24,8 @@ use crate::warm::Warm;
 use crate::writer::{ApplyTx, Op, Shared, ToApply, Write};
 
 /// Most writes [`RedbStore::hold`] keeps back; the write that reaches it sends them all.
+/// A node's turn of up to 256 events stages one or two writes per event, so a turn fits;
+/// and it is one log record's worth at the default [`BATCH_WRITES_MAX`](crate::BATCH_WRITES_MAX).
 pub const HELD_WRITES_MAX: usize = 1024;
 
 /// A node's store on one redb file. See the crate docs.
@@ -111,6 +113,8 @@ pub struct Stats {
     pub warm_values: usize,
     /// Their estimated memory.
     pub warm_bytes: u64,
+    /// Writes held back from the log writer now (see [`RedbStore::hold`]).
+    pub held_writes: usize,
     /// redb transactions the applier committed; each holds many batches (see
     /// [`APPLY_WAIT`](crate::APPLY_WAIT)).
     pub applies: u64,
@@ -177,6 +181,7 @@ impl RedbStore {
 
     /// Waits until every write staged so far is durable (its token is then waiting in
     /// [`take_persisted`](Self::take_persisted)) and applied to redb (out of the overlay).
+    /// Held writes are sent first; a store that was holding goes on holding.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         self.send_held()?;
         let target = self.next_seq;
@@ -211,6 +216,7 @@ impl RedbStore {
             overlay_entries: self.shared.overlay().len(),
             warm_values,
             warm_bytes,
+            held_writes: self.held.len(),
             applies: c.applies.load(Ordering::Relaxed),
         }
     }
@@ -232,7 +238,8 @@ impl RedbStore {
             }
             return Ok(WriteToken(seq));
         }
-        self.send_held()?;
+        // Not holding: every way out of holding sent or dropped the held writes.
+        debug_assert!(self.held.is_empty());
         let tx = self.tx.as_ref().ok_or_else(|| self.failure())?;
         if tx.send(Write { seq, ops }).is_err() {
             return Err(self.failure());
@@ -251,13 +258,8 @@ impl RedbStore {
         };
         // Drained in place: the vector keeps its capacity for the next turn.
         let sent = self.held.drain(..).try_for_each(|w| tx.send(w));
-        match sent {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                self.held.clear();
-                Err(self.failure())
-            }
-        }
+        // Dropping the drain empties `held` even when a send failed part way.
+        sent.map_err(|_| self.failure())
     }
 
     fn failure(&self) -> StoreError {
@@ -567,8 +569,9 @@ impl RedbStore {
                 },
             );
         }
-        // Updated before the send below, which fails only once the writer has died: the
-        // store is failed then, and nothing stages again.
+        // Updated before the stage below, whose send (now, or when held writes are
+        // sent) fails only once the writer has died: the store is failed then, and
+        // nothing stages again.
         if count == 0 {
             self.hint_totals.remove(&o);
         } else {
@@ -894,6 +897,11 @@ mod tests {
             s.held.is_empty(),
             "the write that reaches the bound sends them all"
         );
+        s.stage_object(counter_key(n), Value::empty(ValueType::Counter))
+            .unwrap();
+        assert_eq!(s.held.len(), 1, "still holding after the bound");
+        s.release().unwrap();
+        let n = n + 1;
         let mut got = Vec::new();
         while (got.len() as u64) < n {
             let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
@@ -903,6 +911,21 @@ mod tests {
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in staging order");
         s.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_release_after_the_writer_is_gone_reports_its_failure_and_drops_them() {
+        let dir = std::env::temp_dir().join(format!("cairn-held-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        s.hold();
+        s.stage_object(counter_key(1), Value::empty(ValueType::Counter))
+            .unwrap();
+        drop(s.tx.take()); // As a closed store's: nowhere to send them.
+        assert!(s.release().is_err(), "a lost write must not pass silently");
+        assert!(s.held.is_empty());
+        assert!(s.take_persisted().is_empty(), "never made durable");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
