@@ -50,8 +50,10 @@ pub const EVENTS_MAX: usize = 16_384;
 /// commit (~128k → ~147k increments/s) and 3 nodes from ~16.2k to ~17.7k/s, medians of
 /// alternating runs, with the half-peak tail of increments no worse. Unbatched at 64
 /// clients a turn rarely holds 64 events, so it did not change there. Every answer of a
-/// turn, reads included, waits for the whole turn; read-heavy workloads were not
-/// measured against 64.
+/// turn, reads included, waits for the whole turn; YCSB B (95% reads) on one node at 64
+/// clients measured ~90k operations/s with turns of 64 and ~85k with 256 (medians of 8
+/// alternating rounds; single rounds ranged 74k–103k), which is noise: 64 clients
+/// cannot queue more than 64 requests, so the two run the same turns.
 pub const EVENTS_PER_TURN: usize = 256;
 
 /// Longest the core sleeps without looking at its timers.
