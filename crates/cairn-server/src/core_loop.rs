@@ -564,11 +564,7 @@ mod tests {
     async fn until_serving(handle: &CoreHandle) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let reply = handle.ask(|reply| Event::Client {
-                request: increment(),
-                reply,
-            });
-            let reply = reply.await;
+            let reply = handle.ask(increment_event).await;
             if matches!(reply, Ok(Ok(_))) {
                 return;
             }
@@ -580,28 +576,36 @@ mod tests {
         }
     }
 
+    /// A core running in a fresh directory, past its start (serving increments): the
+    /// directory, the way into it, and its task.
+    async fn serving_core() -> (std::path::PathBuf, CoreHandle, tokio::task::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
+        let (core, handle, queue) = core_in(&dir).await;
+        let running = tokio::spawn(core.run(queue));
+        until_serving(&handle).await;
+        (dir, handle, running)
+    }
+
+    fn increment_event(reply: oneshot::Sender<ClientResult>) -> Event {
+        Event::Client {
+            request: increment(),
+            reply,
+        }
+    }
+
     /// The writes of one turn are held until it ends, then go to the log together: a
     /// status asked in the same turn as two increments sees both held, and they are
     /// answered (so sent and made durable) after it. (One thread: the events are queued
     /// before the core next runs.)
     #[tokio::test(flavor = "current_thread")]
     async fn a_turn_holds_its_writes_until_it_ends() {
-        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
-        let (core, handle, queue) = core_in(&dir).await;
-        let running = tokio::spawn(core.run(queue));
-        until_serving(&handle).await;
+        let (dir, handle, running) = serving_core().await;
         let (first, first_done) = oneshot::channel();
         let (second, second_done) = oneshot::channel();
         let (status, seen) = oneshot::channel();
         for event in [
-            Event::Client {
-                request: increment(),
-                reply: first,
-            },
-            Event::Client {
-                request: increment(),
-                reply: second,
-            },
+            increment_event(first),
+            increment_event(second),
             Event::Status { reply: status },
         ] {
             assert!(handle.send(event).is_ok());
@@ -626,24 +630,15 @@ mod tests {
     /// thread: the three events are queued before the core next runs.)
     #[tokio::test(flavor = "current_thread")]
     async fn a_shutdown_mid_turn_answers_every_event_and_closes_the_store() {
-        let dir = std::env::temp_dir().join(format!("cairn-core-{}", rand::random::<u64>()));
-        let (core, handle, queue) = core_in(&dir).await;
-        let running = tokio::spawn(core.run(queue));
-        until_serving(&handle).await;
+        let (dir, handle, running) = serving_core().await;
         let (before, served) = oneshot::channel();
         let (done, closed) = oneshot::channel();
         let (after, refused) = oneshot::channel();
         let grace = Duration::from_secs(5);
         for event in [
-            Event::Client {
-                request: increment(),
-                reply: before,
-            },
+            increment_event(before),
             Event::Shutdown { grace, done },
-            Event::Client {
-                request: increment(),
-                reply: after,
-            },
+            increment_event(after),
         ] {
             assert!(handle.send(event).is_ok());
         }

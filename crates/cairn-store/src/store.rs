@@ -845,6 +845,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A store opened with `opts` in a fresh directory named after `name` and this process.
+    fn fresh_store(name: &str, opts: Options) -> (std::path::PathBuf, RedbStore) {
+        let dir = std::env::temp_dir().join(format!("cairn-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = RedbStore::open(dir.join("node.redb"), opts).unwrap();
+        (dir, s)
+    }
+
+    /// The tokens of the next `n` writes made durable, failing if 10 s pass without one.
+    fn durable_tokens(s: &RedbStore, n: usize) -> Vec<WriteToken> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
+            assert!(
+                !more.is_empty(),
+                "{} of {n} writes never became durable",
+                n - got.len()
+            );
+            got.extend(more);
+        }
+        got
+    }
+
     fn counter_key(i: u64) -> ObjectKey {
         ObjectKey {
             partition: PartitionId(3),
@@ -855,9 +878,7 @@ mod tests {
 
     #[test]
     fn held_writes_become_durable_only_once_released_in_staging_order() {
-        let dir = std::env::temp_dir().join(format!("cairn-held-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        let (dir, mut s) = fresh_store("held", Options::new(1));
         let counter = || Value::empty(ValueType::Counter);
         s.hold();
         let tokens: Vec<WriteToken> = (0..3)
@@ -870,22 +891,14 @@ mod tests {
         let early = s.wait_persisted(Duration::from_millis(200)).unwrap();
         assert!(early.is_empty(), "held, yet reported durable: {early:?}");
         s.release().unwrap();
-        let mut got = Vec::new();
-        while got.len() < tokens.len() {
-            let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
-            assert!(!more.is_empty(), "released writes never became durable");
-            got.extend(more);
-        }
-        assert_eq!(got, tokens);
+        assert_eq!(durable_tokens(&s, tokens.len()), tokens);
         s.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn reaching_the_bound_sends_every_held_write_on() {
-        let dir = std::env::temp_dir().join(format!("cairn-held-max-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        let (dir, mut s) = fresh_store("held-max", Options::new(1));
         s.hold();
         let n = HELD_WRITES_MAX as u64;
         for i in 0..n {
@@ -901,13 +914,7 @@ mod tests {
             .unwrap();
         assert_eq!(s.held.len(), 1, "still holding after the bound");
         s.release().unwrap();
-        let n = n + 1;
-        let mut got = Vec::new();
-        while (got.len() as u64) < n {
-            let more = s.wait_persisted(Duration::from_secs(10)).unwrap();
-            assert!(!more.is_empty(), "still held after passing the bound");
-            got.extend(more);
-        }
+        let got = durable_tokens(&s, HELD_WRITES_MAX + 1);
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "in staging order");
         s.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -915,9 +922,7 @@ mod tests {
 
     #[test]
     fn a_release_after_the_writer_is_gone_reports_its_failure_and_drops_them() {
-        let dir = std::env::temp_dir().join(format!("cairn-held-gone-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut s = RedbStore::open(dir.join("node.redb"), Options::new(1)).unwrap();
+        let (dir, mut s) = fresh_store("held-gone", Options::new(1));
         s.hold();
         s.stage_object(counter_key(1), Value::empty(ValueType::Counter))
             .unwrap();
@@ -930,10 +935,8 @@ mod tests {
 
     #[test]
     fn flush_and_close_send_held_writes() {
-        let dir = std::env::temp_dir().join(format!("cairn-held-close-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let (dir, mut s) = fresh_store("held-close", Options::new(1));
         let file = dir.join("node.redb");
-        let mut s = RedbStore::open(&file, Options::new(1)).unwrap();
         s.hold();
         s.stage_object(counter_key(1), Value::empty(ValueType::Counter))
             .unwrap();
