@@ -81,6 +81,16 @@ pub const BATCH_WAIT: Duration = Duration::ZERO;
 /// thread until the writer frees room (backpressure: the disk is the bottleneck, and the
 /// node's event loop should feel it rather than buffer without bound).
 pub const QUEUE_WRITES_MAX: usize = 8192;
+/// How much less CPU the applier thread asks for than the store's other threads, by
+/// default: it runs `nice` this many steps above the thread that opened the store (capped
+/// at 19; Linux only). Applying is off the durability path, but each of its redb
+/// transactions is a burst of ~10 ms of CPU (200 ms of writes, ~2.5 µs a row); on a busy
+/// two-core machine a burst at the same priority delays the requests in flight behind
+/// it. At 10 the scheduler gives the applier about a tenth of a normal thread's share
+/// while they compete, and all of an idle core otherwise. Measured (ARCHITECTURE.md):
+/// 3 nodes at half their peak, p99.9 ~13.3 ms at 0 against ~10.4 ms at 10; peak
+/// throughput unchanged; at 19 a saturated single node sometimes fell behind.
+pub const APPLIER_NICE: i32 = 10;
 /// redb's page cache, by default.
 pub const CACHE_BYTES: usize = 64 << 20;
 /// The decoded values of recently written objects kept for their next update, by default
@@ -132,6 +142,9 @@ pub struct Options {
     /// start, like `cairn_core::Config::incarnation_nonce`); it becomes the new storage
     /// generation when open must rotate it.
     pub incarnation_nonce: u64,
+    /// How much lower the applier thread's CPU priority is ([`APPLIER_NICE`]; 0 leaves
+    /// it as is).
+    pub applier_nice: i32,
     /// Check every page's checksum at open (reads the whole file once). Without it, damage
     /// to a data page shows only when the page is read, as [`StoreError::Corrupt`].
     pub verify_at_open: bool,
@@ -152,6 +165,7 @@ impl Options {
             warm_bytes: WARM_BYTES,
             wal_restart_bytes: WAL_RESTART_BYTES,
             incarnation_nonce,
+            applier_nice: APPLIER_NICE,
             verify_at_open: true,
             on_persisted: None,
         }
@@ -169,6 +183,7 @@ impl std::fmt::Debug for Options {
             .field("warm_bytes", &self.warm_bytes)
             .field("wal_restart_bytes", &self.wal_restart_bytes)
             .field("incarnation_nonce", &self.incarnation_nonce)
+            .field("applier_nice", &self.applier_nice)
             .field("verify_at_open", &self.verify_at_open)
             .field("on_persisted", &self.on_persisted.is_some())
             .finish()

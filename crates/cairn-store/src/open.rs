@@ -518,6 +518,7 @@ fn spawn(
     };
     let (apply_tx, apply_rx) = sync_channel(writer::APPLY_QUEUE_BATCHES);
     let durability = opts.durability;
+    let applier_nice = opts.applier_nice;
     let cannot = |e: std::io::Error| StoreError::Io(format!("{file}: cannot start a thread: {e}"));
     let for_applier = Arc::clone(&shared);
     let hurrying = writer::Hurrying::default();
@@ -525,6 +526,9 @@ fn spawn(
     let applier = std::thread::Builder::new()
         .name("cairn-store-apply".into())
         .spawn(move || {
+            // Best effort: at normal priority the applier still works, only with more
+            // effect on request latency.
+            let _ = writer::lower_priority(applier_nice);
             writer::guarded(&for_applier, "applier", || {
                 writer::apply_loop(&for_applier, &apply_rx, durability, &for_applier_hurrying);
             });

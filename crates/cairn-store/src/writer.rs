@@ -537,6 +537,27 @@ pub(crate) fn apply_loop(
     }
 }
 
+/// Lowers the calling thread's CPU priority by `nice` steps (capped at the lowest, 19),
+/// relative to what it is now. Lowering one's own priority needs no privilege; the error
+/// is for a system that refuses anyway (a seccomp filter). Not on Linux: nothing.
+#[cfg(target_os = "linux")]
+pub(crate) fn lower_priority(nice: i32) -> std::io::Result<()> {
+    use rustix::process::{getpriority_process, setpriority_process};
+    if nice <= 0 {
+        return Ok(());
+    }
+    // On Linux a thread id names one thread here, not its whole process.
+    let me = Some(rustix::thread::gettid());
+    let now = getpriority_process(me)?;
+    setpriority_process(me, now.saturating_add(nice).min(19))?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lower_priority(_nice: i32) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The applier's next message before `deadline`: one already queued, else one taken
 /// when something wakes it ([`ApplyTx`]: batches alone do not) or at the deadline. `None`
 /// once the deadline passed or the queue closed.

@@ -12,4 +12,5 @@ mod bad_files;
 mod crash;
 mod model;
 mod recovery;
+mod threads;
 mod util;
