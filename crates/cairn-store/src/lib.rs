@@ -66,7 +66,7 @@ pub use store::{RedbStore, Stats, HELD_WRITES_MAX};
 pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
 pub use writer::{
     APPLY_BYTES_MAX, APPLY_QUEUE_BATCHES, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,
-    UNAPPLIED_BYTES_MAX,
+    FORGET_WRITES_PER_LOCK, UNAPPLIED_BYTES_MAX,
 };
 
 /// Most writes in one log record (one fsync), by default. Large enough that a batch's

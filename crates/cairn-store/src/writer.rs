@@ -578,6 +578,9 @@ fn next_within(rx: &Receiver<ToApply>, deadline: Instant) -> Option<ToApply> {
     }
 }
 
+/// Most applied writes dropped from the overlay per hold of its lock (~30 µs here).
+pub const FORGET_WRITES_PER_LOCK: usize = 128;
+
 /// The batches one applier transaction holds.
 #[derive(Default)]
 struct Gather {
@@ -630,13 +633,17 @@ fn forget(shared: &Shared, gather: &Gather) {
         return;
     }
     let last = gather.last_seq();
-    {
+    // A few writes per hold of the lock: the node's thread stages and reads through it,
+    // and this thread runs at a lower priority (`APPLIER_NICE`), so a long hold could
+    // leave the node waiting while the scheduler runs others. Between holds a read finds
+    // a not-yet-forgotten write in the overlay, the same value redb now holds.
+    for chunk in gather.writes.chunks(FORGET_WRITES_PER_LOCK) {
         let mut overlay = shared.overlay();
-        for w in &gather.writes {
+        for w in chunk {
             overlay.forget(&w.ops, last);
         }
-        overlay.trim();
     }
+    shared.overlay().trim();
     {
         let mut done = shared.done();
         done.applied = last;
