@@ -13,6 +13,7 @@ use crate::cache::{Cache, Cached};
 use crate::frame::{ReplyKind, RequestKind, HEADER_BYTES};
 use crate::serve::{serve_connection, Handler, Limits};
 use crate::stream::{self, connection_error, ReadFailure, CLOSE_SHUTDOWN};
+use crate::traffic::{Datagrams, Traffic};
 use crate::{tls, Alpn, Identity, NetConfig, NetError, NODE_SERVER_NAME};
 
 /// How long [`Endpoint::close`] waits for peers to acknowledge the close.
@@ -33,6 +34,7 @@ struct Inner {
     config: NetConfig,
     cache: Cache,
     closed: AtomicBool,
+    traffic: Arc<Traffic>,
 }
 
 impl Endpoint {
@@ -93,6 +95,7 @@ impl Endpoint {
             config,
             cache: Cache::default(),
             closed: AtomicBool::new(false),
+            traffic: Arc::default(),
         };
         Ok(Endpoint {
             inner: Arc::new(inner),
@@ -125,7 +128,13 @@ impl Endpoint {
             request_timeout: self.inner.config.call_timeout,
         };
         while let Some(incoming) = self.inner.quic.accept().await {
-            tokio::spawn(serve_connection(incoming, Arc::clone(&handler), limits));
+            let traffic = Arc::clone(&self.inner.traffic);
+            tokio::spawn(serve_connection(
+                incoming,
+                Arc::clone(&handler),
+                limits,
+                traffic,
+            ));
         }
         debug!("endpoint stopped accepting");
     }
@@ -186,6 +195,12 @@ impl Endpoint {
         {
             debug!("connections still closing after {CLOSE_WAIT:?}");
         }
+    }
+
+    /// UDP datagrams sent and received over the connections this endpoint accepted, since
+    /// it started (for metrics; see `traffic.rs` for why only accepted ones).
+    pub fn accepted_datagrams(&self) -> Datagrams {
+        self.inner.traffic.totals()
     }
 
     /// Number of open connections, incoming and outgoing (for metrics).

@@ -101,12 +101,14 @@ mod identity;
 mod serve;
 mod stream;
 mod tls;
+mod traffic;
 
 pub use config::NetConfig;
 pub use endpoint::Endpoint;
 pub use error::NetError;
 pub use identity::Identity;
 pub use serve::Handler;
+pub use traffic::Datagrams;
 
 /// The protocol version byte in every frame. A frame of another version is refused.
 pub const PROTOCOL_VERSION: u8 = 1;

@@ -15,6 +15,7 @@ use tracing::{debug, info};
 use crate::frame::{clip_message, ReplyKind, RequestKind};
 use crate::identity::is_node_cert;
 use crate::stream::{self, ReadFailure, CLOSE_BAD_ALPN, CLOSE_NOT_NODE, STOP_BAD_FRAME};
+use crate::traffic::Traffic;
 use crate::Alpn;
 
 /// What the server side does with one request payload.
@@ -48,6 +49,7 @@ pub(crate) async fn serve_connection<H: Handler>(
     incoming: Incoming,
     handler: Arc<H>,
     limits: Limits,
+    traffic: Arc<Traffic>,
 ) {
     let peer = incoming.remote_address();
     let connection = match incoming.await {
@@ -61,6 +63,7 @@ pub(crate) async fn serve_connection<H: Handler>(
         return;
     };
     debug!(%peer, ?alpn, "connection accepted");
+    let _tracked = traffic.track(&connection);
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {

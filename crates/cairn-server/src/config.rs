@@ -231,12 +231,16 @@ pub const WARM_MIB_DEFAULT: u64 = cairn_store::WARM_BYTES >> 20;
 /// overflowing, not a sizing advice.
 pub const WARM_MIB_MAX: u64 = 1 << 20;
 
-/// Threads serving QUIC and HTTP by default: half the machine's cores, at least one. The
-/// node's own three threads (the core, the log writer and the applier) need the rest.
-/// On two cores one thread beat two: one node did ~37k increments/s against ~32k, as the
-/// two workers fought over each QUIC connection's lock (issue 8's note has the runs).
+/// Threads serving QUIC and HTTP and running the node's core (one task) by default: one,
+/// on a current-thread runtime (the binary's `io_runtime` says why). The store's log
+/// writer and applier have a thread each besides. On two cores one thread beat two: two
+/// multi-thread workers fought over each QUIC connection's lock (one node ~32k against
+/// ~37k increments/s), and a multi-thread runtime sends each answer in a packet of its
+/// own (one node unbatched ~50–57k against ~59–67k/s on one thread; issue 8's notes have
+/// the runs). More threads are for experiments on larger machines, where they have not
+/// been measured.
 pub fn default_io_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    1
 }
 
 fn toml_string(s: &str) -> String {

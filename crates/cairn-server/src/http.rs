@@ -424,7 +424,11 @@ async fn health(State(core): State<CoreHandle>) -> ApiResult {
 
 async fn metrics(State(app): State<AppState>) -> ApiResult {
     let status = app.core.ask(|reply| Event::Status { reply }).await?;
-    let text = app.metrics.render(&status, app.endpoint.connection_count());
+    let text = app.metrics.render(
+        &status,
+        app.endpoint.connection_count(),
+        app.endpoint.accepted_datagrams(),
+    );
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

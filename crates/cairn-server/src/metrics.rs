@@ -93,7 +93,12 @@ impl Metrics {
     }
 
     /// The text exposition: these counters, then gauges from `status`.
-    pub fn render(&self, status: &Status, connections: usize) -> String {
+    pub fn render(
+        &self,
+        status: &Status,
+        connections: usize,
+        datagrams: cairn_net::Datagrams,
+    ) -> String {
         let mut out = String::new();
         let requests = self
             .requests
@@ -173,6 +178,18 @@ impl Metrics {
             "cairn_quic_connections",
             "Open QUIC connections (peers and clients).",
             connections as f64,
+        );
+        counter(
+            &mut out,
+            "cairn_quic_accepted_datagrams_sent_total",
+            "UDP datagrams sent over QUIC connections this node accepted (from clients, and from peers that dialled it); over requests, packets per answer.",
+            datagrams.sent,
+        );
+        counter(
+            &mut out,
+            "cairn_quic_accepted_datagrams_received_total",
+            "UDP datagrams received over QUIC connections this node accepted.",
+            datagrams.received,
         );
         render_status(&mut out, status);
         out
