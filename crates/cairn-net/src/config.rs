@@ -90,8 +90,9 @@ impl NetConfig {
         let mut transport = TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
-            // Requests and replies use bidirectional streams only.
-            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            // Requests with a reply use bidirectional streams; one-way requests
+            // (`Endpoint::tell`, peers only) use unidirectional ones.
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_streams))
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive));
         Ok(Arc::new(transport))

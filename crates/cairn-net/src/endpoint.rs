@@ -171,6 +171,58 @@ impl Endpoint {
         }
     }
 
+    /// Sends `request` to `addr` on a fresh unidirectional stream of the cached peer
+    /// connection, with no reply: `Ok` means it was handed to QUIC (which retransmits it
+    /// until the connection fails), not that the remote took it. For messages whose loss
+    /// the protocol tolerates; a request and its reply cost four datagrams on an idle
+    /// connection (request, its acknowledgement, reply, its acknowledgement), a one-way
+    /// request about one and a half. Connects, proves and backs off as [`Endpoint::call`]
+    /// does.
+    pub async fn tell(&self, addr: SocketAddr, request: &[u8]) -> Result<(), NetError> {
+        let max = self.inner.config.frame_bytes_max;
+        if request.len() > max {
+            let len = request.len() as u64;
+            return Err(NetError::FrameTooLarge { len, max });
+        }
+        let cached = self.connection(addr, Alpn::Peer).await?;
+        let result = self.tell_on(&cached.connection, request).await;
+        let result = match result {
+            // Nothing was sent: one retry on a fresh connection is safe, as in `exchange`.
+            Err(Stage::Open(_)) if cached.reused => {
+                self.inner
+                    .cache
+                    .evict((addr, Alpn::Peer), &cached.connection);
+                let cached = self.connection(addr, Alpn::Peer).await?;
+                let result = self.tell_on(&cached.connection, request).await;
+                self.settle(addr, Alpn::Peer, &cached.connection, result)
+            }
+            other => self.settle(addr, Alpn::Peer, &cached.connection, other),
+        };
+        result.map(|_| ())
+    }
+
+    async fn tell_on(
+        &self,
+        connection: &Connection,
+        request: &[u8],
+    ) -> Result<(ReplyKind, Vec<u8>), Stage> {
+        let max = self.inner.config.frame_bytes_max;
+        let send = async {
+            let mut send = connection
+                .open_uni()
+                .await
+                .map_err(|e| Stage::Open(connection_error(e)))?;
+            stream::write_frame(&mut send, RequestKind::Request.into(), request, max)
+                .await
+                .map_err(Stage::After)?;
+            Ok((ReplyKind::Ok, Vec::new()))
+        };
+        match timeout(self.inner.config.call_timeout, send).await {
+            Ok(result) => result,
+            Err(_) => Err(Stage::After(NetError::Timeout)),
+        }
+    }
+
     /// Checks that `addr` is reachable and accepts us on `alpn`: connects if needed and
     /// sends a ping.
     pub async fn ping(&self, addr: SocketAddr, alpn: Alpn) -> Result<(), NetError> {

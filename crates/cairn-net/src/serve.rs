@@ -14,7 +14,9 @@ use tracing::{debug, info};
 
 use crate::frame::{clip_message, ReplyKind, RequestKind};
 use crate::identity::is_node_cert;
-use crate::stream::{self, ReadFailure, CLOSE_BAD_ALPN, CLOSE_NOT_NODE, STOP_BAD_FRAME};
+use crate::stream::{
+    self, ReadFailure, CLOSE_BAD_ALPN, CLOSE_NOT_NODE, STOP_BAD_FRAME, STOP_NOT_ALLOWED,
+};
 use crate::traffic::Traffic;
 use crate::Alpn;
 
@@ -64,16 +66,21 @@ pub(crate) async fn serve_connection<H: Handler>(
     };
     debug!(%peer, ?alpn, "connection accepted");
     let _tracked = traffic.track(&connection);
+    let stream = StreamTask { alpn, peer, limits };
     loop {
-        match connection.accept_bi().await {
-            Ok((send, recv)) => {
-                let stream = StreamTask { alpn, peer, limits };
+        // Both accepts are cancel-safe: a stream the other branch's win leaves behind is
+        // taken on a later turn.
+        let accepted = tokio::select! {
+            bi = connection.accept_bi() => bi.map(|(send, recv)| {
                 tokio::spawn(stream.run(send, recv, Arc::clone(&handler)));
-            }
-            Err(error) => {
-                debug!(%peer, %error, "connection ended");
-                return;
-            }
+            }),
+            uni = connection.accept_uni() => uni.map(|recv| {
+                tokio::spawn(stream.run_one_way(recv, Arc::clone(&handler)));
+            }),
+        };
+        if let Err(error) = accepted {
+            debug!(%peer, %error, "connection ended");
+            return;
         }
     }
 }
@@ -112,6 +119,7 @@ fn remote_is_node(connection: &Connection) -> bool {
 }
 
 /// One request stream.
+#[derive(Clone, Copy)]
 struct StreamTask {
     alpn: Alpn,
     peer: SocketAddr,
@@ -134,6 +142,46 @@ impl StreamTask {
             Err(_) => self.refuse(&mut recv, "request not received in time".into()),
         };
         self.reply(&mut send, kind, payload).await;
+    }
+
+    /// Serves a one-way request (a unidirectional stream, peers only): reads its frame and
+    /// runs the handler; nothing is answered, so a failure is only logged. A client's
+    /// one-way stream is stopped unread (it would otherwise hold buffered data until the
+    /// connection ends).
+    async fn run_one_way<H: Handler>(self, mut recv: RecvStream, handler: Arc<H>) {
+        if self.alpn != Alpn::Peer {
+            let _ = recv.stop(STOP_NOT_ALLOWED);
+            return;
+        }
+        let read = tokio::time::timeout(
+            self.limits.request_timeout,
+            stream::read_frame(&mut recv, self.limits.frame_bytes_max),
+        );
+        let request = match read.await {
+            Ok(Ok((kind, request))) if kind == u8::from(RequestKind::Request) => request,
+            Ok(Ok((kind, _))) => {
+                debug!(peer = %self.peer, kind, "a one-way stream carried no request");
+                return;
+            }
+            Ok(Err(ReadFailure::Frame(error))) => {
+                debug!(peer = %self.peer, %error, "bad one-way frame");
+                let _ = recv.stop(STOP_BAD_FRAME);
+                return;
+            }
+            Ok(Err(ReadFailure::Stream(error))) => {
+                debug!(peer = %self.peer, %error, "one-way stream broke");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %self.peer, "one-way request not received in time");
+                let _ = recv.stop(STOP_BAD_FRAME);
+                return;
+            }
+        };
+        if let (ReplyKind::Error, message) = self.call_handler(request, handler).await {
+            let message = String::from_utf8_lossy(&message);
+            debug!(peer = %self.peer, %message, "one-way request failed");
+        }
     }
 
     /// Stops reading a bad request (the remote need not send the rest) and explains why.

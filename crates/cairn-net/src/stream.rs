@@ -16,6 +16,8 @@ pub(crate) const CLOSE_NOT_NODE: VarInt = VarInt::from_u32(1);
 pub(crate) const CLOSE_BAD_ALPN: VarInt = VarInt::from_u32(2);
 /// Stream stop code: the request frame was bad; the reply explains.
 pub(crate) const STOP_BAD_FRAME: VarInt = VarInt::from_u32(1);
+/// Stop code for a one-way stream on a connection that may not send them (a client's).
+pub(crate) const STOP_NOT_ALLOWED: VarInt = VarInt::from_u32(2);
 
 /// TLS alert `no_application_protocol` (RFC 8446).
 const ALERT_NO_APPLICATION_PROTOCOL: u64 = 120;

@@ -147,7 +147,7 @@ impl Metrics {
             (
                 "cairn_peer_sends_failed_total",
                 "counter",
-                "Peer sends that failed.",
+                "Peer messages whose send failed (QUIC could not take them; a peer's drops on arrival are not seen here).",
                 &self.peer_sends_failed,
             ),
             (

@@ -1,10 +1,11 @@
 //! Peer traffic over `cairn-net`: what a request payload holds, the handler that feeds
 //! the core, and the outbound side that carries the node's sends.
 //!
-//! A peer payload starts with a kind byte: [`KIND_CORE`] (a `cairn_core::wire` message,
-//! answered with an empty payload as soon as it is queued: replies travel as messages of
-//! their own) or [`KIND_JOIN`] (a postcard [`JoinRequest`], answered with the postcard
-//! layout that now stages the joiner).
+//! A peer payload starts with a kind byte: [`KIND_BATCH`] (postcard `cairn_core::wire`
+//! messages, sent one-way on a unidirectional stream: replies travel as messages of their
+//! own), [`KIND_CORE`] (one such message; as a request with a reply it is answered with an
+//! empty payload once queued) or [`KIND_JOIN`] (a postcard [`JoinRequest`], answered with
+//! the postcard layout that now stages the joiner).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,7 +26,8 @@ use crate::metrics::Metrics;
 pub const KIND_CORE: u8 = 0;
 /// A join request follows.
 pub const KIND_JOIN: u8 = 1;
-/// A postcard list of `cairn_core::wire` messages follows (answered like [`KIND_CORE`]).
+/// A postcard list of `cairn_core::wire` messages follows (sent one-way; as a request with
+/// a reply it is answered like [`KIND_CORE`]).
 pub const KIND_BATCH: u8 = 2;
 
 /// A node asking to be staged into the cluster.
@@ -126,7 +128,8 @@ pub const PEER_QUEUE_BYTES_MAX: usize = 64 << 20;
 pub const BATCH_MESSAGES_MAX: usize = 512;
 /// Most message bytes in one batch frame (well under the transport's frame bound).
 pub const BATCH_BYTES_MAX: usize = 8 << 20;
-/// Batches in flight to one peer at once.
+/// Batches being handed to QUIC for one peer at once (each send ends once its stream is
+/// written: sends are one-way).
 pub const PEER_SENDERS: usize = 4;
 
 /// Messages waiting for one peer.
@@ -140,8 +143,12 @@ struct PeerQueue {
 }
 
 /// Carries the node's sends to its peers. Messages to one peer queue up while up to
-/// [`PEER_SENDERS`] calls are in flight, and leave together in one batch frame: under
-/// load a stream (and its packets) carries many messages, idle it carries one at once.
+/// [`PEER_SENDERS`] sends are under way, and leave together in one batch frame on a
+/// one-way stream ([`Endpoint::tell`]): under load a stream (and its packets) carries
+/// many messages, idle it carries one at once. A send fails only when QUIC cannot take
+/// it (no connection, a closed stream, `call_timeout`); a message the peer drops on
+/// arrival (its core's queue full) is not reported back, like one lost in flight: the
+/// protocol's timeouts, retries, hints and anti-entropy cover both.
 pub struct Outbound {
     me: NodeId,
     endpoint: Endpoint,
@@ -270,7 +277,7 @@ async fn drain(
             .peer_messages_sent
             .fetch_add(count, Ordering::Relaxed);
         metrics.peer_batches_sent.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = endpoint.call(addr, Alpn::Peer, &payload).await {
+        if let Err(e) = endpoint.tell(addr, &payload).await {
             tracing::debug!(%addr, error = %e, count, "peer send failed");
             metrics
                 .peer_sends_failed

@@ -222,3 +222,48 @@ async fn invalid_configuration_is_refused() {
     let error = Endpoint::client(&client(&ca, "alice"), config).unwrap_err();
     assert!(matches!(error, NetError::Config(_)), "{error}");
 }
+
+#[tokio::test]
+async fn one_way_requests_reach_the_handler_and_are_counted_in_datagrams() {
+    bounded(async {
+        let ca = Ca::generate("test CA").unwrap();
+        let server = echo_server(&node(&ca, "n1"));
+        let caller = Endpoint::bind(localhost(), &node(&ca, "n2"), NetConfig::default()).unwrap();
+        // A failing one has no one to tell but the log; the next still arrives.
+        for request in [&b"one"[..], b"fail", b"two"] {
+            caller.tell(server.addr, request).await.unwrap();
+        }
+        while server.handler.calls() < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(server.handler.calls(), 3);
+        let seen = server.endpoint.accepted_datagrams();
+        assert!(seen.received > 0 && seen.sent > 0, "{seen:?}");
+        assert_eq!(
+            caller.accepted_datagrams().received,
+            0,
+            "the caller accepted no connection"
+        );
+        caller.close().await;
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_certificate_cannot_tell() {
+    bounded(async {
+        let ca = Ca::generate("test CA").unwrap();
+        let server = echo_server(&node(&ca, "n1"));
+        let caller = Endpoint::client(&client(&ca, "c1"), NetConfig::default()).unwrap();
+        let error = caller.tell(server.addr, b"hello").await.unwrap_err();
+        assert!(
+            matches!(error, NetError::Refused(_) | NetError::Handshake(_)),
+            "{error:?}"
+        );
+        assert_eq!(server.handler.calls(), 0);
+        caller.close().await;
+        server.stop().await;
+    })
+    .await;
+}
