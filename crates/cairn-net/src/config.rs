@@ -16,8 +16,11 @@ pub struct NetConfig {
     /// Keep-alive interval; must be below `idle_timeout` so that a live but quiet
     /// connection never times out (default 3 s).
     pub keep_alive: Duration,
-    /// Most concurrent requests (bidirectional streams) a remote may have open on one
-    /// connection; further ones wait for a slot (default 1024; quinn's default is 100).
+    /// Most concurrent requests of each kind (bidirectional streams for requests with a
+    /// reply, unidirectional ones for one-way requests) a remote may have open on one
+    /// connection it dialled to this endpoint; further ones wait for a slot (default 1024;
+    /// quinn's default is 100). A remote may open none on a connection this endpoint
+    /// dialled.
     pub max_concurrent_streams: u32,
     /// Longest a new connection may take: QUIC handshake plus the first ping (default 2 s).
     pub connect_timeout: Duration,
@@ -83,16 +86,24 @@ impl NetConfig {
         Ok(())
     }
 
-    /// The quinn transport settings these values imply (call after [`Self::validate`]).
-    pub(crate) fn transport(&self) -> Result<Arc<TransportConfig>, NetError> {
+    /// The quinn transport settings these values imply (call after [`Self::validate`]),
+    /// for the side that serves (`serving`) or the side that dials. Only a served
+    /// connection accepts streams; a dialled one lets the remote open none, so nothing a
+    /// remote sends there sits unread in a buffer until the connection ends.
+    pub(crate) fn transport(&self, serving: bool) -> Result<Arc<TransportConfig>, NetError> {
         let idle = IdleTimeout::try_from(self.idle_timeout)
             .map_err(|_| bad("idle_timeout is too large for QUIC"))?;
+        let streams = VarInt::from_u32(if serving {
+            self.max_concurrent_streams
+        } else {
+            0
+        });
         let mut transport = TransportConfig::default();
         transport
-            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
+            .max_concurrent_bidi_streams(streams)
             // Requests with a reply use bidirectional streams; one-way requests
             // (`Endpoint::tell`, peers only) use unidirectional ones.
-            .max_concurrent_uni_streams(VarInt::from_u32(self.max_concurrent_streams))
+            .max_concurrent_uni_streams(streams)
             .max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive));
         Ok(Arc::new(transport))

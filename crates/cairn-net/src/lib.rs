@@ -1,5 +1,7 @@
 //! Cairn's transport: QUIC ([quinn]) with mutual TLS ([rustls] on *ring*), one request
-//! and one reply per bidirectional stream, and a cache of long-lived connections.
+//! and one reply per bidirectional stream (or one request and no reply per
+//! unidirectional stream, peers only: [`Endpoint::tell`]), and a cache of long-lived
+//! connections.
 //!
 //! Every node runs one [`Endpoint`]: it serves requests from peers and clients
 //! ([`Endpoint::serve`] with a [`Handler`]) and calls other nodes ([`Endpoint::call`]) from

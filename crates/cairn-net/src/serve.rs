@@ -23,12 +23,14 @@ use crate::Alpn;
 /// What the server side does with one request payload.
 ///
 /// The transport calls it once per request frame, each call in its own task, so calls run
-/// concurrently (up to `max_concurrent_streams` per connection). Pings never reach it.
+/// concurrently (up to `max_concurrent_streams` of each stream kind per connection).
+/// Pings never reach it.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request. `alpn` tells peers from clients (and a peer has shown a node
     /// certificate); `peer` is the remote address. `Ok` is sent as the reply payload,
     /// `Err` as an error frame carrying the message (the caller gets
-    /// [`NetError::Remote`](crate::NetError::Remote)).
+    /// [`NetError::Remote`](crate::NetError::Remote)); for a one-way request
+    /// ([`Endpoint::tell`](crate::Endpoint::tell)) nothing is sent and `Err` is logged.
     fn handle(
         &self,
         alpn: Alpn,

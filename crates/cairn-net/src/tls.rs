@@ -43,7 +43,7 @@ pub(crate) fn server_config(
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(config.transport()?);
+    server.transport_config(config.transport(true)?);
     Ok(server)
 }
 
@@ -62,6 +62,6 @@ pub(crate) fn client_config(
     tls.enable_early_data = false;
     let quic = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
-    client.transport_config(config.transport()?);
+    client.transport_config(config.transport(false)?);
     Ok(client)
 }

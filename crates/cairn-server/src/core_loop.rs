@@ -16,9 +16,9 @@
 //! a status report), the first write to a partition (which builds its segment tree from
 //! 1,024 rows), saving a changed layout (two fsyncs, on membership changes), and handing
 //! a turn's held writes to a full group-commit queue at the turn's end (back-pressure;
-//! the log writer needs no runtime thread to drain it, so that wait ends). With one runtime thread (the default),
-//! connections wait meanwhile too; `--io-threads` above one lets other workers serve
-//! them.
+//! the log writer needs no runtime thread to drain it, so that wait ends). With one
+//! runtime thread (the default), connections wait meanwhile too; `--io-threads` above
+//! one lets other workers serve them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -141,7 +141,7 @@ pub async fn run(
 
     let serving = {
         let endpoint = endpoint.clone();
-        let handler = Arc::new(PeerHandler::new(handle.clone(), id));
+        let handler = Arc::new(PeerHandler::new(handle.clone(), id, Arc::clone(&metrics)));
         tokio::spawn(async move { endpoint.serve(handler).await })
     };
     tracing::info!(http = %http_addr, "HTTP API ready");

@@ -67,8 +67,13 @@ pub struct Metrics {
     latency: [Histogram; 3],
     /// Peer messages dropped because too many sends were in flight.
     pub peer_sends_dropped: AtomicU64,
-    /// Peer sends that failed (unreachable peer, refused).
+    /// Peer messages whose send failed: QUIC could not take them (no connection, a
+    /// closed stream, a timeout). Sends are one-way, so a peer's refusals are counted
+    /// there, in `peer_messages_refused`.
     pub peer_sends_failed: AtomicU64,
+    /// Peer messages this node received and could not take: malformed, its core's queue
+    /// full, or the node stopping.
+    pub peer_messages_refused: AtomicU64,
     /// Peer sends in flight now.
     pub peer_sends_in_flight: AtomicU64,
     /// Peer messages handed to the transport (each batch frame carries one or more),
@@ -151,6 +156,12 @@ impl Metrics {
                 &self.peer_sends_failed,
             ),
             (
+                "cairn_peer_messages_refused_total",
+                "counter",
+                "Peer messages received and not taken: malformed, the core's queue full, or the node stopping (the sender is not told).",
+                &self.peer_messages_refused,
+            ),
+            (
                 "cairn_peer_messages_sent_total",
                 "counter",
                 "Peer messages handed to the transport, failed sends included (see cairn_peer_sends_failed_total).",
@@ -165,7 +176,7 @@ impl Metrics {
             (
                 "cairn_peer_sends_in_flight",
                 "gauge",
-                "Peer sends in flight (the replication backlog).",
+                "Peer messages queued or being handed to QUIC (the replication backlog before the transport).",
                 &self.peer_sends_in_flight,
             ),
         ];

@@ -47,15 +47,28 @@ pub struct JoinRequest {
 pub struct PeerHandler {
     core: CoreHandle,
     me: NodeId,
+    metrics: Arc<Metrics>,
 }
 
 impl PeerHandler {
-    /// A handler feeding `core`, the core of node `me`.
-    pub fn new(core: CoreHandle, me: NodeId) -> Self {
-        PeerHandler { core, me }
+    /// A handler feeding `core`, the core of node `me`, counting refusals in `metrics`.
+    pub fn new(core: CoreHandle, me: NodeId, metrics: Arc<Metrics>) -> Self {
+        PeerHandler { core, me, metrics }
     }
 
+    /// Hands one message to the core; a message it cannot take is counted (batches come
+    /// one-way, so the sender never hears of it).
     fn core_message(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let taken = self.take_message(body);
+        if taken.is_err() {
+            self.metrics
+                .peer_messages_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    fn take_message(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let (from, msg) = decode_peer(body).map_err(|e| e.to_string())?;
         if tracing::enabled!(tracing::Level::DEBUG) {
             let req = request_label(from, self.me, &msg);
@@ -70,8 +83,13 @@ impl PeerHandler {
     }
 
     fn batch(&self, body: &[u8]) -> Result<Vec<u8>, String> {
-        let msgs: Vec<ByteBuf> =
-            postcard::from_bytes(body).map_err(|e| format!("malformed peer batch: {e}"))?;
+        let msgs: Vec<ByteBuf> = postcard::from_bytes(body).map_err(|e| {
+            // Its messages are unknown: the frame counts as one.
+            self.metrics
+                .peer_messages_refused
+                .fetch_add(1, Ordering::Relaxed);
+            format!("malformed peer batch: {e}")
+        })?;
         // A message this node cannot take (one a newer peer sends, or one that meets a full
         // queue) must not cost the rest of the batch: each is handed over on its own, and
         // the first error is answered once all were tried.
@@ -359,12 +377,16 @@ mod tests {
     #[test]
     fn a_message_that_does_not_decode_costs_only_itself_in_a_batch() {
         let (core, mut queue) = crate::core_loop::queue();
-        let handler = PeerHandler::new(core, NodeId(1));
+        let metrics = Arc::new(Metrics::default());
+        let handler = PeerHandler::new(core, NodeId(1), Arc::clone(&metrics));
         let ping = encode_peer(NodeId(2), &PeerMessage::Ping);
         let batch = vec![ByteBuf(ping.clone()), ByteBuf(vec![1, 0xff]), ByteBuf(ping)];
         let body = postcard::to_allocvec(&batch).unwrap();
         assert!(handler.batch(&body).is_err(), "the bad message is reported");
         let delivered = std::iter::from_fn(|| queue.try_recv().ok()).count();
         assert_eq!(delivered, 2, "the messages around it still reach the core");
+        assert_eq!(metrics.peer_messages_refused.load(Ordering::Relaxed), 1);
+        assert!(handler.batch(&[0xff, 0xff]).is_err());
+        assert_eq!(metrics.peer_messages_refused.load(Ordering::Relaxed), 2);
     }
 }
