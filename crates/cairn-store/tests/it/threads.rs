@@ -46,8 +46,8 @@ fn the_applier_runs_nicer_than_the_thread_that_opened_the_store() {
     let (dir_a, dir_b) = (TempDir::new("nice-a"), TempDir::new("nice-b"));
     let mut three = opts(Durability::Fsync);
     three.applier_nice = 3;
-    let a = RedbStore::open(&dir_a.file(), three).unwrap();
-    let b = RedbStore::open(&dir_b.file(), opts(Durability::Fsync)).unwrap();
+    let a = RedbStore::open(dir_a.file(), three).unwrap();
+    let b = RedbStore::open(dir_b.file(), opts(Durability::Fsync)).unwrap();
     // Other tests' stores run appliers too, at the default; only these two can show a 3.
     // A new applier lowers its own priority once it runs, so look for a while.
     let deadline = Instant::now() + Duration::from_secs(10);
