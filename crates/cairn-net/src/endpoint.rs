@@ -286,6 +286,34 @@ impl Endpoint {
         reply.map_err(|e| NetError::BadFrame(format!("raw reply: {e}")))
     }
 
+    /// Test support: writes `bytes` on a fresh unidirectional stream of the cached
+    /// connection to (`addr`, `alpn`) without finishing it, and returns the stop code the
+    /// server answers with (`None` if it read the stream instead), within `call_timeout`.
+    /// Not part of the supported API.
+    #[doc(hidden)]
+    pub async fn raw_one_way(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        bytes: &[u8],
+    ) -> Result<Option<u64>, NetError> {
+        let cached = self.connection(addr, alpn).await?;
+        let mut send = cached
+            .connection
+            .open_uni()
+            .await
+            .map_err(connection_error)?;
+        send.write_all(bytes)
+            .await
+            .map_err(|e| NetError::BadFrame(format!("raw write: {e}")))?;
+        let stopped = timeout(self.inner.config.call_timeout, send.stopped()).await;
+        match stopped {
+            Ok(Ok(code)) => Ok(code.map(u64::from)),
+            Ok(Err(e)) => Err(NetError::BadFrame(format!("raw stream: {e}"))),
+            Err(_) => Err(NetError::Timeout),
+        }
+    }
+
     /// One frame out, one frame back, on the cached connection, within `call_timeout`.
     async fn exchange(
         &self,

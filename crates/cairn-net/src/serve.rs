@@ -76,8 +76,14 @@ pub(crate) async fn serve_connection<H: Handler>(
             bi = connection.accept_bi() => bi.map(|(send, recv)| {
                 tokio::spawn(stream.run(send, recv, Arc::clone(&handler)));
             }),
-            uni = connection.accept_uni() => uni.map(|recv| {
-                tokio::spawn(stream.run_one_way(recv, Arc::clone(&handler)));
+            uni = connection.accept_uni() => uni.map(|mut recv| {
+                if alpn == Alpn::Peer {
+                    tokio::spawn(stream.run_one_way(recv, Arc::clone(&handler)));
+                } else {
+                    // Clients may not send one-way requests: stopped unread, so nothing
+                    // they send sits in a buffer until the connection ends.
+                    let _ = recv.stop(STOP_NOT_ALLOWED);
+                }
             }),
         };
         if let Err(error) = accepted {
@@ -146,15 +152,9 @@ impl StreamTask {
         self.reply(&mut send, kind, payload).await;
     }
 
-    /// Serves a one-way request (a unidirectional stream, peers only): reads its frame and
-    /// runs the handler; nothing is answered, so a failure is only logged. A client's
-    /// one-way stream is stopped unread (it would otherwise hold buffered data until the
-    /// connection ends).
+    /// Serves a one-way request (a unidirectional stream on the peer ALPN): reads its frame
+    /// and runs the handler; nothing is answered, so a failure is only logged.
     async fn run_one_way<H: Handler>(self, mut recv: RecvStream, handler: Arc<H>) {
-        if self.alpn != Alpn::Peer {
-            let _ = recv.stop(STOP_NOT_ALLOWED);
-            return;
-        }
         let read = tokio::time::timeout(
             self.limits.request_timeout,
             stream::read_frame(&mut recv, self.limits.frame_bytes_max),

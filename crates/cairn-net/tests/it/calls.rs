@@ -267,3 +267,23 @@ async fn a_client_certificate_cannot_tell() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_one_way_stream_on_the_client_alpn_is_stopped_unread() {
+    bounded(async {
+        let ca = Ca::generate("test CA").unwrap();
+        let server = echo_server(&node(&ca, "n1"));
+        let caller = Endpoint::client(&client(&ca, "c1"), NetConfig::default()).unwrap();
+        // A whole request frame's header, then nothing: only a stop ends the wait.
+        let header = cairn_net::frame::encode_header(1, 5, 1 << 20).unwrap();
+        let code = caller
+            .raw_one_way(server.addr, Alpn::Client, &header)
+            .await
+            .unwrap();
+        assert_eq!(code, Some(2), "stopped as not allowed");
+        assert_eq!(server.handler.calls(), 0);
+        caller.close().await;
+        server.stop().await;
+    })
+    .await;
+}
