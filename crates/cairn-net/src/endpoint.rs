@@ -117,7 +117,8 @@ impl Endpoint {
 
     /// Accepts connections until [`Endpoint::close`]: a task per connection and per
     /// request stream, `handler` called for each request frame. Bad frames get an error
-    /// reply and end their stream only. Returns at once on a client-only endpoint.
+    /// reply (a one-way stream: a stop and a log line) and end their stream only. Returns
+    /// at once on a client-only endpoint.
     pub async fn serve<H: Handler>(&self, handler: Arc<H>) {
         if !self.inner.serves {
             debug!("serve called on a client-only endpoint");

@@ -44,7 +44,8 @@ pub struct RawConfig {
     pub clock_offset_ms: Option<i64>,
     /// How long a first start keeps asking the `join` node (milliseconds).
     pub join_patience_ms: Option<u64>,
-    /// Threads serving QUIC and HTTP ([`default_io_threads`] if unset).
+    /// Threads serving QUIC and HTTP and running the node's core ([`default_io_threads`]
+    /// if unset).
     pub io_threads: Option<usize>,
     /// Memory for the decoded values of recent writes, kept for the next update of their
     /// key, in MiB (estimated; [`WARM_MIB_DEFAULT`] if unset, 0 keeps none).
@@ -233,11 +234,11 @@ pub const WARM_MIB_MAX: u64 = 1 << 20;
 
 /// Threads serving QUIC and HTTP and running the node's core (one task) by default: one,
 /// on a current-thread runtime (the binary's `io_runtime` says why). The store's log
-/// writer and applier have a thread each besides. On two cores one thread beat two: two
-/// multi-thread workers fought over each QUIC connection's lock (one node ~32k against
-/// ~37k increments/s), and a multi-thread runtime sends each answer in a packet of its
-/// own (one node unbatched ~50–57k against ~59–67k/s on one thread; issue 8's notes have
-/// the runs). More threads are for experiments on larger machines, where they have not
+/// writer and applier have a thread each besides. On two cores: two multi-thread workers
+/// fought over each QUIC connection's lock (one node ~32k against ~37k increments/s with
+/// one worker, session 12), and even one multi-thread worker sends most answers in a
+/// packet of their own (one node unbatched ~50–57k against ~59–67k/s on the
+/// current-thread runtime, session 18; issue 8's notes have the runs). More threads are for experiments on larger machines, where they have not
 /// been measured.
 pub fn default_io_threads() -> usize {
     1
@@ -324,7 +325,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long a first start keeps asking the `join` node to stage it.
     pub join_patience: Duration,
-    /// Threads serving QUIC and HTTP.
+    /// Threads serving QUIC and HTTP and running the node's core (one: a current-thread
+    /// runtime).
     pub io_threads: usize,
     /// The store's memory for decoded values of recent writes (estimated bytes).
     pub warm_bytes: u64,

@@ -229,7 +229,7 @@ async fn one_way_requests_reach_the_handler_and_are_counted_in_datagrams() {
         let ca = Ca::generate("test CA").unwrap();
         let server = echo_server(&node(&ca, "n1"));
         let caller = Endpoint::bind(localhost(), &node(&ca, "n2"), NetConfig::default()).unwrap();
-        // A failing one has no one to tell but the log; the next still arrives.
+        // A failing one has no one to tell but the log.
         for request in [&b"one"[..], b"fail", b"two"] {
             caller.tell(server.addr, request).await.unwrap();
         }
@@ -274,7 +274,7 @@ async fn a_one_way_stream_on_the_client_alpn_is_stopped_unread() {
         let ca = Ca::generate("test CA").unwrap();
         let server = echo_server(&node(&ca, "n1"));
         let caller = Endpoint::client(&client(&ca, "c1"), NetConfig::default()).unwrap();
-        // A whole request frame's header, then nothing: only a stop ends the wait.
+        // A frame header promising 5 bytes, then nothing: only a stop ends the wait.
         let header = cairn_net::frame::encode_header(1, 5, 1 << 20).unwrap();
         let code = caller
             .raw_one_way(server.addr, Alpn::Client, &header)
