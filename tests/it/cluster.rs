@@ -349,15 +349,9 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         .and_then(|v| v.parse::<f64>().ok());
     assert!(warm.is_some_and(|n| n > 0.0), "warm values {warm:?}");
     // Node 0 replicated those writes to its peers: one batch frame carries one or more.
-    let metric = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     let (messages, batches) = (
-        metric("cairn_peer_messages_sent_total"),
-        metric("cairn_peer_batches_sent_total"),
+        metric_sum(&nodes[0], "cairn_peer_messages_sent_total"),
+        metric_sum(&nodes[0], "cairn_peer_batches_sent_total"),
     );
     assert!(
         batches > 0.0 && messages >= batches,

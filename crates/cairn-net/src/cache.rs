@@ -133,9 +133,9 @@ impl Backoff {
     }
 }
 
-/// The cache's locks guard plain data with no invariant a panic could break halfway, so a
-/// poisoned lock is used as is.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The crate's locks guard plain data with no invariant a panic could break halfway (the
+/// cache's slots, the traffic counts), so a poisoned lock is used as is.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -1,5 +1,6 @@
 //! The endpoint: one quinn endpoint that serves and calls.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -185,28 +186,11 @@ impl Endpoint {
             let len = request.len() as u64;
             return Err(NetError::FrameTooLarge { len, max });
         }
-        let cached = self.connection(addr, Alpn::Peer).await?;
-        let result = self.tell_on(&cached.connection, request).await;
-        let result = match result {
-            // Nothing was sent: one retry on a fresh connection is safe, as in `exchange`.
-            Err(Stage::Open(_)) if cached.reused => {
-                self.inner
-                    .cache
-                    .evict((addr, Alpn::Peer), &cached.connection);
-                let cached = self.connection(addr, Alpn::Peer).await?;
-                let result = self.tell_on(&cached.connection, request).await;
-                self.settle(addr, Alpn::Peer, &cached.connection, result)
-            }
-            other => self.settle(addr, Alpn::Peer, &cached.connection, other),
-        };
-        result.map(|_| ())
+        self.on_connection(addr, Alpn::Peer, |c| self.tell_on(c, request))
+            .await
     }
 
-    async fn tell_on(
-        &self,
-        connection: &Connection,
-        request: &[u8],
-    ) -> Result<(ReplyKind, Vec<u8>), Stage> {
+    async fn tell_on(&self, connection: Connection, request: &[u8]) -> Result<(), Stage> {
         let max = self.inner.config.frame_bytes_max;
         let send = async {
             let mut send = connection
@@ -215,8 +199,7 @@ impl Endpoint {
                 .map_err(|e| Stage::Open(connection_error(e)))?;
             stream::write_frame(&mut send, RequestKind::Request.into(), request, max)
                 .await
-                .map_err(Stage::After)?;
-            Ok((ReplyKind::Ok, Vec::new()))
+                .map_err(Stage::After)
         };
         match timeout(self.inner.config.call_timeout, send).await {
             Ok(result) => result,
@@ -323,41 +306,44 @@ impl Endpoint {
         kind: RequestKind,
         payload: &[u8],
     ) -> Result<(ReplyKind, Vec<u8>), NetError> {
+        self.on_connection(addr, alpn, |c| self.exchange_on(c, kind, payload))
+            .await
+    }
+
+    /// Runs `attempt` on the cached connection for (`addr`, `alpn`). If the stream could
+    /// not even be opened, nothing was sent, so one retry on a fresh connection is safe (a
+    /// cached connection can die unnoticed).
+    async fn on_connection<T, F, Fut>(
+        &self,
+        addr: SocketAddr,
+        alpn: Alpn,
+        attempt: F,
+    ) -> Result<T, NetError>
+    where
+        F: Fn(Connection) -> Fut,
+        Fut: Future<Output = Result<T, Stage>>,
+    {
         let cached = self.connection(addr, alpn).await?;
-        let result = self.exchange_on(&cached.connection, kind, payload).await;
+        let result = attempt(cached.connection.clone()).await;
         match result {
-            // The stream could not even be opened: nothing was sent, so one retry on a
-            // fresh connection is safe. (A cached connection can die unnoticed.)
             Err(Stage::Open(_)) if cached.reused => {
                 self.inner.cache.evict((addr, alpn), &cached.connection);
                 let cached = self.connection(addr, alpn).await?;
-                self.finish_exchange(addr, alpn, &cached.connection, kind, payload)
-                    .await
+                let result = attempt(cached.connection.clone()).await;
+                self.settle(addr, alpn, &cached.connection, result)
             }
             other => self.settle(addr, alpn, &cached.connection, other),
         }
     }
 
-    async fn finish_exchange(
-        &self,
-        addr: SocketAddr,
-        alpn: Alpn,
-        connection: &Connection,
-        kind: RequestKind,
-        payload: &[u8],
-    ) -> Result<(ReplyKind, Vec<u8>), NetError> {
-        let result = self.exchange_on(connection, kind, payload).await;
-        self.settle(addr, alpn, connection, result)
-    }
-
     /// Drops a connection that turned out dead, and flattens the result.
-    fn settle(
+    fn settle<T>(
         &self,
         addr: SocketAddr,
         alpn: Alpn,
         connection: &Connection,
-        result: Result<(ReplyKind, Vec<u8>), Stage>,
-    ) -> Result<(ReplyKind, Vec<u8>), NetError> {
+        result: Result<T, Stage>,
+    ) -> Result<T, NetError> {
         if connection.close_reason().is_some() {
             self.inner.cache.evict((addr, alpn), connection);
         }
@@ -366,7 +352,7 @@ impl Endpoint {
 
     async fn exchange_on(
         &self,
-        connection: &Connection,
+        connection: Connection,
         kind: RequestKind,
         payload: &[u8],
     ) -> Result<(ReplyKind, Vec<u8>), Stage> {

@@ -11,9 +11,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use quinn::Connection;
+
+use crate::cache::lock;
 
 /// Datagrams over an endpoint's connections since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,8 +39,7 @@ pub(crate) struct Traffic {
 impl Traffic {
     /// Counts `connection` until the returned guard drops (when its serving task ends).
     pub(crate) fn track(self: &Arc<Self>, connection: &Connection) -> Tracked {
-        self.open()
-            .insert(connection.stable_id(), connection.clone());
+        lock(&self.open).insert(connection.stable_id(), connection.clone());
         Tracked {
             traffic: Arc::clone(self),
             connection: connection.clone(),
@@ -49,7 +50,7 @@ impl Traffic {
     fn forget(&self, connection: &Connection) {
         // Removed and counted under one lock, so a total never counts it twice or not at
         // all.
-        let mut open = self.open();
+        let mut open = lock(&self.open);
         if open.remove(&connection.stable_id()).is_some() {
             let stats = connection.stats();
             self.closed_sent
@@ -61,22 +62,17 @@ impl Traffic {
 
     /// Everything counted so far.
     pub(crate) fn totals(&self) -> Datagrams {
-        let open = self.open();
+        let open = lock(&self.open);
         let mut total = Datagrams {
             sent: self.closed_sent.load(Ordering::Relaxed),
             received: self.closed_received.load(Ordering::Relaxed),
         };
         for connection in open.values() {
             let stats = connection.stats();
-            total.sent += stats.udp_tx.datagrams;
-            total.received += stats.udp_rx.datagrams;
+            total.sent = total.sent.saturating_add(stats.udp_tx.datagrams);
+            total.received = total.received.saturating_add(stats.udp_rx.datagrams);
         }
         total
-    }
-
-    fn open(&self) -> MutexGuard<'_, HashMap<usize, Connection>> {
-        // A panic while holding this lock leaves the map whole (inserts and removes only).
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

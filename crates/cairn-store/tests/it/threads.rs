@@ -19,9 +19,7 @@ fn nice_of_threads(comm: &str) -> Vec<i32> {
             continue;
         }
         if let Ok(stat) = std::fs::read_to_string(path.join("stat")) {
-            // Fields after the parenthesised name: state is field 3, nice field 19.
-            let rest = stat.rsplit_once(')').unwrap().1;
-            out.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+            out.push(nice_in(&stat));
         }
     }
     out
@@ -29,7 +27,12 @@ fn nice_of_threads(comm: &str) -> Vec<i32> {
 
 /// This thread's nice value.
 fn my_nice() -> i32 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    nice_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap())
+}
+
+/// The nice value in a thread's `stat` line: field 19, counting from the pid (fields
+/// after the parenthesised name start at 3, the state).
+fn nice_in(stat: &str) -> i32 {
     let rest = stat.rsplit_once(')').unwrap().1;
     rest.split_whitespace().nth(16).unwrap().parse().unwrap()
 }
