@@ -80,15 +80,35 @@ impl LocalNode {
         Ok(node)
     }
 
+    /// Waits until the node answers requests. Its HTTP port opens before its first
+    /// metadata write is durable, and until then it refuses every request as "the node is
+    /// starting" (503); a slow first fsync made an SDK doctest fail that way. So a read of
+    /// a key must get any other answer (404 here).
     fn wait_serving(&self) -> std::io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(self.http).is_err() {
+        while !self.answers_requests() {
             if Instant::now() > deadline {
                 return Err(io("the local node did not start in 30 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Whether a read over HTTP gets an answer other than 503.
+    fn answers_requests(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = TcpStream::connect(self.http) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request =
+            "GET /v1/buckets/probe/keys/probe HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n";
+        let mut status = [0u8; 12];
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_exact(&mut status).is_ok()
+            && status.starts_with(b"HTTP/1.1 ")
+            && !status.ends_with(b"503")
     }
 
     fn issue_client_cert(&self) -> std::io::Result<()> {
