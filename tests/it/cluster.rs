@@ -719,6 +719,21 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
         let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         assert!(json["operations"].as_u64().unwrap() > 0, "{json}");
         assert!(json["latency_us"]["p999"].as_u64().is_some(), "{json}");
+        if extra.contains(&"--rate") {
+            // The pacer keeps to the rate (300 requests of 4 a second, for a second)...
+            let ops = json["operations"].as_u64().unwrap();
+            assert!((600..=1320).contains(&ops), "{json}");
+            // ... and its own delay is reported, a part of each request's latency.
+            let (late, latency) = (&json["send_lateness_us"], &json["latency_us"]);
+            for q in ["p50", "max"] {
+                assert!(
+                    late[q].as_u64().unwrap() <= latency[q].as_u64().unwrap(),
+                    "{json}"
+                );
+            }
+        } else {
+            assert!(json["send_lateness_us"].is_null(), "{json}");
+        }
     }
     answers_share_packets(&node, &root);
     let http = run_ok(
