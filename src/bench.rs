@@ -260,7 +260,10 @@ struct Shared {
     /// checked); zero in a fresh bucket.
     start: Vec<Option<i64>>,
     measuring: AtomicBool,
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
+    /// The measured window: its start, and its end once over. The open loop measures the
+    /// requests meant to leave inside it, however late they finish.
+    window: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
     done: AtomicU64,
     errors: AtomicU64,
 }
@@ -270,6 +273,16 @@ fn key_name(k: u64) -> String {
 }
 
 impl Shared {
+    fn set_window(&self, start: Option<Instant>, end: Option<Instant>) {
+        *self.window.lock().unwrap_or_else(|e| e.into_inner()) = (start, end);
+    }
+
+    /// Whether a request meant to leave at `intended` is one the run measures.
+    fn in_window(&self, intended: Instant) -> bool {
+        let (start, end) = *self.window.lock().unwrap_or_else(|e| e.into_inner());
+        start.is_some_and(|s| intended >= s) && end.is_none_or(|e| intended < e)
+    }
+
     /// Runs one request (`batch` operations); returns whether it succeeded.
     async fn one(&self, rng: &mut SmallRng) -> bool {
         let mut items = Vec::with_capacity(self.batch);
@@ -580,7 +593,8 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         failed: (0..slots).map(|_| AtomicU64::new(0)).collect(),
         start,
         measuring: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
+        stop: Arc::new(AtomicBool::new(false)),
+        window: std::sync::Mutex::new((None, None)),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
@@ -715,8 +729,9 @@ async fn phases(shared: &Shared, args: &BenchArgs) -> Duration {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     shared.done.store(0, Ordering::Relaxed);
     shared.errors.store(0, Ordering::Relaxed);
-    shared.measuring.store(true, Ordering::Release);
     let start = Instant::now();
+    shared.set_window(Some(start), None);
+    shared.measuring.store(true, Ordering::Release);
     let total = Duration::from_secs_f64(args.duration);
     let mut last = (Instant::now(), 0);
     while start.elapsed() < total {
@@ -736,6 +751,7 @@ async fn phases(shared: &Shared, args: &BenchArgs) -> Duration {
             );
         }
     }
+    shared.set_window(Some(start), Some(Instant::now()));
     shared.stop.store(true, Ordering::Release);
     if progress {
         eprintln!();
@@ -790,8 +806,9 @@ const PACER_NAP: Duration = Duration::from_millis(50);
 struct OpenLoop {
     /// From each request's intended send time to its answer.
     latency: Histogram<u64>,
-    /// From each request's intended send time to the moment it was sent: the load
-    /// generator's own delay, included in `latency`.
+    /// From each request's intended send time to the moment its task started (before the
+    /// client encodes and sends it): the load generator's own delay, included in
+    /// `latency`.
     lateness: Histogram<u64>,
     measured: Duration,
 }
@@ -815,7 +832,7 @@ fn intended_at(start: Instant, rate: u64, i: u64) -> Option<Instant> {
 /// deadline; what delay is left is reported as the generator's lateness.
 fn spawn_pacer(
     rate: u64,
-    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
     tx: tokio::sync::mpsc::Sender<Instant>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -827,7 +844,7 @@ fn spawn_pacer(
                     return;
                 };
                 loop {
-                    if shared.stop.load(Ordering::Acquire) {
+                    if stop.load(Ordering::Acquire) {
                         return;
                     }
                     let left = intended.saturating_duration_since(Instant::now());
@@ -851,7 +868,7 @@ async fn open_loop(
 ) -> Result<OpenLoop, String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, Duration)>();
     let (pace_tx, mut pace_rx) = tokio::sync::mpsc::channel::<Instant>(PACER_QUEUE);
-    let pacer = spawn_pacer(rate, shared.clone(), pace_tx)
+    let pacer = spawn_pacer(rate, shared.stop.clone(), pace_tx)
         .map_err(|e| format!("cannot start the pacer thread: {e}"))?;
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let driver = {
@@ -859,6 +876,10 @@ async fn open_loop(
         tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(7);
             while let Some(intended) = pace_rx.recv().await {
+                // Past the window nothing more is sent; dropping the queue stops the pacer.
+                if shared.stop.load(Ordering::Acquire) {
+                    return;
+                }
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
@@ -868,9 +889,9 @@ async fn open_loop(
                     let mut rng = SmallRng::seed_from_u64(seed);
                     let late = intended.elapsed();
                     let ok = shared.one(&mut rng).await;
-                    if shared.measuring.load(Ordering::Acquire)
-                        && !shared.stop.load(Ordering::Acquire)
-                    {
+                    // By when it was meant to leave, not when it finished: the slowest
+                    // requests of the window end after it, and they are the tail.
+                    if shared.in_window(intended) {
                         let _ = tx.send((intended.elapsed(), late));
                         shared.done.fetch_add(1, Ordering::Relaxed);
                         if !ok {
@@ -1062,7 +1083,7 @@ fn print_report(r: &serde_json::Value) {
     let late = &r["send_lateness_us"];
     if !late.is_null() {
         println!(
-            "sent late by µs (the load generator's share of the above): p50 {}  p99 {}  p99.9 {}  max {}",
+            "started late by µs (the load generator's own share of the above): p50 {}  p99 {}  p99.9 {}  max {}",
             late["p50"], late["p99"], late["p999"], late["max"]
         );
     }
@@ -1141,6 +1162,30 @@ mod tests {
         // Past what a Duration of nanoseconds holds: no time, so the pacer stops,
         // rather than a wrapped one or a panic.
         assert_eq!(intended_at(start, 1, u64::MAX), None);
+    }
+
+    #[test]
+    fn the_pacer_hands_over_each_intended_time_and_stops_when_told_or_unheard() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let pacer = spawn_pacer(1000, stop.clone(), tx).unwrap();
+        let times: Vec<Instant> = (0..20).map(|_| rx.blocking_recv().unwrap()).collect();
+        // On the exact schedule: each 1 ms after the one before, none skipped or repeated.
+        for pair in times.windows(2) {
+            assert_eq!(pair[1] - pair[0], Duration::from_millis(1));
+        }
+        // Never early.
+        assert!(times[19] <= Instant::now());
+        stop.store(true, Ordering::Release);
+        // It may hand over what it already slept to, then closes its queue.
+        while rx.blocking_recv().is_some() {}
+        pacer.join().unwrap();
+        // A run whose driver has gone (the queue dropped) ends the pacer too, even one
+        // never told to stop.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let pacer = spawn_pacer(100_000, Arc::new(AtomicBool::new(false)), tx).unwrap();
+        drop(rx);
+        pacer.join().unwrap();
     }
 
     #[test]
