@@ -336,6 +336,8 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         "cairn_aae_exchanges_total",
         "cairn_quic_connections",
         "cairn_hints_for{node=",
+        "cairn_store_unapplied_writes",
+        "cairn_store_unapplied_bytes",
     ] {
         assert!(
             text.contains(needle),

@@ -321,6 +321,21 @@ fn render_status(out: &mut String, s: &Status) {
     );
     gauge(
         out,
+        "cairn_store_unapplied_writes",
+        "Writes durable in the log and not yet applied to the store file: how far the applier trails.",
+        st.unapplied_writes as f64,
+    );
+    gauge(
+        out,
+        "cairn_store_unapplied_bytes",
+        &format!(
+            "About how many bytes they hold; at {} MiB the log stops taking writes until the applier catches up.",
+            cairn_store::UNAPPLIED_BYTES_MAX >> 20
+        ),
+        st.unapplied_bytes as f64,
+    );
+    gauge(
+        out,
         "cairn_store_warm_values",
         "Decoded values of recent writes kept for their next update.",
         st.warm_values as f64,

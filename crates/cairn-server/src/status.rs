@@ -74,6 +74,12 @@ pub struct StoreSummary {
     /// Writes the core holds back from the log writer until its turn ends (0 between
     /// turns).
     pub held_writes: u64,
+    /// Writes durable in the log and not yet applied to the store file: how far the
+    /// applier trails.
+    pub unapplied_writes: u64,
+    /// About how many bytes they hold (the log stops taking writes at
+    /// [`cairn_store::UNAPPLIED_BYTES_MAX`]).
+    pub unapplied_bytes: u64,
 }
 
 /// A staged, uncommitted change.
@@ -204,6 +210,8 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             warm_values: store.warm_values as u64,
             warm_bytes: store.warm_bytes,
             held_writes: store.held_writes as u64,
+            unapplied_writes: store.unapplied_writes,
+            unapplied_bytes: store.unapplied_bytes,
         },
     }
 }

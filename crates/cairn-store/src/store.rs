@@ -118,6 +118,12 @@ pub struct Stats {
     /// redb transactions the applier committed; each holds many batches (see
     /// [`APPLY_WAIT`](crate::APPLY_WAIT)).
     pub applies: u64,
+    /// Writes durable in the log and not yet applied to redb: how far the applier trails.
+    pub unapplied_writes: u64,
+    /// About how many bytes they hold; at
+    /// [`UNAPPLIED_BYTES_MAX`](crate::UNAPPLIED_BYTES_MAX) the log writer stops taking
+    /// writes until the applier catches up.
+    pub unapplied_bytes: u64,
 }
 
 impl RedbStore {
@@ -208,6 +214,11 @@ impl RedbStore {
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
         let (warm_values, warm_bytes) = self.warm.borrow().usage();
+        let (unapplied_writes, unapplied_bytes) = {
+            let done = self.shared.done();
+            let bytes = u64::try_from(done.unapplied_bytes).unwrap_or(u64::MAX);
+            (done.committed.saturating_sub(done.applied), bytes)
+        };
         Stats {
             batches: c.batches.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
@@ -218,6 +229,8 @@ impl RedbStore {
             warm_bytes,
             held_writes: self.held.len(),
             applies: c.applies.load(Ordering::Relaxed),
+            unapplied_writes,
+            unapplied_bytes,
         }
     }
 
