@@ -23,8 +23,11 @@ use crate::options::{BucketProps, Resolved};
 use crate::placement::{targets, Target};
 use crate::store::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 use crate::values::{join_into, join_values, visible};
+use deadlines::Deadlines;
+use rustc_hash::FxHashMap;
 
 mod anti_entropy;
+mod deadlines;
 mod liveness;
 
 use liveness::Liveness;
@@ -207,9 +210,11 @@ pub struct Node<S> {
     hlc: Hlc,
     down: BTreeSet<NodeId>,
     next_id: u64,
-    pending: BTreeMap<RequestId, Pending>,
-    deadlines: BTreeSet<(u64, RequestId)>,
-    waiters: BTreeMap<WriteToken, Waiter>,
+    /// Ids and tokens are this node's own sequence numbers, never a client's bytes, so
+    /// a fast unkeyed hash is safe; its order is fixed, so runs stay reproducible.
+    pending: FxHashMap<RequestId, Pending>,
+    deadlines: Deadlines,
+    waiters: FxHashMap<WriteToken, Waiter>,
     /// Hints sent to their owners and not yet acknowledged (at most `hint_batch_max`
     /// per owner).
     handoffs: BTreeSet<(NodeId, ObjectKey)>,
@@ -260,9 +265,9 @@ impl<S: Store> Node<S> {
             hlc,
             down: BTreeSet::new(),
             next_id: first_id,
-            pending: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            waiters: BTreeMap::new(),
+            pending: FxHashMap::default(),
+            deadlines: Deadlines::default(),
+            waiters: FxHashMap::default(),
             handoffs: BTreeSet::new(),
             forwards_seen: BTreeMap::new(),
             // A restarted node compares trees at once (DESIGN.md §5, anti-entropy).
@@ -512,11 +517,7 @@ impl<S: Store> Node<S> {
 
     /// Time has passed: expire requests, probe nodes believed down, deliver hints.
     pub fn handle_timeout(&mut self, now_ms: u64) {
-        while let Some(&(at, id)) = self.deadlines.first() {
-            if at > now_ms {
-                break;
-            }
-            self.deadlines.pop_first();
+        while let Some(id) = self.deadlines.pop_due(now_ms) {
             self.expire(now_ms, id);
         }
         if now_ms >= self.next_probe_ms {
@@ -601,7 +602,7 @@ impl<S: Store> Node<S> {
     /// When to call `handle_timeout` next.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut next = self.next_probe_ms.min(self.next_gossip_ms);
-        if let Some(&(at, _)) = self.deadlines.first() {
+        if let Some(at) = self.deadlines.first() {
             next = next.min(at);
         }
         if self.cfg.aae_enabled && self.aae.in_flight.is_none() {
@@ -1295,8 +1296,7 @@ impl<S: Store> Node<S> {
         self.next_id += 1;
         let id = RequestId(self.next_id);
         self.pending.insert(id, pending);
-        self.deadlines
-            .insert((now_ms.saturating_add(timeout_ms), id));
+        self.deadlines.insert(now_ms.saturating_add(timeout_ms), id);
         id
     }
 
