@@ -35,7 +35,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
-use crate::metrics::{Metrics, RequestKind};
+use crate::metrics::{Finished, Metrics, RequestKind};
 use crate::peer::Outbound;
 use crate::state::StateDir;
 use crate::status::{self, Status};
@@ -247,6 +247,8 @@ pub struct Core {
     /// Keyed by the core's own sequence numbers: a fast unkeyed hash is safe.
     replies: FxHashMap<ClientTag, Waiting>,
     metrics: Arc<Metrics>,
+    /// Requests answered in this step, counted in `metrics` at its end (one lock).
+    finished: Vec<Finished>,
     next_tag: u64,
     saved_layout: Layout,
     layout_checked: Instant,
@@ -277,6 +279,7 @@ impl Core {
             state,
             replies: FxHashMap::default(),
             metrics,
+            finished: Vec::new(),
             next_tag: 0,
             saved_layout,
             layout_checked: Instant::now(),
@@ -467,7 +470,11 @@ impl Core {
                             let took = at.saturating_duration_since(w.since);
                             let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                             tracing::debug!(tag = tag.0, outcome, took_us, "client reply");
-                            self.metrics.request(w.kind, outcome, took);
+                            self.finished.push(Finished {
+                                kind: w.kind,
+                                outcome,
+                                took,
+                            });
                             let _ = w.reply.send(result);
                         }
                     }
@@ -476,6 +483,8 @@ impl Core {
                 }
             }
             if local.is_empty() {
+                self.metrics.requests_finished(&self.finished);
+                self.finished.clear();
                 return;
             }
             let me = self.node.id();
