@@ -327,13 +327,7 @@ impl RedbStore {
             let slot = &mut self.tree(&mut overlay, partition)?[usize::from(segment.0)];
             *slot ^= flip;
             let seg = *slot;
-            overlay.objects.insert(
-                k.clone(),
-                Staged {
-                    seq,
-                    item: (key, new),
-                },
-            );
+            overlay.objects.insert(k.clone(), Staged { seq, item: new });
             seg
         };
         // Only now, with the write in the overlay: a failure above leaves the key's entry
@@ -375,7 +369,7 @@ impl RedbStore {
     fn read_object(&self, k: Vec<u8>) -> Result<Option<Value>, StoreError> {
         let staged = {
             let overlay = self.shared.overlay();
-            overlay.objects.get(&k).map(|e| e.item.1.clone())
+            overlay.objects.get(&k).map(|e| e.item.clone())
         };
         if let Some(staged) = staged {
             // Decoded after the overlay lock is let go: the applier takes it too.
@@ -417,7 +411,7 @@ impl RedbStore {
             overlay
                 .objects
                 .get(k)
-                .map(|e| e.item.1.as_ref().map(|s| s.hash))
+                .map(|e| e.item.as_ref().map(|s| s.hash))
         };
         if let Some(hash) = staged {
             return Ok(hash);
@@ -660,9 +654,13 @@ impl Store for RedbStore {
             o.objects
                 .in_partition(partition)
                 .filter(|(k, _)| format::key_segment(k).is_some_and(|s| wanted.contains(&s)))
-                .map(|(_, e)| (e.item.0.clone(), e.item.1.as_ref().map(|s| s.hash)))
-                .collect::<BTreeMap<_, _>>()
+                .map(|(k, e)| {
+                    let key = format::decode_object_key(k)?;
+                    Ok((key, e.item.as_ref().map(|s| s.hash)))
+                })
+                .collect::<Result<BTreeMap<_, _>, StoreError>>()
         })?;
+        let staged = staged?;
         // Objects are keyed by segment first: each wanted segment is one range.
         let t = txn.open_table(OBJECTS).map_err(table_error)?;
         let mut found: BTreeMap<ObjectKey, u64> = BTreeMap::new();

@@ -25,6 +25,20 @@ fn golden_hashes_and_partitions() {
     }
 }
 
+/// Short inputs are hashed in one shot from the stack, long ones streamed: the two give
+/// one function, on both sides of the switch (256 bytes with the 8-byte prefix).
+#[test]
+fn long_and_short_keys_hash_alike() {
+    for len in [0, 1, 242, 243, 244, 5_000] {
+        let key = vec![b'k'; len];
+        let mut framed = 5u64.to_le_bytes().to_vec();
+        framed.extend_from_slice(b"users");
+        framed.extend_from_slice(&key);
+        let whole = xxhash_rust::xxh3::xxh3_64(&framed);
+        assert_eq!(key_hash(b"users", &key), whole, "key of {len} bytes");
+    }
+}
+
 #[test]
 fn the_bucket_is_length_prefixed() {
     assert_ne!(key_hash(b"ab", b"c"), key_hash(b"a", b"bc"));
