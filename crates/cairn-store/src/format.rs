@@ -36,6 +36,7 @@ use cairn_core::{NodeMeta, ObjectKey, StoreError};
 use cairn_crdt::Value;
 use cairn_ring::{NodeId, PartitionId};
 use redb::TableDefinition;
+use smallvec::SmallVec;
 
 /// The layout this code writes. Format 0 is the layout before the derived tables
 /// (`aae_keys`, `aae_segments`, `hint_totals`) existed; format 1 keyed objects without
@@ -88,9 +89,19 @@ fn corrupt(what: &str) -> StoreError {
 
 // ---- keys ----
 
+/// Bytes of an object's on-disk key kept inline, without an allocation.
+pub(crate) const DISK_KEY_INLINE: usize = 32;
+
+/// An object's on-disk key ([`object_key`]), inline up to [`DISK_KEY_INLINE`] bytes. A
+/// write looks its key up in the decoded-value cache and the overlay, and files it in
+/// both: inline, a key's bytes are compared on the cache line the lookup already
+/// fetched, and the four copies a write made cost four allocations (two of them freed
+/// on the applier's thread).
+pub(crate) type DiskKey = SmallVec<[u8; DISK_KEY_INLINE]>;
+
 /// Encodes an object key: `[partition] [segment] [escaped bucket] [00 00] [key]`.
-pub(crate) fn object_key(key: &ObjectKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(6 + key.bucket.len() + key.key.len() + 2);
+pub(crate) fn object_key(key: &ObjectKey) -> DiskKey {
+    let mut out = DiskKey::with_capacity(6 + key.bucket.len() + key.key.len() + 2);
     out.extend_from_slice(&segment_key(key.partition, segment_of(key)));
     push_escaped(&mut out, key);
     out
@@ -121,13 +132,13 @@ pub(crate) fn plain_key(key: &ObjectKey) -> Vec<u8> {
     out
 }
 
-fn push_plain_key(out: &mut Vec<u8>, key: &ObjectKey) {
+fn push_plain_key(out: &mut impl KeyBytes, key: &ObjectKey) {
     out.extend_from_slice(&key.partition.0.to_be_bytes());
     push_escaped(out, key);
 }
 
 /// `[escaped bucket] [00 00] [key]`.
-fn push_escaped(out: &mut Vec<u8>, key: &ObjectKey) {
+fn push_escaped(out: &mut impl KeyBytes, key: &ObjectKey) {
     for &b in key.bucket.iter() {
         out.push(b);
         if b == 0 {
@@ -136,6 +147,30 @@ fn push_escaped(out: &mut Vec<u8>, key: &ObjectKey) {
     }
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&key.key);
+}
+
+/// Where keys are encoded: a `Vec` or a [`DiskKey`].
+trait KeyBytes {
+    fn push(&mut self, b: u8);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl KeyBytes for Vec<u8> {
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
+
+impl KeyBytes for DiskKey {
+    fn push(&mut self, b: u8) {
+        SmallVec::push(self, b);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        SmallVec::extend_from_slice(self, bytes);
+    }
 }
 
 /// Decodes [`object_key`], checking that the segment is the key's.

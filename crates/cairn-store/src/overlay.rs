@@ -24,7 +24,7 @@ use cairn_crdt::Value;
 use cairn_ring::PartitionId;
 use rustc_hash::FxHashMap;
 
-use crate::format;
+use crate::format::{self, DiskKey};
 use crate::writer::Op;
 
 /// A staged entry and the write that set it.
@@ -70,7 +70,7 @@ const SHRINK_ABOVE: usize = 4096;
 pub(crate) struct StagedObjects {
     /// Partition ids are bounded by the ring's size, so the outer map hashes them with
     /// a fast unkeyed hash; keys within are a client's bytes, hashed with a keyed one.
-    partitions: FxHashMap<u16, HashMap<Vec<u8>, Staged<ObjectWrite>>>,
+    partitions: FxHashMap<u16, HashMap<DiskKey, Staged<ObjectWrite>>>,
 }
 
 impl StagedObjects {
@@ -79,7 +79,7 @@ impl StagedObjects {
         self.partitions.get(&format::key_partition(k))?.get(k)
     }
 
-    pub(crate) fn insert(&mut self, k: Vec<u8>, write: Staged<ObjectWrite>) {
+    pub(crate) fn insert(&mut self, k: DiskKey, write: Staged<ObjectWrite>) {
         let p = format::key_partition(&k);
         self.partitions.entry(p).or_default().insert(k, write);
     }
@@ -182,7 +182,7 @@ impl Overlay {
 mod tests {
     use super::*;
 
-    fn object(partition: u16, i: usize) -> (Vec<u8>, ObjectKey) {
+    fn object(partition: u16, i: usize) -> (DiskKey, ObjectKey) {
         let key = ObjectKey {
             partition: PartitionId(partition),
             bucket: b"b".as_slice().into(),
@@ -191,7 +191,7 @@ mod tests {
         (format::object_key(&key), key)
     }
 
-    fn stage(objects: &mut StagedObjects, partition: u16, i: usize, seq: u64) -> Vec<u8> {
+    fn stage(objects: &mut StagedObjects, partition: u16, i: usize, seq: u64) -> DiskKey {
         let (k, _) = object(partition, i);
         objects.insert(k.clone(), Staged { seq, item: None });
         k

@@ -17,7 +17,7 @@ use cairn_ring::{NodeId, PartitionId};
 use redb::ReadTransaction;
 
 use crate::error::{storage_error, table_error, txn_error};
-use crate::format::{self, MetaKey, HINTS, META, OBJECTS};
+use crate::format::{self, DiskKey, MetaKey, HINTS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
 use crate::warm::Warm;
@@ -79,7 +79,7 @@ pub(crate) struct ObjectsView {
 /// (`None`: no such object).
 #[derive(Debug)]
 pub(crate) struct LastRead {
-    key: Vec<u8>,
+    key: DiskKey,
     hash: Option<u64>,
 }
 
@@ -339,7 +339,10 @@ impl RedbStore {
         }
         self.next_seq = seq;
         let ops = vec![
-            Op::Object { key: k, record },
+            Op::Object {
+                key: k.to_vec(),
+                record,
+            },
             Op::Segment {
                 key: seg_key,
                 hash: seg,
@@ -366,7 +369,7 @@ impl RedbStore {
     }
 
     /// Object `k` from the overlay or, if not staged, from disk: a decode of its record.
-    fn read_object(&self, k: Vec<u8>) -> Result<Option<Value>, StoreError> {
+    fn read_object(&self, k: DiskKey) -> Result<Option<Value>, StoreError> {
         let staged = {
             let overlay = self.shared.overlay();
             overlay.objects.get(&k).map(|e| e.item.clone())
@@ -389,14 +392,14 @@ impl RedbStore {
         Ok(record.map(|(_, value)| value))
     }
 
-    fn remember_read(&self, key: Vec<u8>, hash: Option<u64>) {
+    fn remember_read(&self, key: DiskKey, hash: Option<u64>) {
         *self.last_read.borrow_mut() = Some(LastRead { key, hash });
     }
 
     /// The state hash [`remember_read`](Self::remember_read) kept for `k`, if it was `k`.
     fn remembered_hash(&self, k: &[u8]) -> Option<Option<u64>> {
         let last = self.last_read.borrow();
-        last.as_ref().filter(|r| r.key == k).map(|r| r.hash)
+        last.as_ref().filter(|r| r.key[..] == *k).map(|r| r.hash)
     }
 
     /// The state hash of object `k`, staged or committed.

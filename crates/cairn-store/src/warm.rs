@@ -25,6 +25,8 @@ use std::hash::BuildHasher;
 use cairn_crdt::Value;
 use indexmap::IndexMap;
 
+use crate::format::DiskKey;
+
 /// Decoded bytes estimated per byte of a record, for values other than sets: a map's
 /// fields or a register's bytes are close to their encoding, and this leaves room.
 const DECODED_PER_RECORD_BYTE: u64 = 8;
@@ -66,7 +68,7 @@ struct Entry {
 
 /// See the module docs.
 pub(crate) struct Warm {
-    entries: IndexMap<Vec<u8>, Entry>,
+    entries: IndexMap<DiskKey, Entry>,
     /// Sum of the entries' costs.
     bytes: u64,
     max: u64,
@@ -100,7 +102,7 @@ impl Warm {
     }
 
     /// Keeps `value` (state hash `hash`, record `record_len` bytes) as object `k`'s latest.
-    pub(crate) fn put(&mut self, k: Vec<u8>, value: Value, hash: u64, record_len: usize) {
+    pub(crate) fn put(&mut self, k: DiskKey, value: Value, hash: u64, record_len: usize) {
         self.remove(&k);
         let cost = cost(&value, record_len, k.len());
         if cost > self.max / ENTRY_SHARE_MAX {
@@ -171,7 +173,7 @@ mod tests {
     fn take_hands_over_the_value_itself_and_leaves_no_entry() {
         let mut w = Warm::new(1 << 20);
         let (v, at) = set();
-        w.put(b"k".to_vec(), v.clone(), 7, 10);
+        w.put(DiskKey::from_slice(b"k"), v.clone(), 7, 10);
         let (taken, hash) = w.take(b"k").unwrap();
         assert_eq!((&taken, hash), (&v, 7));
         assert_eq!(w.usage(), (0, 0));
@@ -179,7 +181,7 @@ mod tests {
         // Not a copy: the same member bytes come back.
         let (v, at2) = set();
         assert_ne!(at, at2);
-        w.put(b"k".to_vec(), v, 8, 10);
+        w.put(DiskKey::from_slice(b"k"), v, 8, 10);
         let (taken, _) = w.take(b"k").unwrap();
         assert_eq!(member_ptr(&taken), at2);
     }
@@ -189,7 +191,7 @@ mod tests {
         let mut w = Warm::new(1 << 20);
         let (v, at) = set();
         let expected = v.clone();
-        w.put(b"k".to_vec(), v, 3, 10);
+        w.put(DiskKey::from_slice(b"k"), v, 3, 10);
         let (copy, hash) = w.get(b"k").unwrap();
         assert_eq!((&copy, hash), (&expected, 3));
         assert_ne!(member_ptr(&copy), at, "a copy, not the kept value");
@@ -222,23 +224,23 @@ mod tests {
         let max = each * 10;
         let mut w = Warm::new(max);
         for i in 0..1000u32 {
-            w.put(i.to_le_bytes().to_vec(), counter(), 0, 100);
+            w.put(DiskKey::from_slice(&i.to_le_bytes()), counter(), 0, 100);
             let (n, bytes) = w.usage();
             assert!(bytes <= max, "{bytes} > {max} after {i}");
             assert_eq!(bytes, n as u64 * each);
         }
         assert_eq!(w.usage().0, 10, "full, by evicting one entry per put");
-        w.put(b"big".to_vec(), counter(), 0, 1 << 20);
+        w.put(DiskKey::from_slice(b"big"), counter(), 0, 1 << 20);
         assert!(w.get(b"big").is_none());
         // Putting a key again replaces its entry rather than adding a second one.
-        w.put(b"wxyz".to_vec(), counter(), 1, 100);
-        w.put(b"wxyz".to_vec(), counter(), 2, 100);
+        w.put(DiskKey::from_slice(b"wxyz"), counter(), 1, 100);
+        w.put(DiskKey::from_slice(b"wxyz"), counter(), 2, 100);
         assert_eq!(w.get(b"wxyz").map(|(_, h)| h), Some(2));
         assert_eq!(w.usage().1, w.usage().0 as u64 * each);
         // An oversized write of a kept key drops the old entry too.
-        w.put(b"wxyz".to_vec(), counter(), 3, 1 << 20);
+        w.put(DiskKey::from_slice(b"wxyz"), counter(), 3, 1 << 20);
         assert!(w.get(b"wxyz").is_none());
-        w.put(b"abcd".to_vec(), counter(), 1, 100);
+        w.put(DiskKey::from_slice(b"abcd"), counter(), 1, 100);
         w.remove(b"abcd");
         assert!(w.get(b"abcd").is_none());
     }
@@ -246,7 +248,7 @@ mod tests {
     #[test]
     fn a_zero_budget_keeps_nothing() {
         let mut w = Warm::new(0);
-        w.put(b"k".to_vec(), counter(), 0, 1);
+        w.put(DiskKey::from_slice(b"k"), counter(), 0, 1);
         assert_eq!(w.usage(), (0, 0));
     }
 }
