@@ -339,10 +339,7 @@ impl RedbStore {
         }
         self.next_seq = seq;
         let ops = vec![
-            Op::Object {
-                key: k.to_vec(),
-                record,
-            },
+            Op::Object { key: k, record },
             Op::Segment {
                 key: seg_key,
                 hash: seg,

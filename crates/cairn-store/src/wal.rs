@@ -52,6 +52,7 @@ use cairn_core::StoreError;
 use redb::StorageBackend;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::format::DiskKey;
 use crate::writer::Op;
 
 /// Bytes reserved for the header at the start of the file.
@@ -491,8 +492,16 @@ impl<'a> Reader<'a> {
         self.array().map(u64::from_le_bytes)
     }
     fn bytes(&mut self) -> Option<Vec<u8>> {
+        self.slice().map(<[u8]>::to_vec)
+    }
+
+    fn key(&mut self) -> Option<DiskKey> {
+        self.slice().map(DiskKey::from_slice)
+    }
+
+    fn slice(&mut self) -> Option<&'a [u8]> {
         let n = u32::from_le_bytes(self.array()?);
-        self.take(usize::try_from(n).ok()?).map(<[u8]>::to_vec)
+        self.take(usize::try_from(n).ok()?)
     }
 }
 
@@ -503,11 +512,11 @@ pub(crate) fn decode_ops(payload: &[u8]) -> Option<Vec<Op>> {
     while let Some(&[tag]) = r.take(1) {
         ops.push(match tag {
             TAG_OBJECT => Op::Object {
-                key: r.bytes()?,
+                key: r.key()?,
                 record: Some(r.bytes()?),
             },
             TAG_OBJECT_REMOVAL => Op::Object {
-                key: r.bytes()?,
+                key: r.key()?,
                 record: None,
             },
             TAG_SEGMENT => Op::Segment {
@@ -578,7 +587,7 @@ mod tests {
     fn batch(i: u8) -> Vec<Op> {
         vec![
             Op::Object {
-                key: vec![0, 1, i],
+                key: DiskKey::from_slice(&[0, 1, i]),
                 record: Some(vec![i; 3]),
             },
             Op::Segment {
@@ -586,7 +595,7 @@ mod tests {
                 hash: u64::from(i) * 7,
             },
             Op::Object {
-                key: vec![9],
+                key: DiskKey::from_slice(&[9]),
                 record: None,
             },
             Op::Hint {
@@ -776,8 +785,10 @@ mod tests {
     fn arb_op() -> impl Strategy<Value = Op> {
         let bytes = || proptest::collection::vec(any::<u8>(), 0..40);
         prop_oneof![
-            (bytes(), proptest::option::of(bytes()))
-                .prop_map(|(key, record)| Op::Object { key, record }),
+            (bytes(), proptest::option::of(bytes())).prop_map(|(key, record)| Op::Object {
+                key: DiskKey::from_vec(key),
+                record
+            }),
             (any::<[u8; 4]>(), any::<u64>()).prop_map(|(key, hash)| Op::Segment { key, hash }),
             (bytes(), proptest::option::of(bytes()))
                 .prop_map(|(key, record)| Op::Hint { key, record }),

@@ -22,7 +22,7 @@ use cairn_core::{StoreError, WriteToken};
 use redb::{Database, WriteTransaction};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
-use crate::format::{MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{DiskKey, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
 use crate::overlay::Overlay;
 use crate::wal::{Applied, Wal};
 use crate::Durability;
@@ -31,7 +31,7 @@ use crate::Durability;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     Object {
-        key: Vec<u8>,
+        key: DiskKey,
         record: Option<Vec<u8>>,
     },
     Segment {
@@ -398,15 +398,19 @@ fn write_bytes(w: &Write) -> usize {
         .map(|op| {
             OP_OVERHEAD_BYTES
                 + match op {
-                    Op::Object { key, record } | Op::Hint { key, record } => {
-                        key.len() + record.as_ref().map_or(0, Vec::len) + 9
-                    }
+                    Op::Object { key, record } => row_bytes(key, record),
+                    Op::Hint { key, record } => row_bytes(key, record),
                     Op::Segment { .. } => 13,
                     Op::Totals { .. } => 25,
                     Op::Node(r) => r.len() + 5,
                 }
         })
         .sum()
+}
+
+/// A row's share of [`write_bytes`]: its key, its record, a tag and two lengths.
+fn row_bytes(key: &[u8], record: &Option<Vec<u8>>) -> usize {
+    key.len() + record.as_ref().map_or(0, Vec::len) + 9
 }
 
 /// Waits until `bytes` more fit under [`UNAPPLIED_BYTES_MAX`] (or nothing is unapplied)
@@ -621,7 +625,7 @@ fn coalesce<'a>(ops: impl Iterator<Item = &'a Op>) -> Vec<&'a Op> {
 /// (their 4-byte keys never equal an object's longer key).
 fn row(op: &Op) -> (u8, &[u8]) {
     match op {
-        Op::Object { key, .. } => (0, key),
+        Op::Object { key, .. } => (0, &key[..]),
         Op::Segment { key, .. } => (0, key),
         Op::Hint { key, .. } => (1, key),
         Op::Totals { owner, .. } => (2, owner),
@@ -745,7 +749,7 @@ mod tests {
 
     fn object(key: &[u8], v: u8) -> Op {
         Op::Object {
-            key: key.to_vec(),
+            key: DiskKey::from_slice(key),
             record: Some(vec![v]),
         }
     }
@@ -863,7 +867,7 @@ mod tests {
             },
             object(b"k-2", 2),
             Op::Object {
-                key: b"k-1".to_vec(),
+                key: DiskKey::from_slice(b"k-1"),
                 record: None,
             },
             Op::Node(vec![1]),
@@ -878,7 +882,7 @@ mod tests {
                     hash: 5
                 },
                 Op::Object {
-                    key: b"k-1".to_vec(),
+                    key: DiskKey::from_slice(b"k-1"),
                     record: None
                 },
                 object(b"k-2", 2),
