@@ -1,7 +1,6 @@
 //! The native client protocol (ALPN `cairn-client/1`, `cairn_proto::client`): decode a
 //! request, run it through the core like an HTTP request, encode the answer.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use cairn_core::{
@@ -13,8 +12,8 @@ use cairn_proto::client::{
     self as wire, Action, ErrorKind, ErrorReply, KeyRequest, Request, Response,
 };
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
 
+use crate::batch_reply::{BatchReplies, Outcome};
 use crate::core_loop::{ClientResult, CoreHandle, Event, Refused};
 
 /// Default deadline when a request names none (the bucket default).
@@ -30,11 +29,7 @@ pub async fn handle(core: &CoreHandle, bytes: &[u8]) -> Vec<u8> {
             Ok(pending) => pending.finish().await,
             Err(resp) => resp,
         },
-        Ok(Request::Batch(items)) => {
-            // Queue every request first so the core works on them together.
-            let started: Vec<_> = items.into_iter().map(|k| start(core, k)).collect();
-            Response::Batch(finish_all(started).await)
-        }
+        Ok(Request::Batch(items)) => Response::Batch(batch(core, items).await),
         Ok(Request::Nodes) => nodes(core).await,
         Err(e) => error(ErrorKind::Invalid, format!("malformed client request: {e}")),
     };
@@ -60,65 +55,102 @@ struct Pending {
 
 impl Pending {
     async fn finish(self) -> Response {
-        let expired = tokio::time::sleep(self.timeout);
-        tokio::pin!(expired);
-        self.finish_by(expired).await
-    }
-
-    /// The answer, or a timeout once `expired` has fired and the core has not answered.
-    async fn finish_by(self, expired: Pin<&mut Sleep>) -> Response {
-        tokio::select! {
-            // An answer that is in wins over a timer that has also fired.
-            biased;
-            answer = self.rx => match answer {
-                Ok(result) => response(result),
-                // The core dropped the request unanswered (it stopped): it may have been
-                // applied, so this is indeterminate, never "try elsewhere".
-                Err(_) => error(ErrorKind::Timeout, "the node stopped before answering"),
-            },
-            () = expired => error(ErrorKind::Timeout, "the node did not answer in time"),
+        match tokio::time::timeout(self.timeout, self.rx).await {
+            Ok(Ok(result)) => response(result),
+            Ok(Err(_)) => stopped(),
+            Err(_) => timed_out(),
         }
     }
 }
 
-/// A batch's answers, in order, under one timer: the longest of its requests' waits.
-/// The timer is only the server's guard against a core that never answers (the core
-/// answers each request at its own deadline, `REPLY_SLACK` before this fires); one
-/// timer instead of one per request saved ~3% of the I/O thread's samples with one
-/// node batched 16 per frame.
-async fn finish_all(started: Vec<Result<Pending, Response>>) -> Vec<wire::Answer> {
-    let longest = started
-        .iter()
-        .filter_map(|s| s.as_ref().ok().map(|p| p.timeout))
-        .max()
-        .unwrap_or_default();
-    let expired = tokio::time::sleep(longest);
-    tokio::pin!(expired);
-    let mut out = Vec::with_capacity(started.len());
-    for s in started {
-        let response = match s {
-            Ok(pending) => pending.finish_by(expired.as_mut()).await,
-            Err(resp) => resp,
-        };
-        out.push(response.into_answer());
-    }
-    out
+/// The core dropped a request unanswered (it stopped): it may have been applied, so
+/// this is indeterminate, never "try elsewhere".
+fn stopped() -> Response {
+    error(ErrorKind::Timeout, "the node stopped before answering")
+}
+
+fn timed_out() -> Response {
+    error(ErrorKind::Timeout, "the node did not answer in time")
 }
 
 fn start(core: &CoreHandle, k: KeyRequest) -> Result<Pending, Response> {
     let request = request(k)?;
-    let timeout = Duration::from_millis(request.options.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS))
-        + REPLY_SLACK;
+    let timeout = reply_wait(&request);
     let (reply, rx) = oneshot::channel();
     core.send(Event::Client { request, reply })
-        .map_err(|r| match r {
-            Refused::Overloaded => error(
-                ErrorKind::Overloaded,
-                "the node's request queue is full; back off",
-            ),
-            Refused::Stopped => error(ErrorKind::Unavailable, "the node is shutting down"),
-        })?;
+        .map_err(refusal)?;
     Ok(Pending { rx, timeout })
+}
+
+/// How long the server waits for the core's answer to `request`.
+fn reply_wait(request: &ClientRequest) -> Duration {
+    Duration::from_millis(request.options.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS)) + REPLY_SLACK
+}
+
+fn refusal(r: Refused) -> Response {
+    match r {
+        Refused::Overloaded => error(
+            ErrorKind::Overloaded,
+            "the node's request queue is full; back off",
+        ),
+        Refused::Stopped => error(ErrorKind::Unavailable, "the node is shutting down"),
+    }
+}
+
+/// A batch: every request is queued first, so the core works on them together, and
+/// their answers are gathered in one [`BatchReplies`] (one allocation and one wake-up
+/// for the batch, where a channel per request cost both per request).
+async fn batch(core: &CoreHandle, items: Vec<KeyRequest>) -> Vec<wire::Answer> {
+    let (replies, slots) = BatchReplies::new(items.len());
+    let mut refused = Vec::with_capacity(items.len());
+    let mut longest = Duration::ZERO;
+    for (k, slot) in items.into_iter().zip(slots) {
+        // A request refused here drops its slot; its refusal is its answer.
+        let queued = request(k).and_then(|request| {
+            let wait = reply_wait(&request);
+            core.send(Event::ClientInBatch { request, slot })
+                .map_err(refusal)?;
+            Ok(wait)
+        });
+        match queued {
+            Ok(wait) => {
+                longest = longest.max(wait);
+                refused.push(None);
+            }
+            Err(resp) => refused.push(Some(resp)),
+        }
+    }
+    gather(&replies, refused, longest).await
+}
+
+/// A batch's answers, in order, under one timer: the longest of its requests' waits.
+/// The timer is only the server's guard against a core that never answers (the core
+/// answers each request at its own deadline, `REPLY_SLACK` before this fires).
+async fn gather(
+    replies: &BatchReplies,
+    refused: Vec<Option<Response>>,
+    longest: Duration,
+) -> Vec<wire::Answer> {
+    tokio::select! {
+        // Answers that are all in win over a timer that has also fired.
+        biased;
+        () = replies.all_in() => {}
+        () = tokio::time::sleep(longest) => {}
+    }
+    let outcomes = replies.take();
+    refused
+        .into_iter()
+        .zip(outcomes)
+        .map(|(refusal, outcome)| {
+            let response = match (refusal, outcome) {
+                (Some(refusal), _) => refusal,
+                (None, Some(Outcome::Answered(result))) => response(result),
+                (None, Some(Outcome::Dropped)) => stopped(),
+                (None, None) => timed_out(),
+            };
+            response.into_answer()
+        })
+        .collect()
 }
 
 /// A wire request as the core's request, checked at the edge.
@@ -238,12 +270,7 @@ async fn nodes(core: &CoreHandle) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pending(timeout_ms: u64) -> (oneshot::Sender<ClientResult>, Pending) {
-        let (tx, rx) = oneshot::channel();
-        let timeout = Duration::from_millis(timeout_ms);
-        (tx, Pending { rx, timeout })
-    }
+    use std::sync::Arc;
 
     fn kind(answer: &wire::Answer) -> Option<(ErrorKind, &str)> {
         match answer {
@@ -252,23 +279,27 @@ mod tests {
         }
     }
 
-    /// A batch under one timer: answers come back in order, an answer that is in wins
-    /// over the expired timer, a request the core never answers times out, one it
-    /// dropped is "stopped", and a request refused at the edge keeps its refusal.
+    /// A batch under one timer: answers come back in order, an answer that comes in
+    /// after the first request's own wait but within the batch's longest is taken, a
+    /// request the core never answers times out, one it dropped is "stopped", and a
+    /// request refused at the edge keeps its refusal.
     #[tokio::test(flavor = "current_thread")]
     async fn a_batch_answers_in_order_under_one_timer() {
-        let (answered_late, late) = pending(10);
-        let (never, silent) = pending(50);
-        let (dropped, gone) = pending(10);
-        drop(dropped);
-        let refused = error(ErrorKind::Overloaded, "full");
-        let started = vec![Ok(late), Ok(silent), Err(refused), Ok(gone)];
-        let waiting = tokio::spawn(finish_all(started));
-        // Answered after the first request's own wait, within the batch's longest.
+        let (replies, slots) = BatchReplies::new(4);
+        let mut slots = slots.into_iter();
+        let (late, silent, refused_slot, dropped) =
+            (slots.next(), slots.next(), slots.next(), slots.next());
+        drop((refused_slot, dropped));
+        let refused = vec![None, None, Some(error(ErrorKind::Overloaded, "full")), None];
+        let waiting = tokio::spawn({
+            let replies = Arc::clone(&replies);
+            async move { gather(&replies, refused, Duration::from_millis(50)).await }
+        });
+        // Answered after 10 ms (a request's own wait, say), within the batch's 50 ms.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let _ = answered_late.send(Ok(ClientReply::Applied));
+        late.map(|s| s.send(Ok(ClientReply::Applied)));
         let out = waiting.await.expect("the batch task");
-        drop(never);
+        drop(silent);
         assert_eq!(out.len(), 4);
         assert_eq!(out[0], wire::Answer::Applied);
         assert_eq!(

@@ -35,6 +35,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{Receiver, Sender};
 use tokio::sync::oneshot;
 
+use crate::batch_reply::BatchSlot;
 use crate::metrics::{Finished, Metrics, RequestKind};
 use crate::peer::Outbound;
 use crate::state::StateDir;
@@ -74,6 +75,13 @@ pub enum Event {
         request: ClientRequest,
         /// Where the answer goes.
         reply: oneshot::Sender<ClientResult>,
+    },
+    /// A client request that is one of a batch: its answer goes to the batch's slot.
+    ClientInBatch {
+        /// The request.
+        request: ClientRequest,
+        /// Its place among the batch's answers.
+        slot: BatchSlot,
     },
     /// A message from a peer.
     Peer {
@@ -206,9 +214,25 @@ impl Clock {
     }
 }
 
+/// Where a client request's answer goes.
+enum ReplyTo {
+    One(oneshot::Sender<ClientResult>),
+    InBatch(BatchSlot),
+}
+
+impl ReplyTo {
+    fn send(self, result: ClientResult) {
+        match self {
+            // A requester that gave up no longer listens: nothing to do.
+            ReplyTo::One(reply) => drop(reply.send(result)),
+            ReplyTo::InBatch(slot) => slot.send(result),
+        }
+    }
+}
+
 /// A client request waiting for its answer.
 struct Waiting {
-    reply: oneshot::Sender<ClientResult>,
+    reply: ReplyTo,
     kind: RequestKind,
     since: Instant,
 }
@@ -380,30 +404,10 @@ impl Core {
     fn handle(&mut self, event: Event, now: Now) {
         match event {
             Event::Client { request, reply } => {
-                let tag = ClientTag(self.next_tag);
-                self.next_tag += 1;
-                let waiting = Waiting {
-                    reply,
-                    kind: kind_of(&request),
-                    since: now.at,
-                };
-                let kind = waiting.kind;
-                self.replies.insert(tag, waiting);
-                self.node.handle_client(now.ms, tag, request);
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    // The coordinator's id: peer messages about this request carry it.
-                    let req = self
-                        .node
-                        .request_for(tag)
-                        .map(|id| format!("{}:{}", status::node_name(self.node.id()), id.0));
-                    tracing::debug!(
-                        tag = tag.0,
-                        req,
-                        op = kind.op,
-                        ty = kind.ty,
-                        "client request"
-                    );
-                }
+                self.client_request(request, ReplyTo::One(reply), now)
+            }
+            Event::ClientInBatch { request, slot } => {
+                self.client_request(request, ReplyTo::InBatch(slot), now)
             }
             Event::Peer { from, msg } => self.node.handle_peer(now.ms, from, msg),
             Event::Join { id, role, reply } => {
@@ -419,6 +423,33 @@ impl Core {
             Event::Shutdown { done, .. } => {
                 let _ = done.send(Err("shutdown handled twice".into()));
             }
+        }
+    }
+
+    fn client_request(&mut self, request: ClientRequest, reply: ReplyTo, now: Now) {
+        let tag = ClientTag(self.next_tag);
+        self.next_tag += 1;
+        let waiting = Waiting {
+            reply,
+            kind: kind_of(&request),
+            since: now.at,
+        };
+        let kind = waiting.kind;
+        self.replies.insert(tag, waiting);
+        self.node.handle_client(now.ms, tag, request);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The coordinator's id: peer messages about this request carry it.
+            let req = self
+                .node
+                .request_for(tag)
+                .map(|id| format!("{}:{}", status::node_name(self.node.id()), id.0));
+            tracing::debug!(
+                tag = tag.0,
+                req,
+                op = kind.op,
+                ty = kind.ty,
+                "client request"
+            );
         }
     }
 
@@ -475,7 +506,7 @@ impl Core {
                                 outcome,
                                 took,
                             });
-                            let _ = w.reply.send(result);
+                            w.reply.send(result);
                         }
                     }
                     Output::Send { to, msg } if to == self.node.id() => local.push(msg),
@@ -534,7 +565,7 @@ impl Core {
         for (_, w) in self.replies.drain() {
             // Still in flight after the grace period: possibly applied, so indeterminate.
             let e = ClientError::Unavailable("the coordinator did not answer in time");
-            let _ = w.reply.send(Err(e));
+            w.reply.send(Err(e));
         }
         // Closing flushes the store and waits for its threads: off the runtime's threads.
         let store = self.node.into_store();
@@ -550,6 +581,9 @@ impl Core {
         match event {
             Event::Client { reply, .. } => {
                 let _ = reply.send(Err(ClientError::Unavailable("the node is shutting down")));
+            }
+            Event::ClientInBatch { slot, .. } => {
+                slot.send(Err(ClientError::Unavailable("the node is shutting down")));
             }
             event => self.handle(event, self.clock.now()),
         }

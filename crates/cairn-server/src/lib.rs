@@ -15,6 +15,7 @@
 //! after a graceful shutdown: stop accepting HTTP, finish requests in flight, close the
 //! store (flush and mark it clean), close QUIC.
 
+pub mod batch_reply;
 pub mod client_api;
 pub mod config;
 pub mod core_loop;

@@ -299,7 +299,8 @@ impl RedbStore {
         self.check_writable()?;
         self.release_stale_view();
         let k = format::object_key(&key);
-        let segment = segment_of(&key);
+        // The on-disk key begins with the segment: read, not hashed again.
+        let segment = format::key_segment(&k).unwrap_or_else(|| segment_of(&key));
         let partition = key.partition;
         let seg_key = format::segment_key(key.partition, segment);
         let old = self.current_hash(&k)?;
