@@ -121,17 +121,18 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_batch_wakes_once_every_slot_is_filled_in_any_order() {
         let (batch, slots) = BatchReplies::new(3);
-        let mut slots = slots.into_iter();
-        let (a, b, c) = (slots.next(), slots.next(), slots.next());
+        let Ok([a, b, c]) = <[BatchSlot; 3]>::try_from(slots) else {
+            panic!("three slots for three requests");
+        };
         let waiting = tokio::spawn({
             let batch = Arc::clone(&batch);
             async move { batch.all_in().await }
         });
-        c.map(|s| s.send(Ok(ClientReply::Deleted)));
+        c.send(Ok(ClientReply::Deleted));
         drop(a); // the core stopped before answering it
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "one answer is still missing");
-        b.map(|s| s.send(Ok(ClientReply::Applied)));
+        b.send(Ok(ClientReply::Applied));
         waiting.await.expect("the waiting task");
         let got = batch.take();
         assert!(matches!(got[0], Some(Outcome::Dropped)));

@@ -270,6 +270,7 @@ async fn nodes(core: &CoreHandle) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch_reply::BatchSlot;
     use std::sync::Arc;
 
     fn kind(answer: &wire::Answer) -> Option<(ErrorKind, &str)> {
@@ -286,9 +287,9 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_batch_answers_in_order_under_one_timer() {
         let (replies, slots) = BatchReplies::new(4);
-        let mut slots = slots.into_iter();
-        let (late, silent, refused_slot, dropped) =
-            (slots.next(), slots.next(), slots.next(), slots.next());
+        let Ok([late, silent, refused_slot, dropped]) = <[BatchSlot; 4]>::try_from(slots) else {
+            panic!("four slots for four requests");
+        };
         drop((refused_slot, dropped));
         let refused = vec![None, None, Some(error(ErrorKind::Overloaded, "full")), None];
         let waiting = tokio::spawn({
@@ -297,7 +298,7 @@ mod tests {
         });
         // Answered after 10 ms (a request's own wait, say), within the batch's 50 ms.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        late.map(|s| s.send(Ok(ClientReply::Applied)));
+        late.send(Ok(ClientReply::Applied));
         let out = waiting.await.expect("the batch task");
         drop(silent);
         assert_eq!(out.len(), 4);
