@@ -10,7 +10,7 @@
 //! redb, many per transaction (see `wal` for why and for what the two agree on), and
 //! drops them from the overlay.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{
     sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
@@ -612,13 +612,17 @@ impl Gather {
 
 /// The last op for each row, in key order. Every op writes a whole row, so earlier ops
 /// on the same row in a batch are dead; and inserting in key order walks the tree once,
-/// leaf after leaf, instead of jumping about it.
+/// leaf after leaf, instead of jumping about it. Found by hashing, then sorted: a window
+/// holds many writes to few rows (one node batched: ~130k ops on ~20k rows), and a
+/// B-tree of rows compared keys ~15 times per op.
 fn coalesce<'a>(ops: impl Iterator<Item = &'a Op>) -> Vec<&'a Op> {
-    let mut last: BTreeMap<(u8, &'a [u8]), &'a Op> = BTreeMap::new();
+    let mut last: HashMap<(u8, &'a [u8]), &'a Op> = HashMap::new();
     for op in ops {
         last.insert(row(op), op);
     }
-    last.into_values().collect()
+    let mut rows: Vec<((u8, &'a [u8]), &'a Op)> = last.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rows.into_iter().map(|(_, op)| op).collect()
 }
 
 /// Which table and key `op` writes. Segment rows share the `objects` table with objects
