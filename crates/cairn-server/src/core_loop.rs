@@ -7,7 +7,7 @@
 //! ARCHITECTURE.md, "The node runs as a task on the I/O runtime"). Everything reaches it
 //! as an [`Event`] through one bounded channel; it handles what is queued, a turn at a
 //! time, and its outputs leave as peer sends (spawned on the runtime) and client replies
-//! (oneshot channels).
+//! (oneshot channels, or a client batch's slots in its `batch_reply::BatchReplies`).
 //!
 //! Its calls into the store do not wait on the disk: writes are staged and made durable
 //! by the store's own threads, which report back with [`Event::Persisted`]. Some calls

@@ -101,15 +101,6 @@ pub struct Finished {
 }
 
 impl Metrics {
-    /// Counts a finished request with `outcome` (`ok` or an error code) after `took`.
-    pub fn request(&self, kind: RequestKind, outcome: &'static str, took: Duration) {
-        self.requests_finished(&[Finished {
-            kind,
-            outcome,
-            took,
-        }]);
-    }
-
     /// Counts finished requests under one lock: the core answers a log commit's worth
     /// (hundreds, under load) at once. A run of requests with the same labels is one
     /// map update.
@@ -427,8 +418,8 @@ mod tests {
             outcome,
             took,
         };
-        m.request(kind, "ok", Duration::from_micros(300));
         m.requests_finished(&[
+            done(kind, "ok", Duration::from_micros(300)),
             done(kind, "ok", Duration::from_millis(30)),
             done(read, "ok", Duration::from_millis(1)),
             done(kind, "quorum_not_reached", Duration::from_millis(3)),

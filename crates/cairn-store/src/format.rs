@@ -132,45 +132,20 @@ pub(crate) fn plain_key(key: &ObjectKey) -> Vec<u8> {
     out
 }
 
-fn push_plain_key(out: &mut impl KeyBytes, key: &ObjectKey) {
-    out.extend_from_slice(&key.partition.0.to_be_bytes());
+fn push_plain_key(out: &mut impl Extend<u8>, key: &ObjectKey) {
+    out.extend(key.partition.0.to_be_bytes());
     push_escaped(out, key);
 }
 
 /// `[escaped bucket] [00 00] [key]`.
-fn push_escaped(out: &mut impl KeyBytes, key: &ObjectKey) {
+fn push_escaped(out: &mut impl Extend<u8>, key: &ObjectKey) {
     for &b in key.bucket.iter() {
-        out.push(b);
-        if b == 0 {
-            out.push(1);
-        }
+        // A zero in the bucket is escaped as `00 01`, so `00 00` ends it.
+        let escaped = [b, 1];
+        out.extend(escaped[..if b == 0 { 2 } else { 1 }].iter().copied());
     }
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&key.key);
-}
-
-/// Where keys are encoded: a `Vec` or a [`DiskKey`].
-trait KeyBytes {
-    fn push(&mut self, b: u8);
-    fn extend_from_slice(&mut self, bytes: &[u8]);
-}
-
-impl KeyBytes for Vec<u8> {
-    fn push(&mut self, b: u8) {
-        Vec::push(self, b);
-    }
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        Vec::extend_from_slice(self, bytes);
-    }
-}
-
-impl KeyBytes for DiskKey {
-    fn push(&mut self, b: u8) {
-        SmallVec::push(self, b);
-    }
-    fn extend_from_slice(&mut self, bytes: &[u8]) {
-        SmallVec::extend_from_slice(self, bytes);
-    }
+    out.extend([0, 0]);
+    out.extend(key.key.iter().copied());
 }
 
 /// Decodes [`object_key`], checking that the segment is the key's.

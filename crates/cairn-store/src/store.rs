@@ -655,13 +655,14 @@ impl Store for RedbStore {
             o.objects
                 .in_partition(partition)
                 .filter(|(k, _)| format::key_segment(k).is_some_and(|s| wanted.contains(&s)))
-                .map(|(k, e)| {
-                    let key = format::decode_object_key(k)?;
-                    Ok((key, e.item.as_ref().map(|s| s.hash)))
-                })
-                .collect::<Result<BTreeMap<_, _>, StoreError>>()
+                .map(|(k, e)| (DiskKey::from_slice(k), e.item.as_ref().map(|s| s.hash)))
+                .collect::<Vec<_>>()
         })?;
-        let staged = staged?;
+        // Decoded once the overlay lock is let go: the writers take it too.
+        let staged = staged
+            .into_iter()
+            .map(|(k, hash)| Ok((format::decode_object_key(&k)?, hash)))
+            .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
         // Objects are keyed by segment first: each wanted segment is one range.
         let t = txn.open_table(OBJECTS).map_err(table_error)?;
         let mut found: BTreeMap<ObjectKey, u64> = BTreeMap::new();

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_core::{NodeMeta, Store};
+use cairn_core::{NodeMeta, Store, WriteToken};
 use cairn_crdt::{Value, ValueType};
 use cairn_ring::{NodeId, PartitionId};
 use cairn_store::{Durability, RedbStore, RotationReason};
@@ -405,6 +405,21 @@ fn group_commit_shares_fsyncs_and_wakes_the_driver() {
     );
 }
 
+/// Waits until the store reports `token` durable (it is reported once).
+fn until_durable(s: &mut RedbStore, token: WriteToken) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !s
+        .wait_persisted(Duration::from_secs(10))
+        .unwrap()
+        .contains(&token)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "write {token:?} never reported durable"
+        );
+    }
+}
+
 #[test]
 fn the_appliers_backlog_is_reported_until_it_catches_up() {
     let dir = TempDir::new("backlog");
@@ -416,11 +431,7 @@ fn the_appliers_backlog_is_reported_until_it_catches_up() {
     let mut seen = None;
     for _ in 0..200 {
         let token = s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
-        while !s
-            .wait_persisted(Duration::from_secs(10))
-            .unwrap()
-            .contains(&token)
-        {}
+        until_durable(&mut s, token);
         let stats = s.stats();
         if stats.unapplied_writes > 0 {
             seen = Some(stats);
@@ -453,11 +464,7 @@ fn the_applier_puts_many_log_batches_in_one_redb_transaction() {
         // One write at a time, each durable before the next (one log batch each), and
         // spread out in time as a node's writes are.
         let token = s.stage_object(key(&mut rng), value(&mut rng)).unwrap();
-        while !s
-            .wait_persisted(Duration::from_secs(10))
-            .unwrap()
-            .contains(&token)
-        {}
+        until_durable(&mut s, token);
         std::thread::sleep(Duration::from_millis(5));
     }
     let windows = started.elapsed().as_millis() / cairn_store::APPLY_WAIT.as_millis();
