@@ -3,15 +3,16 @@
 //! [`RedbStore::audit`] checks the stored ones against a rebuild.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use cairn_core::aae::{leaf, segment_of, state_hash};
 use cairn_core::StoreError;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
 use crate::format::{
-    self, MetaKey, AAE_KEYS_V1, AAE_SEGMENTS_V2, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS,
-    OBJECTS_UPGRADE,
+    self, MetaKey, AAE_KEYS_V1, AAE_SEGMENTS_V2, FORMAT_VERSION, HINTS, HINT_TOTALS, LARGE_OBJECTS,
+    META, OBJECTS, OBJECTS_UPGRADE,
 };
 use crate::store::RedbStore;
 
@@ -21,6 +22,8 @@ struct Derived {
     segments: BTreeMap<[u8; 4], u64>,
     totals: BTreeMap<[u8; 8], (u64, u64)>,
     objects: u64,
+    /// Objects whose record is in `large_objects`.
+    large: u64,
     hints: u64,
 }
 
@@ -29,6 +32,8 @@ struct Derived {
 pub struct Audit {
     /// Objects stored.
     pub objects: u64,
+    /// Of those, the objects whose record is kept in `large_objects`.
+    pub large_objects: u64,
     /// Hints stored.
     pub hints: u64,
     /// Every disagreement between a derived table and the objects or hints; empty when the
@@ -44,6 +49,7 @@ type Table<'t> = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 /// collected into `stored` instead of being read as objects.
 fn derive(
     objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    large: Option<&Table<'_>>,
     decode_key: fn(&[u8]) -> Result<cairn_core::ObjectKey, StoreError>,
     segment_rows: bool,
     hints: &impl ReadableTable<&'static [u8], &'static [u8]>,
@@ -59,7 +65,8 @@ fn derive(
             continue;
         }
         let key = decode_key(k.value())?;
-        let (hash, value) = format::decode_object_record(v.value())?;
+        let (hash, value) = format::decode_object_row(large, k.value(), v.value())?;
+        d.large += u64::from(format::is_large_stub(v.value()));
         if state_hash(&value) != hash {
             return Err(StoreError::Corrupt(format!(
                 "object {key:?}: stored state hash is stale"
@@ -116,8 +123,10 @@ impl RedbStore {
     pub fn audit(&self) -> Result<Audit, StoreError> {
         let txn = self.shared.db.begin_read().map_err(txn_error)?;
         let mut have = BTreeMap::new();
+        let large = open(&txn, LARGE_OBJECTS)?;
         let want = derive(
             &open(&txn, OBJECTS)?,
+            Some(&large),
             format::decode_object_key,
             true,
             &open(&txn, HINTS)?,
@@ -138,6 +147,13 @@ impl RedbStore {
                 "aae segment {k:?} stored but no object hashes there"
             ));
         }
+        let large_rows = large.len().map_err(storage_error)?;
+        if large_rows != want.large {
+            problems.push(format!(
+                "large_objects holds {large_rows} records for {} stubs",
+                want.large
+            ));
+        }
         if want.totals != have_totals {
             problems.push(format!(
                 "hint totals: stored {have_totals:?}, expected {:?}",
@@ -146,6 +162,7 @@ impl RedbStore {
         }
         Ok(Audit {
             objects: want.objects,
+            large_objects: want.large,
             hints: want.hints,
             problems,
         })
@@ -160,28 +177,100 @@ impl RedbStore {
 ///   but none of the derived ones.
 /// - Format 1 keyed `objects` by the plain key and kept the `aae_keys` index.
 /// - Format 2 kept the segment hashes in their own `aae_segments` table.
-/// - Format 3 had no write-ahead log; only the format record changes.
+/// - Format 3 had no write-ahead log, which open sets up.
+/// - Format 4 kept every object record inline in `objects`.
 ///
 /// Formats 0 and 1 re-key the objects with their segment (into a side table, renamed over
-/// the old one) and drop `aae_keys`; all three drop `aae_segments`, write the segment hashes
-/// into `objects` and rebuild `hint_totals`, the hashes and totals rebuilt from the objects
-/// and hints.
+/// the old one) and drop `aae_keys`; formats 0 to 2 drop `aae_segments`, write the segment
+/// hashes into `objects` and rebuild `hint_totals`, the hashes and totals rebuilt from the
+/// objects and hints. Every format then gets `large_objects`, with the new format record,
+/// and its large records are moved there ([`move_large_records`]).
 pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
-    if from == 3 {
-        // Format 4 only adds the log, which open sets up: the tables are unchanged.
-        let txn = db.begin_write().map_err(txn_error)?;
-        {
-            let mut meta = txn.open_table(META).map_err(table_error)?;
-            meta.insert(MetaKey::FORMAT, &FORMAT_VERSION.to_le_bytes()[..])
+    match from {
+        0..=2 => rebuild_derived(db, from)?,
+        3 | 4 => {
+            // The tables are those of format 5, less `large_objects`.
+            let txn = db.begin_write().map_err(txn_error)?;
+            txn.open_table(LARGE_OBJECTS).map_err(table_error)?;
+            txn.open_table(META)
+                .map_err(table_error)?
+                .insert(MetaKey::FORMAT, &FORMAT_VERSION.to_le_bytes()[..])
                 .map_err(storage_error)?;
+            txn.commit().map_err(commit_error)?;
         }
-        return txn.commit().map_err(commit_error);
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "no upgrade from format {from}"
+            )))
+        }
     }
-    if from > 2 {
-        return Err(StoreError::Corrupt(format!(
-            "no upgrade from format {from}"
-        )));
+    move_large_records(db)
+}
+
+/// Bytes of records [`move_large_records`] moves per transaction: the upgrade of a large
+/// store holds this much in memory at a time, not the whole file.
+const MOVE_BATCH_BYTES: usize = 64 << 20;
+
+/// Moves every inline object record over [`format::LARGE_RECORD_BYTES`] into
+/// `large_objects`, in synced transactions of about [`MOVE_BATCH_BYTES`] each.
+///
+/// It runs after the format record says 5, where an inline record of any size is valid
+/// (the writer moves one when it next writes it): a crash part way leaves a valid file,
+/// only a slower one, and an old binary refuses it for its format.
+fn move_large_records(db: &Database) -> Result<(), StoreError> {
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let txn = db.begin_write().map_err(txn_error)?;
+        let next = {
+            let mut objects = txn.open_table(OBJECTS).map_err(table_error)?;
+            let mut large = txn.open_table(LARGE_OBJECTS).map_err(table_error)?;
+            let (batch, next) = large_inline_records(&objects, after.as_deref())?;
+            for (k, r) in &batch {
+                crate::writer::put_object(&mut objects, &mut large, k, r).map_err(storage_error)?;
+            }
+            next
+        };
+        txn.commit().map_err(commit_error)?;
+        match next {
+            Some(k) => after = Some(k),
+            None => return Ok(()),
+        }
     }
+}
+
+/// A row's key and value bytes.
+type Row = (Vec<u8>, Vec<u8>);
+
+/// Inline object records over the bound, in key order after `after`, up to about
+/// [`MOVE_BATCH_BYTES`]; and the key to go on after, if the table goes on.
+fn large_inline_records(
+    objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    after: Option<&[u8]>,
+) -> Result<(Vec<Row>, Option<Vec<u8>>), StoreError> {
+    let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut out: Vec<Row> = Vec::new();
+    let mut bytes = 0;
+    for row in objects
+        .range::<&[u8]>((start, Bound::Unbounded))
+        .map_err(storage_error)?
+    {
+        let (k, v) = row.map_err(storage_error)?;
+        // A stub's 9 bytes are never over the bound; segment rows (8 bytes) neither.
+        if format::large_stub(v.value()).is_none() || format::is_segment_key(k.value()) {
+            continue;
+        }
+        bytes += v.value().len();
+        out.push((k.value().to_vec(), v.value().to_vec()));
+        if bytes >= MOVE_BATCH_BYTES {
+            let next = out.last().map(|(k, _)| k.clone());
+            return Ok((out, next));
+        }
+    }
+    Ok((out, None))
+}
+
+/// The upgrade from formats 0 to 2: derived rows rebuilt (see [`upgrade`]).
+fn rebuild_derived(db: &Database, from: u32) -> Result<(), StoreError> {
     let rekey = from < 2;
     let decode_key = if rekey {
         format::decode_plain_key
@@ -191,6 +280,7 @@ pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
     let read = db.begin_read().map_err(txn_error)?;
     let d = derive(
         &open(&read, OBJECTS)?,
+        None,
         decode_key,
         false,
         &open(&read, HINTS)?,
@@ -236,6 +326,7 @@ pub(crate) fn upgrade(db: &Database, from: u32) -> Result<(), StoreError> {
     } else {
         put_segments(&mut txn.open_table(OBJECTS).map_err(table_error)?)?;
     }
+    txn.open_table(LARGE_OBJECTS).map_err(table_error)?;
     {
         let mut totals = txn.open_table(HINT_TOTALS).map_err(table_error)?;
         for (o, (c, b)) in &d.totals {

@@ -14,7 +14,9 @@ use crate::backend::SyncedGrowth;
 use crate::error::{
     at_open, commit_error, database_error, refuse, storage_error, table_error, txn_error,
 };
-use crate::format::{self, MetaKey, Session, FORMAT_VERSION, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{
+    self, MetaKey, Session, FORMAT_VERSION, HINTS, HINT_TOTALS, LARGE_OBJECTS, META, OBJECTS,
+};
 use crate::overlay::Overlay;
 use crate::store::RedbStore;
 use crate::wal::{self, Applied, Found, Wal};
@@ -286,7 +288,7 @@ pub(crate) fn initialize(db: &Database, identity: Option<(u64, u64)>) -> Result<
         };
         meta.insert(MetaKey::SESSION, &format::session_record(&session)[..])
             .map_err(storage_error)?;
-        for t in [OBJECTS, HINTS, HINT_TOTALS] {
+        for t in [OBJECTS, LARGE_OBJECTS, HINTS, HINT_TOTALS] {
             txn.open_table(t).map_err(table_error)?;
         }
     }
@@ -590,7 +592,7 @@ struct Meta {
 /// The `meta` records, after checking that every table exists.
 fn read_meta(db: &Database) -> Result<Meta, StoreError> {
     let txn = db.begin_read().map_err(txn_error)?;
-    for t in [OBJECTS, HINTS, HINT_TOTALS] {
+    for t in [OBJECTS, LARGE_OBJECTS, HINTS, HINT_TOTALS] {
         txn.open_table(t).map_err(table_error)?;
     }
     let meta = txn.open_table(META).map_err(table_error)?;

@@ -17,7 +17,7 @@ use cairn_ring::{NodeId, PartitionId};
 use redb::ReadTransaction;
 
 use crate::error::{storage_error, table_error, txn_error};
-use crate::format::{self, DiskKey, MetaKey, HINTS, META, OBJECTS};
+use crate::format::{self, DiskKey, MetaKey, HINTS, LARGE_OBJECTS, META, OBJECTS};
 use crate::open::Recovery;
 use crate::overlay::{Overlay, Staged, StagedHint, StagedObject};
 use crate::warm::Warm;
@@ -72,8 +72,11 @@ pub struct RedbStore {
 /// A read view of the `objects` table and the commit count it was opened at.
 pub(crate) struct ObjectsView {
     commits: u64,
-    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    table: ReadOnly,
+    large: ReadOnly,
 }
+
+type ReadOnly = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 /// What [`RedbStore::last_read`] remembers: an object key's bytes and its state hash
 /// (`None`: no such object).
@@ -381,9 +384,9 @@ impl RedbStore {
         }
         // The overlay was checked first: a write that left it is committed, so the view
         // `objects` reads from (opened at that commit or later) holds it.
-        let record = self.objects(|t| {
-            let got = t.get(&k[..]).map_err(storage_error)?;
-            got.map(|g| format::decode_object_record(g.value()))
+        let record = self.objects(|v| {
+            let got = v.table.get(&k[..]).map_err(storage_error)?;
+            got.map(|g| format::decode_object_row(Some(&v.large), &k, g.value()))
                 .transpose()
         })?;
         self.remember_read(k, record.as_ref().map(|(hash, _)| *hash));
@@ -417,8 +420,8 @@ impl RedbStore {
         if let Some(hash) = staged {
             return Ok(hash);
         }
-        self.objects(|t| {
-            let got = t.get(k).map_err(storage_error)?;
+        self.objects(|v| {
+            let got = v.table.get(k).map_err(storage_error)?;
             got.map(|g| format::object_record_hash(g.value()))
                 .transpose()
         })
@@ -473,18 +476,24 @@ impl RedbStore {
     /// pins at most what its last commit freed.
     fn objects<T>(
         &self,
-        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<T, StoreError>,
+        f: impl FnOnce(&ObjectsView) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         // Read before the snapshot is taken, so the snapshot is at least this new.
         let commits = self.shared.commits.load(Ordering::Acquire);
         let mut view = self.objects_view.borrow_mut();
         if let Some(v) = view.as_ref().filter(|v| v.commits == commits) {
-            return f(&v.table);
+            return f(v);
         }
         // Let go of the old snapshot before taking a new one.
         *view = None;
-        let table = self.read()?.open_table(OBJECTS).map_err(table_error)?;
-        f(&view.insert(ObjectsView { commits, table }).table)
+        let txn = self.read()?;
+        let table = txn.open_table(OBJECTS).map_err(table_error)?;
+        let large = txn.open_table(LARGE_OBJECTS).map_err(table_error)?;
+        f(view.insert(ObjectsView {
+            commits,
+            table,
+            large,
+        }))
     }
 
     /// Drops the read view if the applier has committed since it was opened.
@@ -855,6 +864,123 @@ mod tests {
         s.stage_hint_removal(NodeId(2), &key).unwrap();
         assert!(s.objects_view.borrow().is_none(), "released, not pinned");
         s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A set of `n` members, the same each time.
+    fn set_of(n: usize) -> Value {
+        let mut v = Value::empty(ValueType::Set);
+        for i in 0..n {
+            // Spread out: sorted members that share a prefix encode in fewer bytes.
+            let member = format!("{:016x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let add = cairn_crdt::Op::Set(cairn_crdt::SetOp::Add(vec![member.into_bytes()]));
+            let at = cairn_crdt::Replica {
+                actor: cairn_crdt::Actor(1),
+                now: cairn_crdt::Timestamp::ZERO,
+            };
+            v.apply(&add, at).unwrap();
+        }
+        v
+    }
+
+    /// Key `k`'s rows in `objects` and `large_objects`, as committed.
+    fn rows(s: &RedbStore, k: &ObjectKey) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let k = format::object_key(k);
+        let txn = s.read().unwrap();
+        let get = |t: format::Bytes| {
+            let t = txn.open_table(t).unwrap();
+            let got = t.get(&k[..]).unwrap();
+            got.map(|g| g.value().to_vec())
+        };
+        (get(OBJECTS), get(LARGE_OBJECTS))
+    }
+
+    #[test]
+    fn a_large_record_is_kept_apart_until_it_shrinks_or_goes() {
+        // No decoded values kept: reads go to redb.
+        let opts = Options {
+            warm_bytes: 0,
+            ..Options::new(1)
+        };
+        let (dir, mut s) = fresh_store("large", opts);
+        let key = ObjectKey {
+            partition: PartitionId(3),
+            bucket: b"b"[..].into(),
+            key: b"k"[..].into(),
+        };
+        let write = |s: &mut RedbStore, v: Option<Value>| {
+            match v {
+                Some(v) => s.stage_object(key.clone(), v).unwrap(),
+                None => s.stage_object_removal(&key).unwrap(),
+            };
+            s.flush().unwrap();
+            let audit = s.audit().unwrap();
+            assert!(audit.problems.is_empty(), "{audit:?}");
+            audit.large_objects
+        };
+        assert_eq!(write(&mut s, Some(set_of(40))), 1);
+        let (stub, record) = rows(&s, &key);
+        let (stub, record) = (stub.unwrap(), record.unwrap());
+        assert!(record.len() > format::LARGE_RECORD_BYTES);
+        assert_eq!(
+            stub,
+            [&[2][..], &record[1..9]].concat(),
+            "a stub with the hash"
+        );
+        assert_eq!(
+            s.object(&key).unwrap(),
+            Some(set_of(40)),
+            "read through the stub"
+        );
+        assert_eq!(write(&mut s, Some(set_of(1))), 0);
+        let (inline, record) = rows(&s, &key);
+        assert_eq!(inline.unwrap()[0], 1, "inline again");
+        assert_eq!(record, None, "its large record gone");
+        assert_eq!(s.object(&key).unwrap(), Some(set_of(1)));
+        assert_eq!(write(&mut s, Some(set_of(40))), 1);
+        assert_eq!(write(&mut s, None), 0);
+        assert_eq!(rows(&s, &key), (None, None), "both rows removed");
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stub_without_its_record_and_a_record_without_its_stub_are_found() {
+        let opts = Options {
+            warm_bytes: 0,
+            ..Options::new(1)
+        };
+        let (dir, mut s) = fresh_store("large-damaged", opts);
+        let key = |k: &[u8]| ObjectKey {
+            partition: PartitionId(3),
+            bucket: b"b"[..].into(),
+            key: k.into(),
+        };
+        s.stage_object(key(b"a"), set_of(40)).unwrap();
+        s.flush().unwrap();
+        let (_, record) = rows(&s, &key(b"a"));
+        // A record with no stub: the audit counts one more than the stubs.
+        let w = s.shared.db.begin_write().unwrap();
+        w.open_table(LARGE_OBJECTS)
+            .unwrap()
+            .insert(&format::object_key(&key(b"z"))[..], &record.unwrap()[..])
+            .unwrap();
+        w.commit().unwrap();
+        let audit = s.audit().unwrap();
+        assert_eq!(audit.problems.len(), 1, "{audit:?}");
+        assert!(audit.problems[0].contains("large_objects holds 2 records for 1 stubs"));
+        // A stub with no record: reading it is an error, not a missing object.
+        let w = s.shared.db.begin_write().unwrap();
+        w.open_table(LARGE_OBJECTS)
+            .unwrap()
+            .remove(&format::object_key(&key(b"a"))[..])
+            .unwrap();
+        w.commit().unwrap();
+        s.shared.commits.fetch_add(1, Ordering::Release); // Let go of the read view.
+        let e = s.object(&key(b"a"));
+        assert!(matches!(e, Err(StoreError::Corrupt(_))), "{e:?}");
+        assert!(matches!(s.audit(), Err(StoreError::Corrupt(_))));
+        drop(s);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

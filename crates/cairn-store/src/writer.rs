@@ -22,7 +22,7 @@ use cairn_core::{StoreError, WriteToken};
 use redb::{Database, WriteTransaction};
 
 use crate::error::{commit_error, storage_error, table_error, txn_error};
-use crate::format::{DiskKey, MetaKey, HINTS, HINT_TOTALS, META, OBJECTS};
+use crate::format::{DiskKey, MetaKey, HINTS, HINT_TOTALS, LARGE_OBJECTS, META, OBJECTS};
 use crate::overlay::Overlay;
 use crate::wal::{Applied, Wal};
 use crate::Durability;
@@ -691,6 +691,7 @@ pub(crate) fn apply<'a>(
     ops: impl Iterator<Item = &'a Op>,
 ) -> Result<(), StoreError> {
     let mut objects = txn.open_table(OBJECTS).map_err(table_error)?;
+    let mut large = txn.open_table(LARGE_OBJECTS).map_err(table_error)?;
     let mut hints = txn.open_table(HINTS).map_err(table_error)?;
     let mut totals = txn.open_table(HINT_TOTALS).map_err(table_error)?;
     let mut meta = txn.open_table(META).map_err(table_error)?;
@@ -699,8 +700,8 @@ pub(crate) fn apply<'a>(
             Op::Object {
                 key,
                 record: Some(r),
-            } => objects.insert(&key[..], &r[..]).map(drop),
-            Op::Object { key, record: None } => objects.remove(&key[..]).map(drop),
+            } => put_object(&mut objects, &mut large, key, r),
+            Op::Object { key, record: None } => remove_object(&mut objects, &mut large, key),
             // Segment hashes are rows of `objects`, next to their segment's objects.
             Op::Segment { key, hash: 0 } => objects.remove(&key[..]).map(drop),
             Op::Segment { key, hash } => {
@@ -725,6 +726,41 @@ pub(crate) fn apply<'a>(
             Op::Node(r) => meta.insert(MetaKey::NODE, &r[..]).map(drop),
         };
         r.map_err(storage_error)?;
+    }
+    Ok(())
+}
+
+pub(crate) type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// Writes object record `r` at `key`: inline in `objects`, or in `large` with a stub in
+/// `objects` (see [`LARGE_RECORD_BYTES`](crate::format::LARGE_RECORD_BYTES)).
+pub(crate) fn put_object(
+    objects: &mut WriteTable<'_>,
+    large: &mut WriteTable<'_>,
+    key: &[u8],
+    r: &[u8],
+) -> Result<(), redb::StorageError> {
+    if let Some(stub) = crate::format::large_stub(r) {
+        large.insert(key, r)?;
+        objects.insert(key, &stub[..])?;
+        return Ok(());
+    }
+    let old = objects.insert(key, r)?;
+    if old.is_some_and(|o| crate::format::is_large_stub(o.value())) {
+        large.remove(key)?;
+    }
+    Ok(())
+}
+
+/// Removes object `key` from `objects`, and from `large` if it was kept there.
+fn remove_object(
+    objects: &mut WriteTable<'_>,
+    large: &mut WriteTable<'_>,
+    key: &[u8],
+) -> Result<(), redb::StorageError> {
+    let old = objects.remove(key)?;
+    if old.is_some_and(|o| crate::format::is_large_stub(o.value())) {
+        large.remove(key)?;
     }
     Ok(())
 }

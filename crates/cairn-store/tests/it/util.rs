@@ -81,8 +81,12 @@ pub fn key(rng: &mut Rng) -> ObjectKey {
     }
 }
 
-/// A value of a random type with a few random operations applied.
+/// A value of a random type with a few random operations applied; about one in ten is
+/// a [`large_set`].
 pub fn value(rng: &mut Rng) -> Value {
+    if rng.chance(10) {
+        return large_set(rng);
+    }
     let types = [
         ValueType::Counter,
         ValueType::Set,
@@ -112,6 +116,22 @@ pub fn value(rng: &mut Rng) -> Value {
             },
         };
         v.apply(&op, replica).unwrap();
+    }
+    v
+}
+
+/// A set of 30 random members: its record is over the bound the store keeps inline, so
+/// it is kept in `large_objects` (a few members of `value`'s sets are not).
+pub fn large_set(rng: &mut Rng) -> Value {
+    let mut v = Value::empty(ValueType::Set);
+    for _ in 0..30 {
+        let member = format!("{:016x}", rng.next()).into_bytes();
+        let replica = Replica {
+            actor: Actor(rng.below(3) + 1),
+            now: Timestamp::ZERO,
+        };
+        v.apply(&Op::Set(SetOp::Add(vec![member])), replica)
+            .unwrap();
     }
     v
 }
