@@ -103,16 +103,21 @@ impl Warm {
 
     /// Keeps `value` (state hash `hash`, record `record_len` bytes) as object `k`'s latest.
     pub(crate) fn put(&mut self, k: DiskKey, value: Value, hash: u64, record_len: usize) {
-        self.remove(&k);
         let cost = cost(&value, record_len, k.len());
         if cost > self.max / ENTRY_SHARE_MAX {
+            self.remove(&k);
             return;
         }
+        // The key's old entry, if any, still counts here, so this may evict a little
+        // more than it must; its cost is returned below. An update took its entry out
+        // (`take`), so one insert replaces a remove and an insert: one key hash, not two.
         while self.bytes.saturating_add(cost) > self.max && !self.entries.is_empty() {
             self.evict_one();
         }
         self.bytes += cost;
-        self.entries.insert(k, Entry { value, hash, cost });
+        if let Some(old) = self.entries.insert(k, Entry { value, hash, cost }) {
+            self.bytes -= old.cost;
+        }
     }
 
     /// Forgets object `k` (it was removed, or changed without a value to keep).
