@@ -167,6 +167,13 @@ impl Wal {
         self.end >= self.restart_bytes
     }
 
+    /// Whether the log is long enough to ask for the checkpoint its restart needs: an
+    /// eighth before [`wants_restart`](Self::wants_restart), so the checkpoint usually
+    /// ends before the log is full (see `writer::Restart`).
+    pub(crate) fn wants_checkpoint(&self) -> bool {
+        self.end >= self.restart_bytes - self.restart_bytes / 8
+    }
+
     fn restart_lap(&mut self, previous: Applied) -> Result<(), StoreError> {
         let header = Header {
             lap: self.lap.wrapping_add(1),
