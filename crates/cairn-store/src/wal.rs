@@ -59,7 +59,8 @@ use crate::writer::Op;
 pub(crate) const HEADER_BYTES: u64 = 4096;
 
 /// The log restarts from its beginning (after a checkpoint) once it is this long, by
-/// default (`Options::wal_restart_bytes`). The file is this long (plus a step) from the
+/// default (`Options::wal_restart_bytes`), or from an eighth before, right after an
+/// applier commit (`writer::Restart`). The file is this long (plus a step) from the
 /// start, written with zeros, so no append has to grow it: growing a file makes its next
 /// fsync commit file-system metadata, which on ext4 waits for other files' dirty data
 /// too (measured: 120–230 ms log syncs while the file grew beside a busy redb file).
