@@ -169,9 +169,10 @@ impl RedbStore {
     }
 }
 
-/// Upgrades a file in format `from` to [`FORMAT_VERSION`] in synced transactions; the
-/// format record changes only in the last, so a crash during the upgrade leaves the old
-/// format, and the next open upgrades again.
+/// Upgrades a file in format `from` to [`FORMAT_VERSION`] in synced transactions. The
+/// format record changes only in the last one that changes tables, so a crash before it
+/// leaves the old format, and the next open upgrades again; the large records are moved
+/// after it, where a crash leaves a valid file ([`move_large_records`]).
 ///
 /// - Format 0 had the primary tables (`meta`, `objects`, `hints`) in format 1's encodings
 ///   but none of the derived ones.
@@ -255,8 +256,8 @@ fn large_inline_records(
         .map_err(storage_error)?
     {
         let (k, v) = row.map_err(storage_error)?;
-        // A stub's 9 bytes are never over the bound; segment rows (8 bytes) neither.
-        if format::large_stub(v.value()).is_none() || format::is_segment_key(k.value()) {
+        // Stubs (9 bytes) and segment rows (8) are never over the bound.
+        if format::large_stub(v.value()).is_none() {
             continue;
         }
         bytes += v.value().len();

@@ -69,7 +69,8 @@ pub struct RedbStore {
     pub(crate) holding: bool,
 }
 
-/// A read view of the `objects` table and the commit count it was opened at.
+/// A read view of the `objects` and `large_objects` tables and the commit count it was
+/// opened at.
 pub(crate) struct ObjectsView {
     commits: u64,
     table: ReadOnly,
@@ -465,7 +466,7 @@ impl RedbStore {
         self.shared.db.begin_read().map_err(txn_error)
     }
 
-    /// Runs `f` on the `objects` table as of the applier's last commit or later. Call it
+    /// Runs `f` on the `objects` and `large_objects` tables as of the applier's last commit or later. Call it
     /// only after looking in the overlay: a write that was not there is in that commit.
     ///
     /// Beginning a read transaction and opening a table cost about as much as the point

@@ -351,7 +351,7 @@ fn log(wal: &mut Wal, batch: &[Write], durability: Durability) -> Result<(), Sto
 /// checkpoint of everything logged, which the log writer waits for (and every write on
 /// the node with it). Made when the log was full, that checkpoint held the applier's whole
 /// window (up to `APPLY_WAIT` of writes, applied at its low priority), and these waits
-/// set the 3-node tail once stores had grown (p99.9 21–37 ms, against 10–15 ms in runs
+/// set the 3-node tail once stores had grown (p99.9 20–37 ms, against 10–15 ms in runs
 /// without restarts).
 ///
 /// So from an eighth before full ([`Wal::wants_checkpoint`]) the log writer watches for
@@ -774,7 +774,7 @@ pub(crate) fn apply<'a>(
     Ok(())
 }
 
-pub(crate) type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 /// Writes object record `r` at `key`: inline in `objects`, or in `large` with a stub in
 /// `objects` (see [`LARGE_RECORD_BYTES`](crate::format::LARGE_RECORD_BYTES)).
