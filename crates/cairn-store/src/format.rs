@@ -275,7 +275,7 @@ const RECORD_LARGE: u8 = 2;
 /// small rows pack densely and a large record's pages change only when it does. 256
 /// bytes keeps counters (a few actors), registers, flags and sets of a few elements
 /// inline, where a read is one lookup, and at least ~14 rows on a 4 KiB page.
-pub(crate) const LARGE_RECORD_BYTES: usize = 256;
+pub const LARGE_RECORD_BYTES: usize = 256;
 
 /// `[1] [hash] [value]`, and the hash: the state hash of the value's encoding, which is
 /// written once, behind room left for the header (one encoding serves both).
