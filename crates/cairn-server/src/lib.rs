@@ -282,6 +282,7 @@ fn open_store(
         previous_clean = r.previous_clean,
         replayed_log_batches = r.replayed,
         rotated = ?r.rotated,
+        upgraded_from_format = ?r.upgraded_from,
         "store"
     );
     Ok(store)
