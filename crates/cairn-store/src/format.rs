@@ -311,7 +311,7 @@ pub(crate) fn object_record_hash(bytes: &[u8]) -> Result<u64, StoreError> {
     match bytes.split_first() {
         Some((&(RECORD_V1 | RECORD_LARGE), rest)) => Ok(u64_le(rest, "object record")?),
         Some((v, _)) => Err(StoreError::Corrupt(format!(
-            "object record version {v}, expected {RECORD_V1}"
+            "object record version {v}, expected {RECORD_V1} (or {RECORD_LARGE}, a stub)"
         ))),
         None => Err(corrupt("empty object record")),
     }

@@ -838,16 +838,21 @@ mod tests {
     use super::*;
     use crate::Options;
 
+    /// Options that keep no decoded values: every read of a committed object goes to
+    /// redb.
+    fn cold() -> Options {
+        Options {
+            warm_bytes: 0,
+            ..Options::new(1)
+        }
+    }
+
     #[test]
     fn staging_lets_go_of_a_read_view_the_applier_has_committed_past() {
         let dir = std::env::temp_dir().join(format!("cairn-view-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // No decoded values kept: the read below must go to redb.
-        let opts = Options {
-            warm_bytes: 0,
-            ..Options::new(1)
-        };
-        let mut s = RedbStore::open(dir.join("node.redb"), opts).unwrap();
+        let mut s = RedbStore::open(dir.join("node.redb"), cold()).unwrap();
         let key = ObjectKey {
             partition: PartitionId(0),
             bucket: b"b"[..].into(),
@@ -898,12 +903,7 @@ mod tests {
 
     #[test]
     fn a_large_record_is_kept_apart_until_it_shrinks_or_goes() {
-        // No decoded values kept: reads go to redb.
-        let opts = Options {
-            warm_bytes: 0,
-            ..Options::new(1)
-        };
-        let (dir, mut s) = fresh_store("large", opts);
+        let (dir, mut s) = fresh_store("large", cold());
         let key = ObjectKey {
             partition: PartitionId(3),
             bucket: b"b"[..].into(),
@@ -947,11 +947,7 @@ mod tests {
 
     #[test]
     fn a_stub_without_its_record_and_a_record_without_its_stub_are_found() {
-        let opts = Options {
-            warm_bytes: 0,
-            ..Options::new(1)
-        };
-        let (dir, mut s) = fresh_store("large-damaged", opts);
+        let (dir, mut s) = fresh_store("large-damaged", cold());
         let key = |k: &[u8]| ObjectKey {
             partition: PartitionId(3),
             bucket: b"b"[..].into(),

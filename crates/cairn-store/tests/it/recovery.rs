@@ -174,16 +174,7 @@ fn downgrade_to_format_4(path: &std::path::Path) {
     let large: Bytes<'_> = redb::TableDefinition::new("large_objects");
     {
         let mut t = txn.open_table(objects).unwrap();
-        let records: Vec<(Vec<u8>, Vec<u8>)> = txn
-            .open_table(large)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|r| {
-                let (k, v) = r.unwrap();
-                (k.value().to_vec(), v.value().to_vec())
-            })
-            .collect();
+        let records = rows(&txn.open_table(large).unwrap());
         assert!(!records.is_empty(), "no large records to move back");
         for (k, r) in records {
             let stub = t.insert(&k[..], &r[..]).unwrap().unwrap();
@@ -193,6 +184,15 @@ fn downgrade_to_format_4(path: &std::path::Path) {
     assert!(txn.delete_table(large).unwrap());
     set_format(&txn, 4);
     txn.commit().unwrap();
+}
+
+/// Every row of `t`, as bytes.
+fn rows(t: &impl ReadableTable<&'static [u8], &'static [u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let rows = t.iter().unwrap().map(|r| {
+        let (k, v) = r.unwrap();
+        (k.value().to_vec(), v.value().to_vec())
+    });
+    rows.collect()
 }
 
 fn set_format(txn: &redb::WriteTransaction, format: u32) {
@@ -214,28 +214,17 @@ fn downgrade_to_format_2(path: &std::path::Path) {
     let segments: Bytes<'_> = redb::TableDefinition::new("aae_segments");
     {
         let mut t = txn.open_table(objects).unwrap();
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = t
-            .iter()
-            .unwrap()
-            .map(|r| {
-                let (k, v) = r.unwrap();
-                (k.value().to_vec(), v.value().to_vec())
-            })
-            .filter(|(k, _)| k.len() == 4)
-            .collect();
-        assert!(!rows.is_empty());
+        let mut segment_rows = rows(&t);
+        segment_rows.retain(|(k, _)| k.len() == 4);
+        assert!(!segment_rows.is_empty());
         let mut seg = txn.open_table(segments).unwrap();
-        for (k, v) in rows {
+        for (k, v) in segment_rows {
             assert_eq!(v.len(), 8);
             t.remove(&k[..]).unwrap();
             seg.insert(&k[..], &v[..]).unwrap();
         }
     }
-    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
-    txn.open_table(meta)
-        .unwrap()
-        .insert("format", &2u32.to_le_bytes()[..])
-        .unwrap();
+    set_format(&txn, 2);
     txn.commit().unwrap();
 }
 
@@ -247,33 +236,22 @@ fn downgrade_to_format_1(path: &std::path::Path) {
     let db = redb::Database::open(path).unwrap();
     let txn = db.begin_write().unwrap();
     let objects: Bytes<'_> = redb::TableDefinition::new("objects");
-    let rows: Vec<(Vec<u8>, Vec<u8>)> = {
-        let t = txn.open_table(objects).unwrap();
-        let rows = t.iter().unwrap().map(|r| {
-            let (k, v) = r.unwrap();
-            (k.value().to_vec(), v.value().to_vec())
-        });
-        rows.collect()
-    };
-    assert!(!rows.is_empty());
+    let keyed = rows(&txn.open_table(objects).unwrap());
+    assert!(!keyed.is_empty());
     assert!(txn.delete_table(objects).unwrap());
     {
         let mut t = txn.open_table(objects).unwrap();
         let mut index = txn
             .open_table::<&[u8], &[u8]>(redb::TableDefinition::new("aae_keys"))
             .unwrap();
-        for (k, v) in rows {
+        for (k, v) in keyed {
             let plain = [&k[..2], &k[4..]].concat();
             t.insert(&plain[..], &v[..]).unwrap();
             let entry = [&k[..4], &plain[..]].concat();
             index.insert(&entry[..], &v[1..9]).unwrap();
         }
     }
-    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
-    txn.open_table(meta)
-        .unwrap()
-        .insert("format", &1u32.to_le_bytes()[..])
-        .unwrap();
+    set_format(&txn, 1);
     txn.commit().unwrap();
 }
 
@@ -286,11 +264,7 @@ fn downgrade_to_format_0(path: &std::path::Path) {
         let def: redb::TableDefinition<'_, &[u8], &[u8]> = redb::TableDefinition::new(t);
         assert!(txn.delete_table(def).unwrap());
     }
-    let meta: redb::TableDefinition<'_, &str, &[u8]> = redb::TableDefinition::new("meta");
-    txn.open_table(meta)
-        .unwrap()
-        .insert("format", &0u32.to_le_bytes()[..])
-        .unwrap();
+    set_format(&txn, 0);
     txn.commit().unwrap();
 }
 
