@@ -4,7 +4,7 @@
 # against one durable Cairn node (n=1) and a 3-node cluster (n=3, w=2), at the same
 # concurrency, ROUNDS times each. Prints medians, Cairn/Redis ratios, and the servers'
 # CPU per operation. Then the 3-node cluster's latency at half its median increment
-# rate (open loop, ROUNDS runs of 2 x SECS), with the log commits over 10 ms during each
+# rate (open loop, ROUNDS runs of 2 x SECS), with the log commits over 5 ms during each
 # run, warm-up included (from `cairn_store_commit_duration_seconds`): the disk's share of
 # the tail; and the load generator's own lateness at p99.9 (`send_lateness_us`): its
 # share, when it waits for CPU beside the servers.
@@ -124,8 +124,11 @@ cairn_cluster() { # name, nodes, base ports
     kill -TERM "$dev"; wait "$dev" 2>/dev/null || true
 }
 
-# "slow total": log commits over 10 ms and in all, summed over the nodes' /metrics.
-# Fails (and the caller prints n/a) if a node does not answer or lacks the 10 ms bucket.
+# "slow total": log commits over 5 ms and in all, summed over the nodes' /metrics.
+# 5 ms, not the goal's 10: the three nodes share one disk here, and its stalls of 4-9 ms
+# hit their logs together, so no quorum escapes them (ARCHITECTURE.md, "What the
+# half-peak tail is made of").
+# Fails (and the caller prints n/a) if a node does not answer or lacks the 5 ms bucket.
 slow_commits() { # nodes, base http port
     python3 - "$1" "$2" <<'EOF'
 import sys, urllib.request
@@ -134,12 +137,12 @@ for i in range(int(sys.argv[1])):
     url = f"http://127.0.0.1:{int(sys.argv[2]) + i}/metrics"
     found = {}
     for line in urllib.request.urlopen(url, timeout=5).read().decode().splitlines():
-        for name in ('cairn_store_commit_duration_seconds_bucket{le="0.01"}',
+        for name in ('cairn_store_commit_duration_seconds_bucket{le="0.005"}',
                      "cairn_store_commit_duration_seconds_count"):
             if line.startswith(name + " "):
                 found[name] = int(line.split()[-1])
     if len(found) != 2:
-        sys.exit(f"{url}: no log commit histogram with a 10 ms bucket")
+        sys.exit(f"{url}: no log commit histogram with a 5 ms bucket")
     within, count = found.values()
     slow += count - within
     total += count
@@ -212,7 +215,7 @@ EOF
 echo
 echo "3-node increments at half the median rate (open loop, latency from the intended send time; goal: p99.9 <= 10 ms)"
 echo "'started late': the load generator's own delay in starting each request, part of the latency (its p99.9, ms)"
-printf '%-8s %8s %8s %8s %9s %13s %26s\n' cluster 'op/s' 'p50 ms' 'p99 ms' 'p99.9 ms' 'started late' 'log commits >10 ms / all'
+printf '%-8s %8s %8s %8s %9s %13s %26s\n' cluster 'op/s' 'p50 ms' 'p99 ms' 'p99.9 ms' 'started late' 'log commits >5 ms / all'
 while IFS=$'\t' read -r name rps p50 p99 p999 late slow; do
     printf '%-8s %8s %8s %8s %9s %13s %26s\n' "$name" "$rps" "$p50" "$p99" "$p999" "$late" "$slow"
 done < "$TAILS"
