@@ -20,6 +20,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use crate::bench_slow::SlowLog;
+
 /// Most keys a run may use (the zipfian table and the per-key counts are O(keys)).
 const KEYS_MAX: u64 = 10_000_000;
 /// Most load-generator threads (`--threads`).
@@ -134,6 +136,15 @@ pub(crate) struct BenchArgs {
     /// other cores to the servers; raise it when one core cannot drive them.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Also write every measured request slower than --slow-ms here, one JSON object per
+    /// line in the order sent: `at_ms` (from the measured window's start), `latency_us`,
+    /// `late_us` (open loop: the generator's own delay) and `ok`. Lay it beside the
+    /// servers' logs or traces to see when the tail happened. At most 100,000 lines.
+    #[arg(long)]
+    slow_log: Option<PathBuf>,
+    /// The threshold of --slow-log, in milliseconds.
+    #[arg(long, default_value_t = 10.0)]
+    slow_ms: f64,
 }
 
 /// How requests reach the cluster.
@@ -267,6 +278,8 @@ struct Shared {
     window: std::sync::Mutex<(Option<Instant>, Option<Instant>)>,
     done: AtomicU64,
     errors: AtomicU64,
+    /// With `--slow-log`: the measured requests over its threshold.
+    slow: Option<SlowLog>,
 }
 
 fn key_name(k: u64) -> String {
@@ -282,6 +295,13 @@ impl Shared {
     fn measuring(&self) -> bool {
         let (start, end) = *self.window.lock().unwrap_or_else(|e| e.into_inner());
         start.is_some() && end.is_none()
+    }
+
+    /// Notes a measured request for `--slow-log`, if asked for.
+    fn note_slow(&self, sent: Instant, latency: Duration, late: Option<Duration>, ok: bool) {
+        if let Some(log) = &self.slow {
+            log.note(sent, latency, late, ok);
+        }
     }
 
     /// Whether a request meant to leave at `intended` is one the run measures.
@@ -499,6 +519,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     if !(1..=THREADS_MAX).contains(&args.threads) {
         return Err(format!("--threads must be 1..={THREADS_MAX}"));
     }
+    if !(0.0..=86_400_000.0).contains(&args.slow_ms) {
+        return Err("--slow-ms must be 0..=86400000 milliseconds".into());
+    }
     if args.batch > 1 && args.http {
         return Err("--batch needs the native protocol (drop --http)".into());
     }
@@ -603,6 +626,10 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         window: std::sync::Mutex::new((None, None)),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        slow: args
+            .slow_log
+            .as_ref()
+            .map(|_| SlowLog::new(Duration::from_secs_f64(args.slow_ms / 1e3))),
     });
     if matches!(
         args.workload,
@@ -670,6 +697,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if let Some(c) = &check {
         report["counter_check"] = c.clone();
     }
+    if let Some(written) = write_slow_log(&shared, &args)? {
+        report["slow_log"] = written;
+    }
     print_report(&report);
     if let Some(path) = &args.json {
         std::fs::write(
@@ -682,6 +712,23 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         Some(c) if c["ok"] != json!(true) => Err(check_failure(&c)),
         _ => Ok(()),
     }
+}
+
+/// Writes `--slow-log`, if asked for, and says what it wrote (for the report).
+fn write_slow_log(shared: &Shared, args: &BenchArgs) -> Result<Option<serde_json::Value>, String> {
+    let (Some(log), Some(path)) = (&shared.slow, &args.slow_log) else {
+        return Ok(None);
+    };
+    let (start, _) = *shared.window.lock().unwrap_or_else(|e| e.into_inner());
+    let written = log
+        .write(path, start.unwrap_or_else(Instant::now))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(json!({
+        "path": path.display().to_string(),
+        "threshold_ms": args.slow_ms,
+        "written": written.lines,
+        "not_written": written.not_written,
+    })))
 }
 
 /// Writes every key once so reads find values.
@@ -780,6 +827,7 @@ async fn closed_loop(
                 let ok = shared.one(&mut rng).await;
                 if shared.measuring() {
                     record(&mut hist, t.elapsed());
+                    shared.note_slow(t, t.elapsed(), None, ok);
                     shared.done.fetch_add(1, Ordering::Relaxed);
                     if !ok {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -906,6 +954,7 @@ async fn open_loop(
                     // By when it was meant to leave, not when it finished: the slowest
                     // requests of the window end after it, and they are the tail.
                     if shared.in_window(intended) {
+                        shared.note_slow(intended, intended.elapsed(), Some(late), ok);
                         let _ = tx.send((intended.elapsed(), late));
                         shared.done.fetch_add(1, Ordering::Relaxed);
                         if !ok {
@@ -1124,6 +1173,16 @@ fn print_report(r: &serde_json::Value) {
             } else {
                 "COUNTERS THAT COULD NOT BE READ"
             }
+        );
+    }
+    let slow = &r["slow_log"];
+    if !slow.is_null() {
+        println!(
+            "requests over {} ms: {} written to {} ({} more not written)",
+            slow["threshold_ms"],
+            slow["written"],
+            slow["path"].as_str().unwrap_or("?"),
+            slow["not_written"]
         );
     }
 }

@@ -2,6 +2,7 @@
 //! administration and data commands over the HTTP API.
 
 mod bench;
+mod bench_slow;
 mod dev;
 mod http_client;
 

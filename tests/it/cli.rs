@@ -54,6 +54,8 @@ fn bench_refuses_settings_it_cannot_run() {
         &["bench", "--rate", "0"][..],
         &["bench", "--keys", "0"][..],
         &["bench", "--batch", "4", "--http"][..],
+        &["bench", "--slow-ms", "NaN"][..],
+        &["bench", "--slow-ms=-1"][..],
     ] {
         let out = cairn(args);
         // Refused before connecting anywhere (no cluster runs here).

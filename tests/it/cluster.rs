@@ -686,6 +686,7 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
             .arg(root.join("client")),
     );
     let report = root.join("report.json");
+    let slow = root.join("slow.jsonl");
     for extra in [
         &["--concurrency", "8"][..],
         &["--rate", "300", "--batch", "4"][..],
@@ -712,6 +713,9 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
                 .arg(&root)
                 .arg("--json")
                 .arg(&report)
+                // Every measured request is "slow" at 0 ms, so all of them are listed.
+                .args(["--slow-ms", "0", "--slow-log"])
+                .arg(&slow)
                 .args(extra),
         );
         assert!(
@@ -721,7 +725,9 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
         let json: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         assert!(json["operations"].as_u64().unwrap() > 0, "{json}");
         assert!(json["latency_us"]["p999"].as_u64().is_some(), "{json}");
-        if extra.contains(&"--rate") {
+        let open_loop = extra.contains(&"--rate");
+        slow_log_lists_every_request(&slow, &json, open_loop);
+        if open_loop {
             // The pacer keeps to the rate (300 requests of 4 a second, for a second;
             // wide bounds, for a window measured on a busy machine): neither unpaced nor
             // stalled.
@@ -809,6 +815,37 @@ fn cairn_bench_runs_a_workload_and_checks_the_counters() {
         assert!(json["operations"].as_u64().unwrap() > 0, "{json}");
     }
     std::fs::remove_dir_all(&root).ok();
+}
+
+/// `--slow-log` at 0 ms: one line per measured request, in the order sent, each with
+/// its latency and, in the open loop, the generator's delay within it and a send time
+/// inside the window.
+fn slow_log_lists_every_request(path: &Path, report: &Value, open_loop: bool) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let requests = report["operations"].as_u64().unwrap() / report["batch"].as_u64().unwrap();
+    assert_eq!(lines.len() as u64, requests, "{report}");
+    assert_eq!(report["slow_log"]["written"], requests, "{report}");
+    let window_ms = report["seconds"].as_f64().unwrap() * 1e3;
+    let mut last = f64::MIN;
+    for l in &lines {
+        let (at, latency) = (
+            l["at_ms"].as_f64().unwrap(),
+            l["latency_us"].as_u64().unwrap(),
+        );
+        assert!(at >= last, "in send order: {l}");
+        last = at;
+        assert_eq!(l["ok"], true, "{l}");
+        if open_loop {
+            assert!((0.0..window_ms).contains(&at), "{l}");
+            assert!(l["late_us"].as_u64().unwrap() <= latency, "{l}");
+        } else {
+            assert!(at < window_ms && l["late_us"].is_null(), "{l}");
+        }
+    }
 }
 
 /// The sum of every sample of metric `name` (all label sets) in `node`'s /metrics.
