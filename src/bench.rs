@@ -137,8 +137,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Also write every measured request slower than --slow-ms here, one JSON object per
-    /// line in the order sent: `at_ms` (from the measured window's start), `latency_us`,
-    /// `late_us` (open loop: the generator's own delay) and `ok`. Lay it beside the
+    /// line in the order sent: `at_ms` (from the measured window's start), `unix_ms` (the
+    /// same moment on the wall clock), `latency_us`, `late_us` (open loop: the
+    /// generator's own delay) and `ok`. Lay it beside the
     /// servers' logs or traces to see when the tail happened. At most 100,000 lines.
     #[arg(long)]
     slow_log: Option<PathBuf>,
@@ -720,8 +721,11 @@ fn write_slow_log(shared: &Shared, args: &BenchArgs) -> Result<Option<serde_json
         return Ok(None);
     };
     let (start, _) = *shared.window.lock().unwrap_or_else(|e| e.into_inner());
+    let start = start.unwrap_or_else(Instant::now);
+    // The window's start on the wall clock, for lines laid beside servers' logs.
+    let start_unix = std::time::SystemTime::now() - start.elapsed();
     let written = log
-        .write(path, start.unwrap_or_else(Instant::now))
+        .write(path, start, start_unix)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some(json!({
         "path": path.display().to_string(),

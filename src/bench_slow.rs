@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most requests a slow log keeps; past it they are counted, not kept. ~6 MB of lines,
 /// and a bound on memory when the threshold is below the usual latency.
@@ -72,16 +72,27 @@ impl SlowLog {
     }
 
     /// Writes the slow requests to `path` in the order they were sent, each as
-    /// `{"at_ms", "latency_us", "late_us", "ok"}`; `at_ms` counts from `start`, the
-    /// measured window's start (negative for a closed-loop request sent during the
-    /// warm-up that finished inside the window).
-    pub(crate) fn write(&self, path: &Path, start: Instant) -> std::io::Result<Written> {
+    /// `{"at_ms", "unix_ms", "latency_us", "late_us", "ok"}`. `at_ms` counts from
+    /// `start`, the measured window's start (negative for a closed-loop request sent
+    /// during the warm-up that finished inside the window); `unix_ms` is the same moment
+    /// on the wall clock, for servers' logs, taken with `start` at `start_unix`.
+    pub(crate) fn write(
+        &self,
+        path: &Path,
+        start: Instant,
+        start_unix: SystemTime,
+    ) -> std::io::Result<Written> {
+        let start_unix_ms = start_unix
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| micros(d) as f64 / 1e3);
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
         kept.sort_by_key(|s| s.sent);
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
         for s in &kept {
+            let at_ms = signed_ms(s.sent, start);
             let line = serde_json::json!({
-                "at_ms": signed_ms(s.sent, start),
+                "at_ms": at_ms,
+                "unix_ms": start_unix_ms + at_ms,
                 "latency_us": micros(s.latency),
                 "late_us": s.late.map(micros),
                 "ok": s.ok,
@@ -128,7 +139,8 @@ mod tests {
         log.note(at(10), Duration::from_millis(4), None, true); // Fast: not kept.
         log.note(at(5), Duration::from_millis(5), None, false);
         let path = std::env::temp_dir().join(format!("cairn-slow-{}.jsonl", std::process::id()));
-        let written = log.write(&path, at(10)).unwrap();
+        let unix = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let written = log.write(&path, at(10), unix).unwrap();
         assert_eq!(
             written,
             Written {
@@ -143,6 +155,7 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines[0]["at_ms"], -5.0, "sent before the window began");
+        assert_eq!(lines[0]["unix_ms"], 1_699_999_999_995.0);
         assert_eq!(lines[0]["latency_us"], 5_000);
         assert_eq!(lines[0]["late_us"], serde_json::Value::Null);
         assert_eq!(lines[0]["ok"], false);

@@ -830,12 +830,20 @@ fn slow_log_lists_every_request(path: &Path, report: &Value, open_loop: bool) {
     assert_eq!(lines.len() as u64, requests, "{report}");
     assert_eq!(report["slow_log"]["written"], requests, "{report}");
     let window_ms = report["seconds"].as_f64().unwrap() * 1e3;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3;
     let mut last = f64::MIN;
     for l in &lines {
         let (at, latency) = (
             l["at_ms"].as_f64().unwrap(),
             l["latency_us"].as_u64().unwrap(),
         );
+        // The wall clock of the same moment: within the last minute (the run took ~2 s).
+        let unix = l["unix_ms"].as_f64().unwrap();
+        assert!((now_ms - 60_000.0..now_ms).contains(&unix), "{l}");
         assert!(at >= last, "in send order: {l}");
         last = at;
         assert_eq!(l["ok"], true, "{l}");
