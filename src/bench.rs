@@ -586,6 +586,13 @@ async fn connect(args: &BenchArgs) -> Result<Conn, String> {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
+    let slow = match &args.slow_log {
+        Some(path) => Some(
+            SlowLog::create(path, Duration::from_secs_f64(args.slow_ms / 1e3))
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let conn = connect(&args).await?;
     let options = Options {
         w: parse_quorum(&args.w)?,
@@ -627,10 +634,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         window: std::sync::Mutex::new((None, None)),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
-        slow: args
-            .slow_log
-            .as_ref()
-            .map(|_| SlowLog::new(Duration::from_secs_f64(args.slow_ms / 1e3))),
+        slow,
     });
     if matches!(
         args.workload,
@@ -725,7 +729,7 @@ fn write_slow_log(shared: &Shared, args: &BenchArgs) -> Result<Option<serde_json
     // The window's start on the wall clock, for lines laid beside servers' logs.
     let start_unix = std::time::SystemTime::now() - start.elapsed();
     let written = log
-        .write(path, start, start_unix)
+        .write(start, start_unix)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some(json!({
         "path": path.display().to_string(),

@@ -28,12 +28,13 @@ struct Slow {
     ok: bool,
 }
 
-/// The slow requests of one run.
+/// The slow requests of one run, and the file they go to.
 #[derive(Debug)]
 pub(crate) struct SlowLog {
     threshold: Duration,
     kept: Mutex<Vec<Slow>>,
     not_kept: AtomicU64,
+    file: std::fs::File,
 }
 
 /// What [`SlowLog::write`] wrote.
@@ -45,12 +46,15 @@ pub(crate) struct Written {
 }
 
 impl SlowLog {
-    pub(crate) fn new(threshold: Duration) -> SlowLog {
-        SlowLog {
+    /// Creates (or empties) the file at `path` now, so that a path that cannot be
+    /// written fails before the run rather than after it.
+    pub(crate) fn create(path: &Path, threshold: Duration) -> std::io::Result<SlowLog> {
+        Ok(SlowLog {
             threshold,
             kept: Mutex::new(Vec::new()),
             not_kept: AtomicU64::new(0),
-        }
+            file: std::fs::File::create(path)?,
+        })
     }
 
     /// Notes a measured request, if it was slow.
@@ -71,23 +75,18 @@ impl SlowLog {
         }
     }
 
-    /// Writes the slow requests to `path` in the order they were sent, each as
+    /// Writes the slow requests to the file in the order they were sent, each as
     /// `{"at_ms", "unix_ms", "latency_us", "late_us", "ok"}`. `at_ms` counts from
     /// `start`, the measured window's start (negative for a closed-loop request sent
     /// during the warm-up that finished inside the window); `unix_ms` is the same moment
     /// on the wall clock, for servers' logs, taken with `start` at `start_unix`.
-    pub(crate) fn write(
-        &self,
-        path: &Path,
-        start: Instant,
-        start_unix: SystemTime,
-    ) -> std::io::Result<Written> {
+    pub(crate) fn write(&self, start: Instant, start_unix: SystemTime) -> std::io::Result<Written> {
         let start_unix_ms = start_unix
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| micros(d) as f64 / 1e3);
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
         kept.sort_by_key(|s| s.sent);
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut out = std::io::BufWriter::new(&self.file);
         for s in &kept {
             let at_ms = signed_ms(s.sent, start);
             let line = serde_json::json!({
@@ -127,7 +126,8 @@ mod tests {
 
     #[test]
     fn only_slow_requests_are_kept_and_written_in_send_order() {
-        let log = SlowLog::new(Duration::from_millis(5));
+        let path = std::env::temp_dir().join(format!("cairn-slow-{}.jsonl", std::process::id()));
+        let log = SlowLog::create(&path, Duration::from_millis(5)).unwrap();
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
         log.note(
@@ -138,9 +138,8 @@ mod tests {
         );
         log.note(at(10), Duration::from_millis(4), None, true); // Fast: not kept.
         log.note(at(5), Duration::from_millis(5), None, false);
-        let path = std::env::temp_dir().join(format!("cairn-slow-{}.jsonl", std::process::id()));
         let unix = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let written = log.write(&path, at(10), unix).unwrap();
+        let written = log.write(at(10), unix).unwrap();
         assert_eq!(
             written,
             Written {
@@ -170,7 +169,10 @@ mod tests {
 
     #[test]
     fn past_the_bound_slow_requests_are_counted_not_kept() {
-        let log = SlowLog::new(Duration::ZERO);
+        let path =
+            std::env::temp_dir().join(format!("cairn-slow-max-{}.jsonl", std::process::id()));
+        let log = SlowLog::create(&path, Duration::ZERO).unwrap();
+        std::fs::remove_file(&path).ok();
         let now = Instant::now();
         for _ in 0..SLOW_LOG_MAX + 3 {
             log.note(now, Duration::from_millis(1), None, true);

@@ -45,6 +45,18 @@ fn unknown_argument_is_a_usage_error() {
         .contains("usage"));
 }
 
+/// A slow log that cannot be written fails the run before it connects anywhere (the
+/// node named here does not exist), not after a run's worth of load.
+#[test]
+fn bench_fails_early_on_a_slow_log_it_cannot_write() {
+    let path = "/nonexistent-cairn-dir/slow.jsonl";
+    let out = cairn(&["bench", "--nodes", "127.0.0.1:9", "--slow-log", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(path), "{stderr}");
+    assert!(!stderr.contains("connect"), "{stderr}");
+}
+
 #[test]
 fn bench_refuses_settings_it_cannot_run() {
     for args in [
