@@ -449,7 +449,7 @@ async fn drive(config: &Config, net: &Net, cluster: &mut Cluster) -> Result<Repo
     }
     let healed = Instant::now();
     let finals = converge(cluster, Duration::from_secs_f64(config.converge_secs)).await;
-    let convergence_secs = finals.as_ref().map(|_| healed.elapsed().as_secs_f64());
+    let convergence_secs = finals.as_ref().ok().map(|_| healed.elapsed().as_secs_f64());
     let recorded = std::mem::take(&mut *shared.history.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(report(
         config,
@@ -529,11 +529,13 @@ async fn read_key(client: &Client, key: &str) -> Result<Option<Value>, Error> {
     client.batch(items, one).await?.pop().unwrap_or(Ok(None))
 }
 
-/// Reads every key from every node until all agree twice in a row; returns the values.
+/// Reads every key from every node until all agree twice in a row; returns the values,
+/// or, past `patience`, what stood in the way the last time round (a node that did not
+/// answer, two nodes that read a key differently, or values still changing).
 async fn converge(
     cluster: &Cluster,
     patience: Duration,
-) -> Option<BTreeMap<String, Option<Value>>> {
+) -> Result<BTreeMap<String, Option<Value>>, String> {
     let deadline = Instant::now() + patience;
     let mut clients = Vec::new();
     for n in 0..NODES {
@@ -544,40 +546,67 @@ async fn converge(
                 Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                Err(_) => return None,
+                Err(e) => return Err(format!("node {n} did not take a connection: {e}")),
             }
         }
     }
     let mut agreed_before: Option<BTreeMap<String, Option<Value>>> = None;
+    let mut why = String::from("no read finished in time");
     while Instant::now() < deadline {
-        let mut agreed = Some(BTreeMap::new());
-        'keys: for key in keys() {
-            let mut seen: Option<Option<Value>> = None;
-            for c in &clients {
-                let Ok(v) = read_key(c, &key).await else {
-                    agreed = None;
-                    break 'keys;
-                };
-                match &seen {
-                    None => seen = Some(v),
-                    Some(s) if *s == v => {}
-                    Some(_) => {
-                        agreed = None;
-                        break 'keys;
-                    }
-                }
+        match agree(&clients).await {
+            Ok(now) if agreed_before.as_ref() == Some(&now) => return Ok(now),
+            Ok(now) => {
+                why = "every node agreed, but on values still changing".into();
+                agreed_before = Some(now);
             }
-            if let (Some(map), Some(v)) = (agreed.as_mut(), seen) {
-                map.insert(key, v);
+            Err(disagreement) => {
+                why = disagreement;
+                agreed_before = None;
             }
-        }
-        match (agreed, &agreed_before) {
-            (Some(now), Some(before)) if now == *before => return Some(now),
-            (now, _) => agreed_before = now,
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    None
+    Err(why)
+}
+
+/// Longest value shown in a disagreement (its `Debug` text).
+const SHOWN_VALUE_CHARS: usize = 300;
+
+/// A value as a disagreement shows it: its `Debug` text, cut at [`SHOWN_VALUE_CHARS`].
+fn shown(v: &impl std::fmt::Debug) -> String {
+    let text = format!("{v:?}");
+    match text.char_indices().nth(SHOWN_VALUE_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Every key's value if every node reads the same; else the first disagreement.
+async fn agree(clients: &[Client]) -> Result<BTreeMap<String, Option<Value>>, String> {
+    let mut agreed = BTreeMap::new();
+    for key in keys() {
+        let mut first: Option<Option<Value>> = None;
+        for (n, c) in clients.iter().enumerate() {
+            let v = read_key(c, &key)
+                .await
+                .map_err(|e| format!("key {key}: node {n} did not answer: {e}"))?;
+            match &first {
+                None => first = Some(v),
+                Some(f) if *f == v => {}
+                Some(f) => {
+                    return Err(format!(
+                        "key {key}: node 0 read {}, node {n} read {}",
+                        shown(f),
+                        shown(&v)
+                    ))
+                }
+            }
+        }
+        if let Some(v) = first {
+            agreed.insert(key, v);
+        }
+    }
+    Ok(agreed)
 }
 
 fn report(
@@ -585,7 +614,7 @@ fn report(
     faults: &[Fault],
     log: &str,
     recorded: &[Recorded],
-    finals: Option<BTreeMap<String, Option<Value>>>,
+    finals: Result<BTreeMap<String, Option<Value>>, String>,
     convergence_secs: Option<f64>,
 ) -> Report {
     let mut text = String::new();
@@ -639,7 +668,7 @@ fn report(
     }
     let mut violations = Vec::new();
     match &finals {
-        Some(values) => {
+        Ok(values) => {
             let history: Vec<Entry> = recorded.iter().map(|r| r.entry.clone()).collect();
             violations = history::check(&history, values)
                 .into_iter()
@@ -651,9 +680,9 @@ fn report(
                 convergence_secs.unwrap_or(0.0)
             );
         }
-        None => {
+        Err(why) => {
             violations.push(format!(
-                "no convergence within {:.0}s of the last heal",
+                "no convergence within {:.0}s of the last heal; at the end, {why}",
                 config.converge_secs
             ));
         }
@@ -686,5 +715,19 @@ fn report(
         violations,
         convergence_secs,
         cut_off,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disagreement_shows_values_cut_short() {
+        assert_eq!(shown(&None::<Value>), "None");
+        // Multi-byte characters: cut on a character boundary, never inside one.
+        let text = shown(&"é".repeat(1_000));
+        assert!(text.ends_with("..."), "{text}");
+        assert_eq!(text.chars().count(), SHOWN_VALUE_CHARS + 3);
     }
 }
