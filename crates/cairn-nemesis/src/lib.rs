@@ -581,6 +581,25 @@ fn shown(v: &impl std::fmt::Debug) -> String {
     }
 }
 
+/// Characters kept before the first difference when two values are shown.
+const SHOWN_BEFORE_DIFFERENCE: usize = 60;
+
+/// Two texts from a little before the first character where they differ, so that a cut
+/// [`shown`] keeps the difference in view.
+fn from_first_difference(a: &str, b: &str) -> (String, String) {
+    let same = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let skip = same.saturating_sub(SHOWN_BEFORE_DIFFERENCE);
+    let cut = |t: &str| {
+        let rest: String = t.chars().skip(skip).collect();
+        if skip > 0 {
+            format!("...{rest}")
+        } else {
+            rest
+        }
+    };
+    (cut(a), cut(b))
+}
+
 /// Every key's value if every node reads the same; else the first disagreement.
 async fn agree(clients: &[Client]) -> Result<BTreeMap<String, Option<Value>>, String> {
     let mut agreed = BTreeMap::new();
@@ -594,11 +613,12 @@ async fn agree(clients: &[Client]) -> Result<BTreeMap<String, Option<Value>>, St
                 None => first = Some(v),
                 Some(f) if *f == v => {}
                 Some(f) => {
+                    let (a, b) = from_first_difference(&format!("{f:?}"), &format!("{v:?}"));
                     return Err(format!(
                         "key {key}: node 0 read {}, node {n} read {}",
-                        shown(f),
-                        shown(&v)
-                    ))
+                        shown(&a),
+                        shown(&b)
+                    ));
                 }
             }
         }
@@ -729,5 +749,25 @@ mod tests {
         let text = shown(&"é".repeat(1_000));
         assert!(text.ends_with("..."), "{text}");
         assert_eq!(text.chars().count(), SHOWN_VALUE_CHARS + 3);
+    }
+
+    #[test]
+    fn two_values_are_shown_from_where_they_differ() {
+        let a = format!("{}x1", "a".repeat(500));
+        let b = format!("{}x2", "a".repeat(500));
+        let (sa, sb) = from_first_difference(&a, &b);
+        assert_eq!(
+            sa,
+            format!("...{}x1", "a".repeat(SHOWN_BEFORE_DIFFERENCE - 1))
+        );
+        assert_eq!(
+            sb,
+            format!("...{}x2", "a".repeat(SHOWN_BEFORE_DIFFERENCE - 1))
+        );
+        // Texts that differ early are shown whole.
+        assert_eq!(
+            from_first_difference("ab", "ac"),
+            ("ab".into(), "ac".into())
+        );
     }
 }
