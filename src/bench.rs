@@ -20,7 +20,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::bench_slow::SlowLog;
+use crate::bench_slow::{micros, SlowLog};
 
 /// Most keys a run may use (the zipfian table and the per-key counts are O(keys)).
 const KEYS_MAX: u64 = 10_000_000;
@@ -727,7 +727,8 @@ fn write_slow_log(shared: &Shared, args: &BenchArgs) -> Result<Option<serde_json
     let (start, _) = *shared.window.lock().unwrap_or_else(|e| e.into_inner());
     let start = start.unwrap_or_else(Instant::now);
     // The window's start on the wall clock, for lines laid beside servers' logs.
-    let start_unix = std::time::SystemTime::now() - start.elapsed();
+    let now = std::time::SystemTime::now();
+    let start_unix = now.checked_sub(start.elapsed()).unwrap_or(now);
     let written = log
         .write(start, start_unix)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -780,7 +781,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+    let us = micros(d).max(1);
     let _ = h.record(us.min(h.high()));
 }
 
@@ -834,8 +835,9 @@ async fn closed_loop(
                 let t = Instant::now();
                 let ok = shared.one(&mut rng).await;
                 if shared.measuring() {
-                    record(&mut hist, t.elapsed());
-                    shared.note_slow(t, t.elapsed(), None, ok);
+                    let took = t.elapsed();
+                    record(&mut hist, took);
+                    shared.note_slow(t, took, None, ok);
                     shared.done.fetch_add(1, Ordering::Relaxed);
                     if !ok {
                         shared.errors.fetch_add(1, Ordering::Relaxed);
@@ -962,8 +964,10 @@ async fn open_loop(
                     // By when it was meant to leave, not when it finished: the slowest
                     // requests of the window end after it, and they are the tail.
                     if shared.in_window(intended) {
-                        shared.note_slow(intended, intended.elapsed(), Some(late), ok);
-                        let _ = tx.send((intended.elapsed(), late));
+                        // One reading, so the slow log and the histogram agree.
+                        let took = intended.elapsed();
+                        shared.note_slow(intended, took, Some(late), ok);
+                        let _ = tx.send((took, late));
                         shared.done.fetch_add(1, Ordering::Relaxed);
                         if !ok {
                             shared.errors.fetch_add(1, Ordering::Relaxed);

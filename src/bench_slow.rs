@@ -84,7 +84,8 @@ impl SlowLog {
         let start_unix_ms = start_unix
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| micros(d) as f64 / 1e3);
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Written once, at the end of the run: the list is taken, not copied.
+        let mut kept = std::mem::take(&mut *self.kept.lock().unwrap_or_else(|e| e.into_inner()));
         kept.sort_by_key(|s| s.sent);
         let mut out = std::io::BufWriter::new(&self.file);
         for s in &kept {
@@ -106,7 +107,8 @@ impl SlowLog {
     }
 }
 
-fn micros(d: Duration) -> u64 {
+/// `d` in whole microseconds (saturating).
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
