@@ -142,6 +142,23 @@ impl Cluster {
         SocketAddr::from((self.nodes[i].addr, 7000))
     }
 
+    /// The nodes node `i` routes around now (`up: false` in its cluster status), by index;
+    /// an error if it does not answer.
+    pub(crate) fn routed_around(&self, i: usize) -> Result<Vec<usize>, String> {
+        let status = cluster_json(self.http(i)).ok_or("no cluster status")?;
+        let nodes = status["nodes"]
+            .as_array()
+            .ok_or("a cluster status without nodes")?;
+        Ok(nodes
+            .iter()
+            .filter(|n| n["up"] == false)
+            .filter_map(|n| {
+                let addr = n["addr"].as_str()?;
+                (0..self.nodes.len()).find(|&j| self.quic(j).to_string() == addr)
+            })
+            .collect())
+    }
+
     pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca").join("ca.pem")
     }

@@ -28,7 +28,8 @@ pub struct NodeStatus {
     pub capacity: u64,
     /// Partition replicas it holds in the committed layout.
     pub partitions: u32,
-    /// Whether this node believes it up.
+    /// Whether this node routes to it now: its heartbeat moved lately and no request to
+    /// it timed out since it was last heard from (`Node::is_healthy`).
     pub up: bool,
     /// Whether it is the node answering.
     #[serde(rename = "self")]
@@ -136,7 +137,6 @@ pub struct Status {
 /// Reads the status off `node`.
 pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64) -> Status {
     let layout = node.layout();
-    let down: BTreeSet<NodeId> = node.down().collect();
     let slots = layout.slot_counts();
     let hints_for: BTreeMap<NodeId, u64> = node
         .store()
@@ -153,7 +153,7 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             zone: role.zone.as_str().to_owned(),
             capacity: role.capacity.0,
             partitions: slots.get(&id).copied().unwrap_or(0),
-            up: !down.contains(&id),
+            up: node.is_healthy(id, now_ms),
             this: id == node.id(),
             hints_for: hints_for.get(&id).copied().unwrap_or(0),
             last_aae_ms_ago: last_aae.get(&id).map(|t| now_ms.saturating_sub(*t)),

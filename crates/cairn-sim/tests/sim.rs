@@ -411,3 +411,40 @@ fn staged_state_that_leaked_before_a_crash_never_shares_a_dot_with_later_writes(
         set.members().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_node_restarted_with_its_clock_behind_its_last_start_is_seen_up_again() {
+    // The nemesis harness found it (seed 2211): a node ran with its clock 20 s ahead,
+    // then restarted with a true clock. Its liveness generation is its clock at start,
+    // so it went backwards; peers kept the higher one, saw its heartbeat never move, and
+    // routed around it for good: no hint came home and no anti-entropy reached it.
+    let mut c = Cluster::new(5, 3, 16, 3);
+    c.advance(3_000);
+    let owners = c.owners("g");
+    let node = owners[1];
+    let id = cairn_ring::NodeId(node as u64 + 1);
+    c.crash(node, false);
+    c.skew(node, 20_000);
+    c.restart(node);
+    c.advance(3_000);
+    c.crash(node, false);
+    c.skew(node, 0);
+    // Written once peers see it down: a fallback holds the hint for it.
+    c.advance(8_000);
+    assert!(c.call(owners[0], "g", incr(1), all()).is_ok());
+    c.restart(node);
+    // Past the liveness timeout, so a heartbeat that never moved would show.
+    c.advance(8_000);
+    let now = c.now();
+    for i in (0..5).filter(|&i| i != node) {
+        assert!(
+            c.node(i).unwrap().is_healthy(id, now),
+            "node {i} still routes around the restarted node"
+        );
+    }
+    assert_eq!(
+        c.copy(node, "g"),
+        c.copy(owners[0], "g"),
+        "the hint came home"
+    );
+}

@@ -4,7 +4,9 @@
 //! not moved for `liveness_timeout_ms` is down for routing, and so is one that let a
 //! request time out here until it is heard from again (request timeouts feed the
 //! detector). A restarted node starts a higher generation, so its beats win at once: it
-//! rejoins without an operator.
+//! rejoins without an operator. The generation is the clock at start, moved past any
+//! earlier run's that gossip brings back (a start with the clock behind an earlier one's
+//! would otherwise never be heard).
 
 use std::collections::BTreeMap;
 
@@ -47,7 +49,7 @@ impl<S: Store> Node<S> {
     /// Bumps this node's heartbeat; the table to gossip.
     pub(super) fn beat(&mut self, now_ms: u64) -> Vec<(NodeId, u64, u64)> {
         let me = self.cfg.id;
-        let generation = self.generation_started_ms;
+        let generation = self.liveness_generation;
         let entry = self.liveness.beats.entry(me).or_insert(Beat {
             version: (generation, 0),
             moved_ms: now_ms,
@@ -61,13 +63,32 @@ impl<S: Store> Node<S> {
             .collect()
     }
 
+    /// Moves this node's generation past `version`, a heartbeat gossiped for it, when that
+    /// is ahead of its own: it can only be an earlier run's. The generation starts as the
+    /// clock at start, which can be behind an earlier start's (a clock stepped back, or an
+    /// earlier run with its clock ahead); peers keep the higher version, so without this
+    /// they would see this node's heartbeat never move, and route around it until it
+    /// restarted with a later clock.
+    fn outrun_earlier_run(&mut self, version: (u64, u64)) {
+        let me = self.cfg.id;
+        let mine = self
+            .liveness
+            .beats
+            .get(&me)
+            .map_or((self.liveness_generation, 0), |b| b.version);
+        if version > mine {
+            self.liveness_generation = version.0.saturating_add(1);
+        }
+    }
+
     /// Merges a gossiped table.
     pub(super) fn merge_beats(&mut self, now_ms: u64, theirs: &[(NodeId, u64, u64)]) {
         for &(node, generation, beat) in theirs.iter().take(super::GOSSIP_NODES_MAX) {
+            let version = (generation, beat);
             if node == self.cfg.id {
+                self.outrun_earlier_run(version);
                 continue;
             }
-            let version = (generation, beat);
             let known = self.liveness.beats.get(&node).map(|b| b.version);
             if known.is_none_or(|k| version > k) {
                 self.liveness.beats.insert(

@@ -226,8 +226,9 @@ pub struct Node<S> {
     next_gossip_ms: u64,
     gossip_cursor: usize,
     liveness: Liveness,
-    /// This run's liveness generation: the node's clock when it started.
-    generation_started_ms: u64,
+    /// This run's liveness generation: the node's clock when it started, moved past an
+    /// earlier run's if gossip shows one ahead (`liveness.rs`).
+    liveness_generation: u64,
     /// Until this metadata write is durable, the node coordinates nothing.
     starting: Option<WriteToken>,
     outputs: VecDeque<Output>,
@@ -278,7 +279,7 @@ impl<S: Store> Node<S> {
             next_gossip_ms: now_ms,
             gossip_cursor: 0,
             liveness: Liveness::default(),
-            generation_started_ms: now_ms,
+            liveness_generation: now_ms,
             starting: Some(meta_token),
             outputs: VecDeque::new(),
         })
@@ -359,11 +360,6 @@ impl<S: Store> Node<S> {
             }
         }
         Ok(joined)
-    }
-
-    /// Nodes this node believes down.
-    pub fn down(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.down.iter().copied()
     }
 
     /// Requests in flight.
