@@ -302,14 +302,21 @@ impl RedbStore {
     ) -> Result<WriteToken, StoreError> {
         self.check_writable()?;
         self.release_stale_view();
-        let k = format::object_key(&key);
+        // An update read its object just before: that read encoded the key and found its
+        // state hash, so neither is made again. From here the object's state changes,
+        // and what was read of it is stale either way.
+        let (k, old) = match self.last_read.get_mut().take() {
+            Some(read) if format::is_object_key_of(&read.key, &key) => (read.key, read.hash),
+            _ => {
+                let k = format::object_key(&key);
+                let old = self.current_hash(&k)?;
+                (k, old)
+            }
+        };
         // The on-disk key begins with the segment: read, not hashed again.
         let segment = format::key_segment(&k).unwrap_or_else(|| segment_of(&key));
         let partition = key.partition;
         let seg_key = format::segment_key(key.partition, segment);
-        let old = self.current_hash(&k)?;
-        // From here the object's state changes: what was read of it is stale.
-        self.last_read.get_mut().take();
         let (value, new, record) = match new {
             Some((value, staged, record)) => (Some(value), Some(staged), Some(record)),
             None => (None, None, None),

@@ -25,7 +25,7 @@ use std::hash::BuildHasher;
 use cairn_crdt::Value;
 use indexmap::IndexMap;
 
-use crate::format::DiskKey;
+use crate::format::{DiskKey, KeyedHash};
 
 /// Decoded bytes estimated per byte of a record, for values other than sets: a map's
 /// fields or a register's bytes are close to their encoding, and this leaves room.
@@ -68,7 +68,7 @@ struct Entry {
 
 /// See the module docs.
 pub(crate) struct Warm {
-    entries: IndexMap<DiskKey, Entry>,
+    entries: IndexMap<DiskKey, Entry, KeyedHash>,
     /// Sum of the entries' costs.
     bytes: u64,
     max: u64,
@@ -80,7 +80,7 @@ impl Warm {
     /// An empty cache of at most `max` estimated bytes (0 keeps nothing).
     pub(crate) fn new(max: u64) -> Self {
         Warm {
-            entries: IndexMap::new(),
+            entries: IndexMap::default(),
             bytes: 0,
             max,
             rng: RandomState::new().hash_one(0x5eed_u64) | 1,
