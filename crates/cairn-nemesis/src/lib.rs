@@ -193,7 +193,14 @@ fn schedule(rng: &mut SmallRng, count: usize, netem: bool) -> Vec<Fault> {
                 6 => Fault::Netem(a),
                 7 => Fault::Kill(order[0]),
                 8 => Fault::Pause(order[0]),
-                _ => Fault::ClockSkew(order[0], if rng.gen() { 20_000 } else { -20_000 }),
+                _ => {
+                    // The first skew is ahead, so even a short run (CI's) restarts a node
+                    // with its clock behind its previous start's at the heal, which once
+                    // left it routed around for good (seed 2211). The draw is made
+                    // either way, so seeds keep their schedules.
+                    let ahead = rng.gen::<bool>() || i < kinds.len();
+                    Fault::ClockSkew(order[0], if ahead { 20_000 } else { -20_000 })
+                }
             }
         })
         .collect()
