@@ -102,3 +102,39 @@ impl<S: Store> Node<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_ring::{Layout, LayoutConfig, NodeId};
+
+    use crate::{Config, MemStore, Node};
+
+    fn node_started_at(now_ms: u64) -> Node<MemStore> {
+        let layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
+        Node::new(Config::new(NodeId(1), 7), layout, MemStore::new(), now_ms).unwrap()
+    }
+
+    /// This node's own `(generation, heartbeat)` after one more beat.
+    fn own_version(node: &mut Node<MemStore>, now_ms: u64) -> (u64, u64) {
+        let table = node.beat(now_ms);
+        let (_, generation, beat) = table.into_iter().find(|(n, ..)| *n == NodeId(1)).unwrap();
+        (generation, beat)
+    }
+
+    #[test]
+    fn gossip_about_an_earlier_run_ahead_of_this_one_moves_the_generation_past_it() {
+        let mut node = node_started_at(1_000);
+        assert_eq!(own_version(&mut node, 1_000), (1_000, 1));
+        // Its own beats echoed back, and an older run's, change nothing.
+        node.merge_beats(1_001, &[(NodeId(1), 1_000, 1), (NodeId(1), 999, 50)]);
+        assert_eq!(own_version(&mut node, 1_002), (1_000, 2));
+        // An earlier run that started in the same millisecond and beat longer.
+        node.merge_beats(1_003, &[(NodeId(1), 1_000, 40)]);
+        let moved = own_version(&mut node, 1_004);
+        assert!(moved > (1_000, 40), "{moved:?}");
+        // An earlier run whose clock was ahead.
+        node.merge_beats(1_005, &[(NodeId(1), 21_000, 3)]);
+        let moved = own_version(&mut node, 1_006);
+        assert!(moved > (21_000, 3), "{moved:?}");
+    }
+}
