@@ -1,7 +1,9 @@
 //! Long simulator sweeps: `cargo run --release -p cairn-sim -- --seeds N --start S`.
 //!
 //! Runs seeds `S..S+N` with mixed faults, prints each failing seed with the command that
-//! replays it, and ends with a summary line and the simulated throughput.
+//! replays it, and ends with a summary line and the simulated throughput. `--bounces`
+//! adds restarts with a clock stepped back across them (off by default; see
+//! `Faults::bounces`).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -12,6 +14,7 @@ struct Args {
     seeds: u64,
     start: u64,
     keys: usize,
+    bounces: bool,
     verbose: bool,
 }
 
@@ -20,6 +23,7 @@ fn parse() -> Result<Args, String> {
         seeds: 100,
         start: 0,
         keys: 0,
+        bounces: false,
         verbose: false,
     };
     let mut it = std::env::args().skip(1);
@@ -35,6 +39,7 @@ fn parse() -> Result<Args, String> {
             "--keys" => {
                 args.keys = usize::try_from(number("--keys")?).map_err(|e| e.to_string())?
             }
+            "--bounces" => args.bounces = true,
             "--verbose" | "-v" => args.verbose = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -50,7 +55,9 @@ fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("cairn-sim: {e}");
             }
-            eprintln!("usage: cairn-sim [--seeds N] [--start S] [--keys K] [--verbose]");
+            eprintln!(
+                "usage: cairn-sim [--seeds N] [--start S] [--keys K] [--bounces] [--verbose]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -58,7 +65,9 @@ fn main() -> ExitCode {
     let (mut failed, mut ops, mut repaired, mut messages) = (0u64, 0usize, 0u64, 0u64);
     let mut convergence: Vec<u64> = Vec::new();
     for seed in args.start..args.start.saturating_add(args.seeds) {
-        let report = Sim::new(SimConfig::with_keys(seed, args.keys)).run();
+        let mut config = SimConfig::with_keys(seed, args.keys);
+        config.faults.bounces = args.bounces;
+        let report = Sim::new(config).run();
         ops += report.ops;
         messages += report.messages;
         repaired += report.aae_keys_repaired;
@@ -75,7 +84,8 @@ fn main() -> ExitCode {
         }
         if !report.violations.is_empty() {
             failed += 1;
-            println!("FAILED seed {seed}: replay with `cargo run --release -p cairn-sim -- --seeds 1 --start {seed} --verbose`");
+            let bounces = if args.bounces { " --bounces" } else { "" };
+            println!("FAILED seed {seed}: replay with `cargo run --release -p cairn-sim -- --seeds 1 --start {seed}{bounces} --verbose`");
             for v in &report.violations {
                 println!("  {}: {}", v.key, v.what);
             }
