@@ -37,7 +37,7 @@ pub struct Faults {
     /// Largest clock offset of a node, ms.
     pub skew_ms_max: u64,
     /// Restart nodes with their clocks ahead, then soon again with them behind that
-    /// start ([`Fault::Bounce`]; needs `crashes` and `clock_jumps`). Off in
+    /// start (needs `crashes` and `clock_jumps`). Off in
     /// [`Faults::mixed`]: it finds a register out of real-time order (ARCHITECTURE.md,
     /// known limits), not yet understood.
     pub bounces: bool,
