@@ -719,8 +719,8 @@ impl Sim {
                 self.nodes[i].skew_ms = self.rng.range(0, 2 * max) as i64 - max as i64;
             }
             Fault::Bounce => {
-                // Back before the two clocks cross (they are 2 x max apart), and after
-                // the first start has gossiped its generation.
+                // Back within `skew_ms_max`: the second start's clock (that far behind)
+                // is then still earlier than the first start's (that far ahead).
                 self.restart_with_skew(i, self.max_skew());
                 let back = self.now + self.rng.range(1, self.cfg.faults.skew_ms_max);
                 self.schedule(back, Event::BounceBack { node: i });
