@@ -230,6 +230,17 @@ pub(crate) fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Whether `observer`'s cluster status shows `node` up (the view it routes by).
+fn shows_up(observer: &Server, node: &Server) -> Option<bool> {
+    let status = observer.call("GET", "/v1/cluster", None).body;
+    let addr = node.quic.to_string();
+    let entry = status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["addr"] == addr.as_str())?;
+    entry["up"].as_bool()
+}
+
 pub(crate) fn hints(node: &Server) -> u64 {
     node.call("GET", "/v1/cluster", None).body["hints"]
         .as_u64()
@@ -286,8 +297,14 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_within(&r.body, 5, tries);
 
-    // One node killed: writes with w=2 still succeed (a fallback keeps a hint).
+    // One node killed. Before any request to it could time out, gossip alone shows it
+    // down in another node's status (which used to show only request timeouts, and
+    // said `up` here).
     nodes[2].kill();
+    eventually("node 1 shows the killed node down", || {
+        (shows_up(&nodes[1], &nodes[2]) == Some(false)).then_some(())
+    });
+    // Writes with w=2 still succeed (a fallback keeps a hint).
     let keys: Vec<(String, u64)> = (0..20)
         .map(|i| {
             let key = format!("k{i}");
@@ -311,8 +328,11 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         "some of 20 keys have the killed node as a primary, so hints are kept"
     );
 
-    // Restarted: its hints come home and every replica agrees.
+    // Restarted: it shows up again, its hints come home and every replica agrees.
     nodes[2].start();
+    eventually("node 1 shows the restarted node up", || {
+        (shows_up(&nodes[1], &nodes[2]) == Some(true)).then_some(())
+    });
     eventually("hints handed back", || {
         (hints(&nodes[0]) + hints(&nodes[1]) == 0).then_some(())
     });

@@ -9,7 +9,7 @@
 //! Open **copies**: opening replays the log and takes a new storage generation, as a
 //! node's start does.
 
-use cairn_core::aae::{leaf, segment_of, state_hash, SegmentId, SEGMENTS};
+use cairn_core::aae::{leaf, segment_of, state_hash, SegmentId};
 use cairn_core::{join_values, ObjectKey, Store};
 use cairn_crdt::Value;
 use cairn_ring::{PartitionId, Partitioning};
@@ -76,7 +76,7 @@ fn run() -> Result<(), String> {
 fn bad_segments(store: &RedbStore, partition: PartitionId) -> Result<usize, String> {
     let tree = store.aae_tree(partition).map_err(|e| e.to_string())?;
     let mut bad = 0;
-    for (s, &want) in tree.segments().iter().enumerate().take(SEGMENTS) {
+    for (s, &want) in tree.segments().iter().enumerate() {
         let segment = SegmentId(u16::try_from(s).map_err(|e| e.to_string())?);
         let keys = store
             .aae_keys(partition, &[segment], KEYS_PER_SEGMENT_MAX)
