@@ -24,6 +24,10 @@ pub(super) struct Beat {
     pub(super) moved_ms: u64,
 }
 
+/// The version of a layout node not heard from yet: below every heartbeat (which starts
+/// at 1), and never gossiped.
+const UNHEARD: (u64, u64) = (0, 0);
+
 /// The table this node gossips.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Liveness {
@@ -32,7 +36,8 @@ pub(super) struct Liveness {
 
 impl<S: Store> Node<S> {
     /// Whether routing may use `node` now: not timed out here since last heard from, and
-    /// its heartbeat moved within `liveness_timeout_ms` (or it has not been heard of yet).
+    /// its heartbeat moved within `liveness_timeout_ms` (a layout node never heard from
+    /// counts from the first gossip round that found it in the layout).
     pub fn is_healthy(&self, node: NodeId, now_ms: u64) -> bool {
         if node == self.cfg.id {
             return true;
@@ -43,6 +48,22 @@ impl<S: Store> Node<S> {
         match self.liveness.beats.get(&node) {
             Some(beat) => now_ms.saturating_sub(beat.moved_ms) <= self.cfg.liveness_timeout_ms,
             None => true,
+        }
+    }
+
+    /// Starts the clock on every layout node not heard from yet, as if it had beaten now.
+    /// Without it a peer that died before its first heartbeat reached this node (killed
+    /// just after joining, or while this node was starting) would count as up forever:
+    /// its placeholder `(0, 0)` is below every real heartbeat, so the first one heard wins.
+    pub(super) fn await_unheard(&mut self, now_ms: u64) {
+        let me = self.cfg.id;
+        for (node, _) in self.layout.nodes() {
+            if node != me {
+                self.liveness.beats.entry(node).or_insert(Beat {
+                    version: UNHEARD,
+                    moved_ms: now_ms,
+                });
+            }
         }
     }
 
@@ -59,6 +80,7 @@ impl<S: Store> Node<S> {
         self.liveness
             .beats
             .iter()
+            .filter(|(_, b)| b.version != UNHEARD)
             .map(|(n, b)| (*n, b.version.0, b.version.1))
             .collect()
     }
@@ -105,7 +127,7 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use cairn_ring::{Layout, LayoutConfig, NodeId};
+    use cairn_ring::{Capacity, Layout, LayoutConfig, NodeId, NodeRole, Zone};
 
     use crate::{Config, MemStore, Node};
 
@@ -136,5 +158,35 @@ mod tests {
         node.merge_beats(1_005, &[(NodeId(1), 21_000, 3)]);
         let moved = own_version(&mut node, 1_006);
         assert!(moved > (21_000, 3), "{moved:?}");
+    }
+
+    #[test]
+    fn a_layout_node_never_heard_from_is_down_once_the_liveness_timeout_passes() {
+        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
+        for id in 1..=3 {
+            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
+            layout.stage_node(NodeId(id), role, NodeId(1)).unwrap();
+        }
+        layout.commit().unwrap();
+        let mut node = Node::new(Config::new(NodeId(1), 7), layout, MemStore::new(), 0).unwrap();
+        let timeout = node.cfg.liveness_timeout_ms;
+        let round = node.cfg.gossip_interval_ms;
+        // Node 2 beats through gossip; node 3 never does (it died before its first beat
+        // reached here).
+        let mut beat = 0;
+        let mut now = 0;
+        while now <= 3 * timeout {
+            node.handle_timeout(now);
+            beat += 1;
+            node.merge_beats(now, &[(NodeId(2), 5, beat)]);
+            now += round;
+        }
+        assert!(node.is_healthy(NodeId(2), now));
+        assert!(!node.is_healthy(NodeId(3), now), "never heard from, yet up");
+        // The placeholder is not gossiped, and the first real heartbeat wins over it.
+        let table = node.beat(now);
+        assert!(table.iter().all(|(n, ..)| *n != NodeId(3)), "{table:?}");
+        node.merge_beats(now, &[(NodeId(3), 1, 1)]);
+        assert!(node.is_healthy(NodeId(3), now));
     }
 }

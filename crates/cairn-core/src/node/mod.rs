@@ -550,6 +550,7 @@ impl<S: Store> Node<S> {
         }
         let to = peers[self.gossip_cursor % peers.len()];
         self.gossip_cursor = self.gossip_cursor.wrapping_add(1);
+        self.await_unheard(now_ms);
         let beats = self.beat(now_ms);
         let layout = Box::new(self.layout.clone());
         self.send(to, PeerMessage::Gossip { layout, beats });
