@@ -1,9 +1,9 @@
 //! Long simulator sweeps: `cargo run --release -p cairn-sim -- --seeds N --start S`.
 //!
 //! Runs seeds `S..S+N` with mixed faults, prints each failing seed with the command that
-//! replays it, and ends with a summary line and the simulated throughput. `--bounces`
-//! adds restarts with a clock stepped back across them (off by default; see
-//! `Faults::bounces`).
+//! replays it, and ends with a summary line and the simulated throughput. `--verbose`
+//! prints every seed's summary, and for a failing one its faults and the history of
+//! each key it broke.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -14,7 +14,6 @@ struct Args {
     seeds: u64,
     start: u64,
     keys: usize,
-    bounces: bool,
     verbose: bool,
 }
 
@@ -23,7 +22,6 @@ fn parse() -> Result<Args, String> {
         seeds: 100,
         start: 0,
         keys: 0,
-        bounces: false,
         verbose: false,
     };
     let mut it = std::env::args().skip(1);
@@ -39,7 +37,6 @@ fn parse() -> Result<Args, String> {
             "--keys" => {
                 args.keys = usize::try_from(number("--keys")?).map_err(|e| e.to_string())?
             }
-            "--bounces" => args.bounces = true,
             "--verbose" | "-v" => args.verbose = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -55,9 +52,7 @@ fn main() -> ExitCode {
             if !e.is_empty() {
                 eprintln!("cairn-sim: {e}");
             }
-            eprintln!(
-                "usage: cairn-sim [--seeds N] [--start S] [--keys K] [--bounces] [--verbose]"
-            );
+            eprintln!("usage: cairn-sim [--seeds N] [--start S] [--keys K] [--verbose]");
             return ExitCode::from(2);
         }
     };
@@ -65,9 +60,7 @@ fn main() -> ExitCode {
     let (mut failed, mut ops, mut repaired, mut messages) = (0u64, 0usize, 0u64, 0u64);
     let mut convergence: Vec<u64> = Vec::new();
     for seed in args.start..args.start.saturating_add(args.seeds) {
-        let mut config = SimConfig::with_keys(seed, args.keys);
-        config.faults.bounces = args.bounces;
-        let report = Sim::new(config).run();
+        let report = Sim::new(SimConfig::with_keys(seed, args.keys)).run();
         ops += report.ops;
         messages += report.messages;
         repaired += report.aae_keys_repaired;
@@ -84,10 +77,12 @@ fn main() -> ExitCode {
         }
         if !report.violations.is_empty() {
             failed += 1;
-            let bounces = if args.bounces { " --bounces" } else { "" };
-            println!("FAILED seed {seed}: replay with `cargo run --release -p cairn-sim -- --seeds 1 --start {seed}{bounces} --verbose`");
+            println!("FAILED seed {seed}: replay with `cargo run --release -p cairn-sim -- --seeds 1 --start {seed} --verbose`");
             for v in &report.violations {
                 println!("  {}: {}", v.key, v.what);
+            }
+            if args.verbose {
+                print_failure(&report);
             }
         }
     }
@@ -112,5 +107,24 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The faults of a failed run, and the history of every key it broke.
+fn print_failure(report: &cairn_sim::Report) {
+    println!("  faults:");
+    for (at, fault) in &report.faults {
+        println!("    {at:>6} ms  {fault}");
+    }
+    let broken: std::collections::BTreeSet<&str> =
+        report.violations.iter().map(|v| v.key.as_str()).collect();
+    for key in broken {
+        println!("  history of {key}:");
+        for e in report.history.iter().filter(|e| e.key == key) {
+            println!(
+                "    {:>6}..{:>6} ms  client {:>2}  {:?}  {:?}",
+                e.invoke_ms, e.complete_ms, e.client, e.outcome, e.action
+            );
+        }
     }
 }
