@@ -171,8 +171,10 @@ impl Cluster {
         copies.windows(2).all(|w| w[0] == w[1])
     }
 
-    /// Crashes node `i`: staged writes are lost; with `wipe`, everything is.
+    /// Crashes node `i`: staged writes are lost; with `wipe`, everything is. Messages in
+    /// flight to it are lost too, as with QUIC: none reaches its next incarnation.
     pub fn crash(&mut self, i: usize, wipe: bool) {
+        self.queue.retain(|(_, to, _)| *to != i);
         if let Some(node) = self.nodes[i].take() {
             let mut store = node.into_store();
             store.crash();

@@ -387,7 +387,7 @@ impl Sim {
             .map(|(node, around)| Violation {
                 key: "(routing)".to_string(),
                 what: format!(
-                    "node {node} routes around nodes {around:?} {ROUTING_MS_MAX} ms after the heal"
+                    "node {node} still routes around nodes {around:?} {ROUTING_MS_MAX} ms after the replicas converged"
                 ),
             })
             .collect();
