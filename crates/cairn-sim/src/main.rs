@@ -119,8 +119,13 @@ fn print_failure(report: &cairn_sim::Report) {
     let broken: std::collections::BTreeSet<&str> =
         report.violations.iter().map(|v| v.key.as_str()).collect();
     for key in broken {
+        // A violation that is not about one key (routing) has no history.
+        let mut history = report.history.iter().filter(|e| e.key == key).peekable();
+        if history.peek().is_none() {
+            continue;
+        }
         println!("  history of {key}:");
-        for e in report.history.iter().filter(|e| e.key == key) {
+        for e in history {
             println!(
                 "    {:>6}..{:>6} ms  client {:>2}  {:?}  {:?}",
                 e.invoke_ms, e.complete_ms, e.client, e.outcome, e.action
