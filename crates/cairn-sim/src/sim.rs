@@ -1135,18 +1135,29 @@ impl Sim {
 mod tests {
     use super::*;
 
-    /// Takes the one message in flight from `from` to `to`, as `deliver`'s arguments.
-    fn in_flight(sim: &mut Sim, from: usize, to: usize) -> (u64, PeerMessage) {
+    /// Sends a ping from node 0 to node 1 after `before`, runs `meanwhile` while it is in
+    /// flight, delivers it, and says whether node 1 handled it.
+    fn ping_arrives(sim: &mut Sim, before: fn(&mut Sim), meanwhile: fn(&mut Sim)) -> bool {
+        before(sim);
+        sim.send(0, sim.nodes[1].id, PeerMessage::Ping);
         let key = sim
             .events
             .iter()
-            .find(|(_, e)| matches!(e, Event::Deliver { from: f, to: t, .. } if *f == from && *t == to))
+            .find(|(_, e)| matches!(e, Event::Deliver { from: 0, to: 1, .. }))
             .map(|(k, _)| *k)
-            .expect("a message in flight");
-        match sim.events.remove(&key) {
-            Some(Event::Deliver { to_run, msg, .. }) => (to_run, *msg),
-            _ => unreachable!("found above"),
-        }
+            .expect("the ping in flight");
+        let Some(Event::Deliver { to_run, msg, .. }) = sim.events.remove(&key) else {
+            unreachable!("found above");
+        };
+        meanwhile(sim);
+        let handled = sim.messages;
+        sim.deliver(0, 1, to_run, *msg);
+        sim.messages > handled
+    }
+
+    fn restart_node_1(sim: &mut Sim) {
+        sim.crash_node(1, false);
+        sim.start_node(1);
     }
 
     #[test]
@@ -1158,39 +1169,22 @@ mod tests {
         sim.start_node(0);
         sim.start_node(1);
         sim.events.clear();
-        let to = sim.nodes[1].id;
-
-        sim.send(0, to, PeerMessage::Ping);
-        let (run, msg) = in_flight(&mut sim, 0, 1);
-        let before = sim.messages;
-        sim.deliver(0, 1, run, msg);
-        assert_eq!(
-            sim.messages,
-            before + 1,
-            "delivered to the incarnation it was sent to"
-        );
-
+        let nothing: fn(&mut Sim) = |_| {};
+        assert!(ping_arrives(&mut sim, nothing, nothing), "lost on the way");
         // A copy (a duplicate, or one delayed) still in flight when the receiver restarts
         // is lost with the old connection: the new incarnation has forgotten the forwards
         // it saw, and would coordinate a duplicated forward twice.
-        sim.send(0, to, PeerMessage::Ping);
-        let (run, msg) = in_flight(&mut sim, 0, 1);
-        sim.crash_node(1, false);
-        sim.start_node(1);
-        let before = sim.messages;
-        sim.deliver(0, 1, run, msg);
-        assert_eq!(sim.messages, before, "reached a later incarnation");
-
+        assert!(
+            !ping_arrives(&mut sim, nothing, restart_node_1),
+            "reached a later incarnation"
+        );
         // Sent while the receiver is down: the connection made when it is back reaches it.
-        sim.crash_node(1, false);
-        sim.send(0, to, PeerMessage::Ping);
-        let (run, msg) = in_flight(&mut sim, 0, 1);
-        sim.start_node(1);
-        let before = sim.messages;
-        sim.deliver(0, 1, run, msg);
-        assert_eq!(
-            sim.messages,
-            before + 1,
+        assert!(
+            ping_arrives(
+                &mut sim,
+                |sim| sim.crash_node(1, false),
+                |sim| sim.start_node(1)
+            ),
             "lost though sent while the receiver was down"
         );
     }
