@@ -1,7 +1,8 @@
 //! Gossiped liveness, in the manner of Cassandra's gossiper: every node bumps a heartbeat
 //! each gossip round and sends its table of `(node, generation, heartbeat)` with its
 //! layout to the next peer in turn; tables merge by maximum. A node whose heartbeat has
-//! not moved for `liveness_timeout_ms` is down for routing, and so is one that let a
+//! not moved for `liveness_timeout_ms` is down for routing (one never heard from counts
+//! from the gossip round that first found it in the layout), and so is one that let a
 //! request time out here until it is heard from again (request timeouts feed the
 //! detector). A restarted node starts a higher generation, so its beats win at once: it
 //! rejoins without an operator. The generation is the clock at start, moved past any
