@@ -70,7 +70,8 @@ const SHRINK_ABOVE: usize = 4096;
 pub(crate) struct StagedObjects {
     /// Partition ids are bounded by the ring's size, so the outer map hashes them with
     /// a fast unkeyed hash; keys within are a client's bytes, hashed with a keyed one
-    /// (foldhash, seeded at random: SipHash cost ~1.5% of a batched write's CPU).
+    /// (foldhash, seeded at random, rather than SipHash: ARCHITECTURE.md, "Keys longer than
+    /// a short bucket", has the measurement).
     partitions: FxHashMap<u16, HashMap<DiskKey, Staged<ObjectWrite>, KeyedHash>>,
 }
 
