@@ -346,7 +346,7 @@ impl RedbStore {
         // as it was, the key's latest value still.
         let warm = self.warm.get_mut();
         match (value, &new_hash, &record) {
-            (Some(value), Some(hash), Some(r)) => warm.put(k.clone(), value, *hash, r.len()),
+            (Some(value), Some(hash), Some(r)) => warm.put(&k, value, *hash, r.len()),
             _ => warm.remove(&k),
         }
         self.next_seq = seq;
