@@ -95,12 +95,12 @@ impl Counter {
     }
 
     /// Per-actor floors left by resets, in actor order.
-    pub fn floors(&self) -> impl Iterator<Item = (Actor, PnEntry)> + '_ {
+    pub fn floors(&self) -> impl ExactSizeIterator<Item = (Actor, PnEntry)> + Clone + '_ {
         self.floors.iter().copied()
     }
 
     /// Per-actor totals, in actor order.
-    pub fn entries(&self) -> impl Iterator<Item = (Actor, PnEntry)> + '_ {
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = (Actor, PnEntry)> + Clone + '_ {
         self.entries.iter().copied()
     }
 

@@ -88,10 +88,18 @@ pub fn encode_value(v: &Value) -> Vec<u8> {
 /// [`encode_value`], appended to `out` (a caller's header, say), so that the encoding
 /// need not be copied behind it.
 pub fn encode_value_after(mut out: Vec<u8>, v: &Value) -> Vec<u8> {
+    // One allocation for a small value, where growing from the header's size took two or
+    // three (session 25's profile of batched increments: ~2.5% of the I/O thread).
+    out.reserve(VALUE_RESERVE_BYTES);
     out.push(FORMAT_VERSION);
     out.push(value::tag(v.value_type()));
     value::encode(v, out)
 }
+
+/// Bytes [`encode_value_after`] makes room for before it writes: enough for any counter
+/// of two actors (two bytes of header, and 30 bytes of varints per entry at most), and for
+/// most registers and flags. Larger values grow the buffer from there.
+pub const VALUE_RESERVE_BYTES: usize = 64;
 
 /// Decodes a state or delta, checking every invariant of its type.
 pub fn decode_value(bytes: &[u8]) -> Result<Value, DecodeError> {

@@ -7,7 +7,8 @@ use cairn_crdt::{
     Actor, Counter, DotFun, DotSet, Flag, LwwEntry, MvReg, PnEntry, Register, Timestamp, Value,
     ValueType,
 };
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::DecodeError;
 use crate::wire::{dots, dots_wire, read_body, write_body, Bytes, ContextWire, DotWire};
@@ -34,7 +35,7 @@ pub(crate) fn type_of_tag(tag: u8, base: u8) -> Option<ValueType> {
 /// Writes `value`'s body after `header`.
 pub(crate) fn encode(value: &Value, header: Vec<u8>) -> Vec<u8> {
     match value {
-        Value::Counter(c) => write_body(&CounterWire::from(c), header),
+        Value::Counter(c) => write_body(&CounterOut(c), header),
         Value::Set(s) => write_body(&set::SetOut::new(s), header),
         Value::Map(m) => write_body(&map::MapWire::from(m), header),
         Value::Register(r) => write_body(&RegisterWire::from(r), header),
@@ -69,17 +70,33 @@ struct PnWire {
     dec: u64,
 }
 
-impl From<&Counter> for CounterWire {
-    fn from(c: &Counter) -> Self {
-        let wire = |(a, e): (Actor, PnEntry)| PnWire {
-            actor: a.0,
-            inc: e.inc,
-            dec: e.dec,
-        };
-        CounterWire {
-            entries: c.entries().map(wire).collect(),
-            floors: c.floors().map(wire).collect(),
-        }
+fn pn_wire((a, e): (Actor, PnEntry)) -> PnWire {
+    PnWire {
+        actor: a.0,
+        inc: e.inc,
+        dec: e.dec,
+    }
+}
+
+/// A counter written as [`CounterWire`] straight from its entries: every update's record
+/// and answer encode one, and collecting the wire form first cost an allocation each.
+struct CounterOut<'a>(&'a Counter);
+
+impl Serialize for CounterOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CounterWire", 2)?;
+        st.serialize_field("entries", &PnList(self.0.entries()))?;
+        st.serialize_field("floors", &PnList(self.0.floors()))?;
+        st.end()
+    }
+}
+
+/// A sequence of entries, serialized as they are read (the iterator knows its length).
+struct PnList<I>(I);
+
+impl<I: ExactSizeIterator<Item = (Actor, PnEntry)> + Clone> Serialize for PnList<I> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.clone().map(pn_wire))
     }
 }
 

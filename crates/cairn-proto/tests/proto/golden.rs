@@ -37,6 +37,16 @@ fn small_counter() -> Value {
     Value::Counter(c)
 }
 
+/// [`small_counter`] reset, then incremented by 3 at actor 1: floors under entries.
+fn reset_counter() -> Value {
+    let Value::Counter(mut c) = small_counter() else {
+        unreachable!("small_counter is a counter")
+    };
+    c.reset(at(3));
+    c.apply(&CounterOp::Increment(3), at(1)).unwrap();
+    Value::Counter(c)
+}
+
 fn small_set() -> Value {
     let mut s = Set::default();
     s.apply(
@@ -58,6 +68,9 @@ fn small_context() -> CausalContext {
 
 /// Counter: entries (1, inc 5, dec 0) and (2, inc 0, dec 2); no reset floors.
 const COUNTER: &str = "0101 02 010500 020002 00";
+/// Counter: entries (1, inc 8, dec 0) and (2, inc 0, dec 2); floors (1, inc 5, dec 0)
+/// and (2, inc 0, dec 2).
+const RESET_COUNTER: &str = "0101 02 010800 020002 02 010500 020002";
 /// Set: context {1: 2, 2: 2}; actors [1, 2]; members "apple", "ap|ricot", "banana";
 /// dot codes 0x12 (2,2), 0x10 (1,2), 0x06 (2,1); no deferred removes.
 const SET: &str =
@@ -69,6 +82,15 @@ const CONTEXT: &str = "0120 0201020201 010204";
 fn golden_counter() {
     assert_eq!(hex(&encode_value(&small_counter())), unspaced(COUNTER));
     assert_eq!(decode_value(&unhex(COUNTER)), Ok(small_counter()));
+}
+
+#[test]
+fn golden_reset_counter() {
+    assert_eq!(
+        hex(&encode_value(&reset_counter())),
+        unspaced(RESET_COUNTER)
+    );
+    assert_eq!(decode_value(&unhex(RESET_COUNTER)), Ok(reset_counter()));
 }
 
 #[test]
