@@ -314,7 +314,10 @@ pub const LARGE_RECORD_BYTES: usize = 256;
 /// `[1] [hash] [value]`, and the hash: the state hash of the value's encoding, which is
 /// written once, behind room left for the header (one encoding serves both).
 pub(crate) fn object_record(value: &Value) -> (u64, Vec<u8>) {
-    let mut out = cairn_proto::encode_value_after(vec![0; OBJECT_HEADER_BYTES], value);
+    // Sized once for the header and a small value, which the encoding then need not grow.
+    let mut header = Vec::with_capacity(OBJECT_HEADER_BYTES + cairn_proto::VALUE_RESERVE_BYTES);
+    header.resize(OBJECT_HEADER_BYTES, 0);
+    let mut out = cairn_proto::encode_value_after(header, value);
     let (header, encoded) = out.split_at_mut(OBJECT_HEADER_BYTES);
     let hash = state_hash_of_encoding(encoded);
     header[0] = RECORD_V1;
