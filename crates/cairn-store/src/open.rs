@@ -2,7 +2,7 @@
 //! the writer; and closing it cleanly.
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -508,6 +508,7 @@ fn spawn(
         overlay: Mutex::new(Overlay::default()),
         done: Mutex::new(Done::default()),
         done_cv: Condvar::new(),
+        failed: AtomicBool::new(false),
         on_persisted: opts.on_persisted.clone(),
         counters: Counters::default(),
         commits: AtomicU64::new(0),

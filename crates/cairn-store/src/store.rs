@@ -287,10 +287,10 @@ impl RedbStore {
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
-        match &self.shared.done().failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(self.failure());
         }
+        Ok(())
     }
 
     /// Stages object `key`: `new` is its value with that value's record, or `None` to
@@ -1073,6 +1073,21 @@ mod tests {
         assert!(s.release().is_err(), "a lost write must not pass silently");
         assert!(s.held.is_empty());
         assert!(s.take_persisted().is_empty(), "never made durable");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_failed_store_refuses_to_stage() {
+        let (dir, mut s) = fresh_store("failed-refuses", Options::new(1));
+        s.stage_object(counter_key(1), Value::empty(ValueType::Counter))
+            .unwrap();
+        crate::writer::fail_with(&s.shared, "the disk is gone");
+        let e = s.stage_object(counter_key(2), Value::empty(ValueType::Counter));
+        assert!(
+            matches!(&e, Err(StoreError::Io(m)) if m.contains("the disk is gone")),
+            "{e:?}"
+        );
+        drop(s);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -117,6 +117,10 @@ pub(crate) struct Shared {
     pub(crate) overlay: Mutex<Overlay>,
     pub(crate) done: Mutex<Done>,
     pub(crate) done_cv: Condvar,
+    /// Set once `done.failed` is: the owner checks it at every staged write, where taking
+    /// the `done` lock (which the log writer and the applier take at every batch) cost a
+    /// contended lock per write.
+    pub(crate) failed: AtomicBool,
     pub(crate) on_persisted: Option<Arc<dyn Fn() + Send + Sync>>,
     pub(crate) counters: Counters,
     /// redb commits the applier has made, counted after each commit and before its writes
@@ -417,6 +421,7 @@ fn fail(shared: &Shared, e: StoreError) {
     let mut done = shared.done();
     if done.failed.is_none() {
         done.failed = Some(e);
+        shared.failed.store(true, Ordering::Release);
     }
     drop(done);
     shared.done_cv.notify_all();
@@ -862,6 +867,7 @@ mod tests {
             overlay: Mutex::default(),
             done: Mutex::default(),
             done_cv: Condvar::new(),
+            failed: AtomicBool::new(false),
             on_persisted: None,
             counters: Counters::default(),
             commits: AtomicU64::new(0),
@@ -927,6 +933,10 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(false));
+        assert!(
+            shared.failed.load(Ordering::Acquire),
+            "the owner's flag is set"
+        );
         let failed = shared.done().failed.clone().map(|e| e.to_string());
         assert!(
             failed
