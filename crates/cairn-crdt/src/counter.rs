@@ -124,7 +124,8 @@ impl Counter {
             }
         }
         let c = Counter {
-            entries: Entries::from_vec(entries),
+            // Collected, not `from_vec`: that keeps a heap block larger than inline.
+            entries: entries.into_iter().collect(),
             floors,
         };
         let under = c.floors.iter().all(|&(a, f)| {
@@ -252,6 +253,10 @@ mod tests {
         assert!(!c.entries.spilled());
         c.apply(&CounterOp::Increment(1), at(3)).unwrap();
         assert_eq!(c.value(), Ok(3), "a third actor spills, and counts");
+        // Rebuilt from a decoder's list, even one with room to spare.
+        let mut decoded = Vec::with_capacity(8);
+        decoded.push((Actor(1), PnEntry { inc: 1, dec: 0 }));
+        assert!(!Counter::from_entries(decoded).unwrap().entries.spilled());
         // A larger counter would grow every value and every move of one.
         assert!(std::mem::size_of::<Counter>() <= std::mem::size_of::<crate::Set>());
     }

@@ -97,8 +97,9 @@ pub fn encode_value_after(mut out: Vec<u8>, v: &Value) -> Vec<u8> {
 }
 
 /// Bytes [`encode_value_after`] makes room for before it writes: enough for any counter
-/// of two actors (two bytes of header, and 30 bytes of varints per entry at most), and for
-/// most registers and flags. Larger values grow the buffer from there.
+/// of two actors and no reset floors (a two-byte header, a length byte per list, and at
+/// most 30 bytes of varints per entry), and for most registers and flags. Larger values
+/// grow the buffer from there.
 pub const VALUE_RESERVE_BYTES: usize = 64;
 
 /// Decodes a state or delta, checking every invariant of its type.

@@ -110,18 +110,17 @@ impl Warm {
         Some((e.value.clone()?, e.hash))
     }
 
-    /// The latest value of object `k` and its state hash, if kept, leaving no entry: the
-    /// caller stages its change next, which puts one back.
+    /// The latest value of object `k` and its state hash, if kept, leaving its slot
+    /// empty: the caller stages its change next, whose `put` refills it.
     pub(crate) fn take(&mut self, k: &[u8]) -> Option<(Value, u64)> {
         let (i, _, e) = self.entries.get_full_mut(k)?;
         self.taken = Some(i);
         let value = e.value.take()?;
         // The empty slot keeps the share of its key and overhead.
-        let empty = empty_cost(k.len());
-        self.bytes -= e.cost - empty;
-        e.cost = empty;
+        let keep = empty_cost(k.len()).min(e.cost);
+        self.bytes -= e.cost - keep;
+        e.cost = keep;
         self.kept -= 1;
-        self.taken = Some(i);
         Some((value, e.hash))
     }
 
