@@ -103,8 +103,16 @@ pub(crate) fn amount() -> impl Strategy<Value = i64> {
 }
 
 pub(crate) fn counter() -> impl Strategy<Value = Counter> {
-    reached(amount(), |_: &[Counter], by: &i64| {
+    let reached = reached(amount(), |_: &[Counter], by: &i64| {
         CounterOp::Increment(*by)
+    });
+    // A reset leaves floors, which no operation makes; then more increments above them.
+    (reached, any::<bool>(), amount()).prop_map(|(mut c, reset, by)| {
+        if reset {
+            c.reset(replica(0, 0));
+            let _ = c.apply(&CounterOp::Increment(by), replica(1, 1));
+        }
+        c
     })
 }
 
