@@ -89,7 +89,8 @@ pub fn encode_value(v: &Value) -> Vec<u8> {
 /// need not be copied behind it.
 pub fn encode_value_after(mut out: Vec<u8>, v: &Value) -> Vec<u8> {
     // One allocation for a small value, where growing from the header's size took two or
-    // three (session 25's profile of batched increments: ~2.5% of the I/O thread).
+    // three (session 25, one node batched: with `CounterOut`, encoding fell from 9.0% to
+    // 6.9% of the I/O thread's samples).
     out.reserve(VALUE_RESERVE_BYTES);
     out.push(FORMAT_VERSION);
     out.push(value::tag(v.value_type()));
