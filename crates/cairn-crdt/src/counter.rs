@@ -10,8 +10,7 @@ use crate::{Crdt, Replica};
 /// coordinators, usually one to three actors, and an increment's delta holds one: inline,
 /// reading a counter costs no second cache miss and a delta no allocation (session 25's
 /// profiles of batched increments: 3.6–4.0% of the I/O thread read the entries' heap
-/// block). Two
-/// keeps [`crate::Value`] at its size; three would grow it.
+/// block). Two keeps [`crate::Value`] at its size; three would grow it.
 const INLINE_ACTORS: usize = 2;
 
 /// A counter's entries, sorted by actor.
@@ -173,8 +172,6 @@ fn set_in_place(list: &mut [(Actor, PnEntry)], actor: Actor, entry: PnEntry) -> 
     list[i].1 = entry;
     Ok(())
 }
-
-impl Counter {}
 
 impl Crdt for Counter {
     type Op = CounterOp;
