@@ -295,18 +295,24 @@ fn commit(first: &Node, nodes: u16) -> Result<(), String> {
     }
 }
 
-/// Waits until `node` has heard of the committed layout with all `count` nodes.
+/// Waits until `node` has heard of the committed layout with all `count` nodes, and has
+/// synced its partitions with their other replicas (a new store refuses reads until then).
 fn wait_layout(node: &Node, count: u16) -> Result<(), String> {
     let deadline = Instant::now() + START_PATIENCE;
     loop {
         let status = http_client::request(&node.http, "GET", "/v1/cluster", None)?;
         let nodes = status.body["nodes"].as_array().map_or(0, Vec::len);
         let staged = status.body["staged"].as_array().map_or(0, Vec::len);
-        if nodes == usize::from(count) && staged == 0 {
+        let syncing = status.body["syncing"].as_array().map_or(0, Vec::len);
+        if nodes == usize::from(count) && staged == 0 && syncing == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("{} never learned the committed layout", node.name));
+            return Err(format!(
+                "{} never learned the committed layout, or never synced ({syncing} \
+                 partitions left)",
+                node.name
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

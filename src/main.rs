@@ -496,6 +496,13 @@ fn print_status(s: &Json) {
         "hints kept here: {} ({} bytes); requests in flight: {}",
         s["hints"], s["hint_bytes"], s["in_flight"]
     );
+    let syncing = s["syncing"].as_array().map_or(0, Vec::len);
+    if syncing > 0 {
+        println!(
+            "syncing {syncing} partitions after starting with an empty store: \
+             their reads go to the other replicas until then"
+        );
+    }
 }
 
 fn print(v: &Json) -> Result<(), String> {

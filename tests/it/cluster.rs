@@ -273,11 +273,15 @@ pub(crate) fn three_nodes(root: &Path) -> Vec<Server> {
     });
     let commit = nodes[0].call("POST", "/v1/cluster/commit", None);
     assert_eq!(commit.status, 200, "{}", commit.body);
-    // Every node learns the committed layout through gossip.
+    // Every node learns the committed layout through gossip, and syncs its new store
+    // with the other replicas (reads count once it has).
     for n in &nodes {
-        eventually("layout gossiped", || {
+        eventually("layout gossiped and synced", || {
             let s = n.call("GET", "/v1/cluster", None).body;
-            (s["nodes"].as_array()?.len() == 3 && s["staged"].as_array()?.is_empty()).then_some(())
+            (s["nodes"].as_array()?.len() == 3
+                && s["staged"].as_array()?.is_empty()
+                && s["syncing"].as_array()?.is_empty())
+            .then_some(())
         });
     }
     nodes

@@ -126,6 +126,11 @@ pub enum ReplicaError {
         /// Their bytes.
         bytes: u64,
     },
+    /// The replica's store started empty and has not yet synced this partition with the
+    /// other replicas, so its copy may lack acknowledged writes: it counts toward no read
+    /// quorum (DESIGN.md §4; docs/decisions/replica-sync-after-store-loss.md).
+    #[error("the replica is syncing this partition after starting with an empty store")]
+    Syncing,
 }
 
 /// What nodes send each other.
@@ -237,6 +242,9 @@ pub enum PeerMessage {
         id: RequestId,
         /// Keys the receiver holds differently or alone.
         keys: Vec<ObjectKey>,
+        /// The sender held nothing the receiver lacks in the segments compared: it sent
+        /// no repair, and neither side's key list was cut at `AAE_KEYS_MAX`.
+        complete: bool,
     },
     /// Remove the tombstone at `key` if its state still hashes to `state_hash`.
     Reap {

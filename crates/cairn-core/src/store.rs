@@ -47,6 +47,10 @@ pub struct NodeMeta {
     pub epochs: BTreeMap<PartitionId, u64>,
     /// Partitions whose data this node dropped since their epoch last moved.
     pub dropped: BTreeSet<PartitionId>,
+    /// The store may lack writes that quorums counted this node for: it started empty (new
+    /// or lost), and has not yet synced every partition it replicates with every other
+    /// replica. Until then its copies count toward no read quorum (`node/sync.rs`).
+    pub unsynced: bool,
 }
 
 /// A storage failure.

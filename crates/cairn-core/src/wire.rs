@@ -142,6 +142,7 @@ enum WireMsg {
     AaeFetch {
         id: u64,
         keys: Vec<WireKey>,
+        complete: bool,
     },
     Reap {
         key: WireKey,
@@ -233,6 +234,7 @@ enum WireReplicaError {
     Store(WireStoreError),
     WrongPartition,
     HintBacklogFull { count: u64, bytes: u64 },
+    Syncing,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -336,9 +338,10 @@ impl WireMsg {
                 key: WireKey::from_key(key),
                 value: cairn_proto::encode_value(value).into(),
             },
-            PeerMessage::AaeFetch { id, keys } => WireMsg::AaeFetch {
+            PeerMessage::AaeFetch { id, keys, complete } => WireMsg::AaeFetch {
                 id: id.0,
                 keys: keys.iter().map(WireKey::from_key).collect(),
+                complete: *complete,
             },
             PeerMessage::Reap { key, state_hash } => WireMsg::Reap {
                 key: WireKey::from_key(key),
@@ -488,6 +491,7 @@ impl WireReplicaError {
                 count: *count,
                 bytes: *bytes,
             },
+            ReplicaError::Syncing => WireReplicaError::Syncing,
         }
     }
 }
@@ -606,12 +610,13 @@ impl WireMsg {
                 key: key.into_key()?,
                 value: value(&v)?,
             },
-            WireMsg::AaeFetch { id, keys } => PeerMessage::AaeFetch {
+            WireMsg::AaeFetch { id, keys, complete } => PeerMessage::AaeFetch {
                 id: RequestId(id),
                 keys: keys
                     .into_iter()
                     .map(WireKey::into_key)
                     .collect::<Result<_, _>>()?,
+                complete,
             },
             WireMsg::Reap { key, state_hash } => PeerMessage::Reap {
                 key: key.into_key()?,
@@ -778,6 +783,7 @@ impl WireReplicaError {
             WireReplicaError::HintBacklogFull { count, bytes } => {
                 ReplicaError::HintBacklogFull { count, bytes }
             }
+            WireReplicaError::Syncing => ReplicaError::Syncing,
         })
     }
 }
@@ -891,6 +897,10 @@ mod tests {
                 id: RequestId(6),
                 result: Ok(None),
             },
+            PeerMessage::ReadReply {
+                id: RequestId(6),
+                result: Err(ReplicaError::Syncing),
+            },
             PeerMessage::AaeSegments {
                 id: RequestId(8),
                 partition: PartitionId(1),
@@ -906,6 +916,7 @@ mod tests {
             PeerMessage::AaeFetch {
                 id: RequestId(8),
                 keys: vec![key()],
+                complete: true,
             },
             PeerMessage::Gossip {
                 layout: Box::new(Layout::new(LayoutConfig::new(16, 3).unwrap())),

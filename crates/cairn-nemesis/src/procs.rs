@@ -123,10 +123,11 @@ impl Cluster {
         }
         for i in 0..n {
             let addr = cluster.http(i);
-            wait("every node knows the layout", || {
+            wait("every node knows the layout and has synced", || {
                 cluster_json(addr).is_some_and(|s| {
                     s["nodes"].as_array().map_or(0, Vec::len) == n
                         && s["staged"].as_array().is_some_and(Vec::is_empty)
+                        && s["syncing"].as_array().is_some_and(Vec::is_empty)
                 })
             })?;
         }

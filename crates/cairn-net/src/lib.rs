@@ -119,8 +119,10 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
 /// ALPN identifier of node-to-node traffic. Needs a node certificate.
 /// Version 2: peer batches travel one-way on unidirectional streams, which version 1
-/// nodes refuse, so the two do not connect.
-pub const ALPN_PEER: &[u8] = b"cairn-peer/2";
+/// nodes refuse, so the two do not connect. Version 3: replica sync (the anti-entropy
+/// fetch says whether the exchange was complete, and a replica may refuse a read as
+/// syncing), which version 2 nodes cannot decode.
+pub const ALPN_PEER: &[u8] = b"cairn-peer/3";
 /// ALPN identifier of client (SDK, CLI) traffic. Any certificate of the CA will do.
 pub const ALPN_CLIENT: &[u8] = b"cairn-client/1";
 /// The DNS name in every node certificate; peers and clients dial every node with it as the

@@ -130,6 +130,10 @@ pub struct Status {
     pub in_flight: usize,
     /// Anti-entropy at this node.
     pub anti_entropy: AaeSummary,
+    /// Partitions this node has not synced with their other replicas since its store
+    /// started empty (a new node, a lost disk): it refuses reads of them until it has
+    /// (`cairn_core`'s `node/sync.rs`). Empty once synced.
+    pub syncing: Vec<u16>,
     /// This node's store.
     pub store: StoreSummary,
 }
@@ -195,6 +199,7 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
         hints: backlog.count,
         hint_bytes: backlog.bytes,
         in_flight: node.pending_len(),
+        syncing: node.syncing_partitions().iter().map(|p| p.0).collect(),
         anti_entropy: AaeSummary {
             exchanges: aae.exchanges,
             in_sync: aae.in_sync,

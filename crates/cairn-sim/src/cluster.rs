@@ -60,7 +60,31 @@ impl Cluster {
         for i in 0..nodes {
             c.restart(i);
         }
+        // Every store starts empty: the nodes sync before the test begins, as `cairn dev`
+        // and the server tests wait for (their trees are empty, so this takes a moment).
+        c.await_synced(1_000);
         c
+    }
+
+    /// Moves time until no running node is syncing its partitions after starting with an
+    /// empty store (`Node::syncing_partitions`), at most `max_ms`. Panics if one still is.
+    pub fn await_synced(&mut self, max_ms: u64) {
+        for _ in 0..max_ms {
+            if self.syncing() == 0 {
+                return;
+            }
+            self.advance(1);
+        }
+        assert_eq!(self.syncing(), 0, "nodes still syncing after {max_ms} ms");
+    }
+
+    /// Partitions the running nodes are syncing, summed over the nodes.
+    pub fn syncing(&self) -> usize {
+        self.nodes
+            .iter()
+            .flatten()
+            .map(|n| n.syncing_partitions().len())
+            .sum()
     }
 
     /// The layout.

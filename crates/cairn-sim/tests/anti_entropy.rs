@@ -3,7 +3,7 @@
 //! turns both off, breaks replicas one way, and checks that the trees bring every primary
 //! level again — and, as a control, that nothing does with anti-entropy off too.
 
-use cairn_core::{ClientOp, Config, Quorum, RequestOptions};
+use cairn_core::{ClientError, ClientOp, ClientReply, Config, Quorum, RequestOptions};
 use cairn_crdt::{CounterOp, Op};
 use cairn_sim::Cluster;
 
@@ -50,7 +50,17 @@ fn run(
     (diverged, left)
 }
 
-fn scenario(fault: fn(&mut Cluster), heal: fn(&mut Cluster)) {
+/// What the control run, with anti-entropy off, must show.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Nothing repairs the replicas.
+    NothingRepairs,
+    /// The replica restored empty syncs anyway: until it has, its reads count for nothing,
+    /// so replica sync runs its exchanges with or without `aae_enabled`.
+    SyncRepairs,
+}
+
+fn scenario(fault: fn(&mut Cluster), heal: fn(&mut Cluster), control: Control) {
     let (diverged, left) = run(Cluster::with_config(5, 3, 16, 3, aae_only), fault, heal);
     println!("with anti-entropy: {diverged} keys diverged, {left} left after 20 s");
     assert!(diverged > 0, "the fault must make replicas diverge");
@@ -59,15 +69,21 @@ fn scenario(fault: fn(&mut Cluster), heal: fn(&mut Cluster)) {
         "anti-entropy left {left} of {diverged} keys diverged"
     );
     let (diverged, left) = run(Cluster::with_config(5, 3, 16, 3, nothing), fault, heal);
-    assert!(
-        left > 0 && left == diverged,
-        "without anti-entropy nothing repairs them"
-    );
+    match control {
+        Control::NothingRepairs => assert!(
+            left > 0 && left == diverged,
+            "without anti-entropy nothing repairs them"
+        ),
+        Control::SyncRepairs => assert!(
+            diverged > 0 && left == 0,
+            "replica sync repairs the restored replica: {left} of {diverged} left"
+        ),
+    }
 }
 
 #[test]
 fn a_replica_that_missed_writes_during_a_partition_without_handoff() {
-    scenario(|c| c.isolate(0), |c| c.heal());
+    scenario(|c| c.isolate(0), |c| c.heal(), Control::NothingRepairs);
 }
 
 #[test]
@@ -80,6 +96,7 @@ fn a_fallback_that_crashed_and_lost_its_hints() {
             }
             c.heal();
         },
+        Control::NothingRepairs,
     );
 }
 
@@ -92,6 +109,38 @@ fn a_replica_restored_empty() {
             c.crash(0, true);
             c.restart(0);
         },
+        Control::SyncRepairs,
+    );
+}
+
+#[test]
+fn a_replica_restored_empty_counts_toward_no_read_quorum_until_synced() {
+    let mut c = Cluster::new(3, 3, 16, 3);
+    let owners = c.owners("r");
+    let (a, b, late) = (owners[0], owners[1], owners[2]);
+    // Acknowledged by a and b (the default w = 2); the third replica is cut off.
+    c.isolate(late);
+    assert!(c.call(a, "r", incr(), RequestOptions::default()).is_ok());
+    // b loses its store; then a is cut off and the third replica is back.
+    c.crash(b, true);
+    c.restart(b);
+    c.heal();
+    c.isolate(a);
+    assert!(c.syncing() > 0, "b started empty");
+    // b and the third replica form a read quorum, and neither holds the write. Counting
+    // b's empty copy would read "not found" for an acknowledged write.
+    let read = c.call(b, "r", ClientOp::Read, RequestOptions::default());
+    assert!(
+        matches!(read, Err(ClientError::QuorumNotReached { .. })),
+        "b's copy must not count yet: {read:?}"
+    );
+    // Once a is back, b syncs with it and reads count again.
+    c.heal();
+    c.await_synced(10_000);
+    let read = c.call(b, "r", ClientOp::Read, RequestOptions::default());
+    assert!(
+        matches!(read, Ok(ClientReply::Value(Some(_)))),
+        "the synced replica reads the write: {read:?}"
     );
 }
 

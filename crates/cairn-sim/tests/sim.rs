@@ -188,7 +188,8 @@ fn a_crashed_node_never_reissues_a_dot_and_a_wiped_one_takes_a_new_actor() {
     c.isolate(node);
     assert!(c.call(node, "s", add("b"), one).is_ok());
     c.heal();
-    c.advance(50);
+    // Until the wiped node has synced, its copy counts toward no read quorum (r = all).
+    c.await_synced(10_000);
     let read = c.call(owners[1], "s", ClientOp::Read, all());
     let Ok(ClientReply::Value(Some(Value::Set(set)))) = read else {
         panic!("{read:?}")

@@ -442,16 +442,18 @@ pub(crate) fn decode_totals_record(bytes: &[u8]) -> Result<(u64, u64), StoreErro
     ))
 }
 
-/// Node metadata, record version 2: `[2] [generation u64 LE] [epochs u32 LE] then per
+/// Node metadata, record version 3: `[3] [generation u64 LE] [epochs u32 LE] then per
 /// epoch [partition u16 LE] [epoch u64 LE] (partitions ascending) [dropped u32 LE] then per
-/// dropped partition [partition u16 LE] (ascending)`. Version 1 (`[1] [generation]`, before
-/// per-partition epochs) is still read, as a generation with no epochs.
+/// dropped partition [partition u16 LE] (ascending) [unsynced u8: 0 or 1]`. Version 2 (the
+/// same without the last byte, before replica sync) is still read as synced, and version 1
+/// (`[1] [generation]`, before per-partition epochs) as a generation with no epochs.
+const NODE_RECORD_V3: u8 = 3;
 const NODE_RECORD_V2: u8 = 2;
 
 /// Encodes [`NodeMeta`].
 pub(crate) fn node_record(meta: &NodeMeta) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + meta.epochs.len() * 10 + meta.dropped.len() * 2);
-    out.push(NODE_RECORD_V2);
+    let mut out = Vec::with_capacity(18 + meta.epochs.len() * 10 + meta.dropped.len() * 2);
+    out.push(NODE_RECORD_V3);
     out.extend_from_slice(&meta.generation.to_le_bytes());
     let count = |n: usize| u32::try_from(n).expect("at most 2^16 partitions exist");
     out.extend_from_slice(&count(meta.epochs.len()).to_le_bytes());
@@ -463,6 +465,7 @@ pub(crate) fn node_record(meta: &NodeMeta) -> Vec<u8> {
     for p in &meta.dropped {
         out.extend_from_slice(&p.0.to_le_bytes());
     }
+    out.push(u8::from(meta.unsynced));
     out
 }
 
@@ -482,7 +485,7 @@ pub(crate) fn decode_node_record(bytes: &[u8]) -> Result<NodeMeta, StoreError> {
         Some((&RECORD_V1, rest)) if rest.len() == 8 => {
             meta.generation = u64_le(rest, "generation")?;
         }
-        Some((&NODE_RECORD_V2, mut rest)) => {
+        Some((&version @ (NODE_RECORD_V2 | NODE_RECORD_V3), mut rest)) => {
             meta.generation = u64::from_le_bytes(*take::<8>(&mut rest)?);
             for _ in 0..u32::from_le_bytes(*take::<4>(&mut rest)?) {
                 let p = PartitionId(u16::from_le_bytes(*take::<2>(&mut rest)?));
@@ -496,6 +499,13 @@ pub(crate) fn decode_node_record(bytes: &[u8]) -> Result<NodeMeta, StoreError> {
                 if !meta.dropped.insert(p) {
                     return Err(corrupt("node metadata names a dropped partition twice"));
                 }
+            }
+            if version == NODE_RECORD_V3 {
+                meta.unsynced = match take::<1>(&mut rest)? {
+                    [0] => false,
+                    [1] => true,
+                    _ => return Err(corrupt("node metadata's sync flag is not 0 or 1")),
+                };
             }
             if !rest.is_empty() {
                 return Err(corrupt("node metadata record has trailing bytes"));
@@ -665,9 +675,10 @@ mod tests {
     }
 
     #[test]
-    fn node_records_round_trip_and_read_version_1() {
+    fn node_records_round_trip_and_read_versions_1_and_2() {
         let mut m = NodeMeta {
             generation: 9,
+            unsynced: true,
             ..NodeMeta::default()
         };
         m.epochs.insert(PartitionId(3), 2);
@@ -687,5 +698,17 @@ mod tests {
         let v1 = [&[1u8][..], &7u64.to_le_bytes()].concat();
         let old = decode_node_record(&v1).unwrap();
         assert_eq!((old.generation, old.epochs.len()), (7, 0));
+        // Version 2 is version 3 without the sync flag, and reads as synced.
+        let mut v2 = rec[..rec.len() - 1].to_vec();
+        v2[0] = 2;
+        let old = decode_node_record(&v2).unwrap();
+        assert_eq!(
+            (old.epochs, old.dropped),
+            (m.epochs.clone(), m.dropped.clone())
+        );
+        assert!(!old.unsynced);
+        let mut bad_flag = rec.clone();
+        *bad_flag.last_mut().unwrap() = 2;
+        assert!(decode_node_record(&bad_flag).is_err());
     }
 }

@@ -361,10 +361,13 @@ fn start(
         identity,
     };
     // A new generation gives every partition a new actor; epochs and dropped marks carry
-    // over unchanged (they only ever add rotations).
+    // over unchanged (they only ever add rotations). Every reason to rotate is a store
+    // that may have lost writes it reported durable, so the node syncs before its reads
+    // count again (cairn-core's `node/sync.rs`).
     let new_meta = match (rotated, node) {
         (Some(r), Some(old)) => Some(NodeMeta {
             generation: r.to,
+            unsynced: true,
             ..old
         }),
         _ => None,

@@ -64,14 +64,24 @@ impl<S: Store> Node<S> {
         self.aae.last_with.iter().map(|(n, t)| (*n, *t))
     }
 
-    /// Starts the next exchange if it is time and none is in flight.
+    /// Starts the next exchange if it is time and none is in flight. A node syncing after
+    /// starting empty compares its unsynced pairs first, and does so even with
+    /// `aae_enabled` off: until it has, its reads count for nothing (`sync.rs`).
     pub(super) fn schedule_aae(&mut self, now_ms: u64) {
-        if !self.cfg.aae_enabled || now_ms < self.aae.next_at_ms || self.aae.in_flight.is_some() {
+        self.finish_sync_if_done();
+        let syncing = self.meta.unsynced;
+        if !(self.cfg.aae_enabled || syncing)
+            || now_ms < self.aae.next_at_ms
+            || self.aae.in_flight.is_some()
+        {
             return;
         }
         self.aae.next_at_ms = now_ms + self.cfg.aae_interval_ms;
         self.aae.last_start_ms = now_ms;
-        let pairs = self.aae_pairs();
+        let pairs = match syncing {
+            true => self.unsynced_pairs(),
+            false => self.aae_pairs(),
+        };
         if pairs.is_empty() {
             return;
         }
@@ -85,7 +95,8 @@ impl<S: Store> Node<S> {
             let Ok(tree) = self.store.aae_tree(partition) else {
                 return;
             };
-            let id = self.register(now_ms, self.cfg.aae_timeout_ms, Pending::Aae { peer });
+            let pending = Pending::Aae { peer, partition };
+            let id = self.register(now_ms, self.cfg.aae_timeout_ms, pending);
             self.aae.in_flight = Some(id);
             self.aae.stats.exchanges += 1;
             let layout = &self.layout;
@@ -147,11 +158,12 @@ impl<S: Store> Node<S> {
         partition: PartitionId,
         in_sync: bool,
     ) {
-        if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
+        if !self.is_exchange_with(id, from, partition) {
             return;
         }
         if in_sync {
             self.aae.stats.in_sync += 1;
+            self.note_synced(partition, from);
             return self.end_aae(id);
         }
         let Ok(tree) = self.store.aae_tree(partition) else {
@@ -218,11 +230,12 @@ impl<S: Store> Node<S> {
         branches: Vec<u16>,
         sparse: Vec<(u16, u64)>,
     ) {
-        if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
+        if !self.is_exchange_with(id, from, partition) {
             return;
         }
         if branches.is_empty() {
             self.aae.stats.in_sync += 1;
+            self.note_synced(partition, from);
             return self.end_aae(id);
         }
         // Peer input: distinct branches that exist, or the exchange ends.
@@ -279,22 +292,28 @@ impl<S: Store> Node<S> {
             .filter(|s| usize::from(*s) < crate::aae::SEGMENTS)
             .map(SegmentId)
             .collect();
+        // Either list cut at the bound may leave out a key only one side holds.
+        let cut = theirs.len() >= AAE_KEYS_MAX;
         let theirs: Vec<(ObjectKey, u64)> = theirs
             .into_iter()
             .filter(|(k, _)| k.partition == partition && self.owns_partition_of(k))
             .collect();
-        let mine = self
-            .store
-            .aae_keys(partition, &segments, AAE_KEYS_MAX)
-            .unwrap_or_default();
+        let Ok(mine) = self.store.aae_keys(partition, &segments, AAE_KEYS_MAX) else {
+            // No list to compare: the initiator's exchange times out, counting for
+            // nothing (an empty list here would claim this node holds nothing).
+            return;
+        };
+        let cut = cut || mine.len() >= AAE_KEYS_MAX;
         let theirs: std::collections::BTreeMap<ObjectKey, u64> = theirs.into_iter().collect();
         let mine_map: std::collections::BTreeMap<&ObjectKey, u64> =
             mine.iter().map(|(k, h)| (k, *h)).collect();
         // Keys both hold, differently: send ours; the initiator sends back the join only if
         // it held something ours lacked (one state crosses the wire when one side is
         // simply behind, the common case).
+        let mut repaired = false;
         for (key, hash) in &mine {
             if theirs.get(key) != Some(hash) {
+                repaired = true;
                 self.repair_peer(from, key, true);
             }
         }
@@ -305,21 +324,46 @@ impl<S: Store> Node<S> {
             .cloned()
             .collect();
         self.aae.stats.protocol_bytes += 16 + wanted.iter().map(key_bytes).sum::<u64>();
-        self.send(from, PeerMessage::AaeFetch { id, keys: wanted });
+        let complete = !repaired && !cut;
+        let msg = PeerMessage::AaeFetch {
+            id,
+            keys: wanted,
+            complete,
+        };
+        self.send(from, msg);
     }
 
     /// The end, at the initiator: send the states the peer asked for. Trees that differed
     /// may differ still (bounds cut the exchange short, or writes went on): the next
     /// exchange starts after a tenth of `aae_interval_ms` (catching up, still paced).
-    pub(super) fn on_aae_fetch(&mut self, from: NodeId, id: RequestId, keys: Vec<ObjectKey>) {
-        if !matches!(self.pending.get(&id), Some(Pending::Aae { peer }) if *peer == from) {
+    /// With `complete`, the peer held nothing this node lacked: the pair is synced.
+    pub(super) fn on_aae_fetch(
+        &mut self,
+        from: NodeId,
+        id: RequestId,
+        keys: Vec<ObjectKey>,
+        complete: bool,
+    ) {
+        let Some(&Pending::Aae { peer, partition }) = self.pending.get(&id) else {
+            return;
+        };
+        if peer != from {
             return;
         }
         for key in keys.iter().take(AAE_KEYS_MAX) {
             self.repair_peer(from, key, false);
         }
-        self.end_aae(id);
+        if complete {
+            self.note_synced(partition, from);
+        }
         self.aae.next_at_ms = self.aae.last_start_ms + self.cfg.aae_interval_ms / 10;
+        self.end_aae(id);
+    }
+
+    /// Whether `id` is an exchange this node started with `peer` over `partition`.
+    fn is_exchange_with(&self, id: RequestId, peer: NodeId, partition: PartitionId) -> bool {
+        matches!(self.pending.get(&id),
+            Some(Pending::Aae { peer: p, partition: q }) if *p == peer && *q == partition)
     }
 
     /// Sends our state of `key` to `peer` as a repair nobody waits on; with `answer`, the
@@ -369,6 +413,9 @@ impl<S: Store> Node<S> {
         self.pending.remove(&id);
         if self.aae.in_flight == Some(id) {
             self.aae.in_flight = None;
+        }
+        if self.meta.unsynced {
+            self.aae.next_at_ms = 0; // Back to back while syncing (`sync.rs`).
         }
     }
 }

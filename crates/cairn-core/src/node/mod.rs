@@ -30,6 +30,7 @@ use rustc_hash::FxHashMap;
 mod anti_entropy;
 mod deadlines;
 mod liveness;
+mod sync;
 
 use liveness::Liveness;
 
@@ -178,6 +179,7 @@ enum Pending {
     /// An anti-entropy exchange this node started.
     Aae {
         peer: NodeId,
+        partition: PartitionId,
     },
     /// A tombstone every primary acknowledged, reaped when its grace period ends.
     Reap {
@@ -225,6 +227,7 @@ pub struct Node<S> {
     forwards_seen: BTreeMap<(NodeId, RequestId), u64>,
     next_probe_ms: u64,
     aae: AaeState,
+    sync: sync::SyncProgress,
     next_gossip_ms: u64,
     gossip_cursor: usize,
     liveness: Liveness,
@@ -250,8 +253,10 @@ impl<S: Store> Node<S> {
                 generation: meta.generation.wrapping_add(1),
                 ..meta
             },
+            // An empty store may lack what quorums counted this node for (`sync.rs`).
             None => NodeMeta {
                 generation: cfg.incarnation_nonce,
+                unsynced: true,
                 ..NodeMeta::default()
             },
         };
@@ -259,7 +264,7 @@ impl<S: Store> Node<S> {
         let hlc = Hlc::new(cfg.max_clock_drift_ms);
         // Ids must not repeat across restarts (peers deduplicate forwards by them).
         let first_id = mix(cfg.incarnation_nonce) >> 1;
-        Ok(Node {
+        let mut node = Node {
             next_probe_ms: now_ms,
             cfg,
             layout,
@@ -284,7 +289,11 @@ impl<S: Store> Node<S> {
             liveness_generation: now_ms,
             starting: Some(meta_token),
             outputs: VecDeque::new(),
-        })
+            sync: sync::SyncProgress::default(),
+        };
+        // A node alone in its partitions (n = 1) has no one to sync with.
+        node.finish_sync_if_done();
+        Ok(node)
     }
 
     // ---- getters ----
@@ -457,7 +466,7 @@ impl<S: Store> Node<S> {
             } => self.replicate(from, id, key, value, hint_for),
             PeerMessage::ReplicateAck { id, result } => self.on_ack(now_ms, from, id, result),
             PeerMessage::Read { id, key, hint_for } => {
-                let result = self.load(&key, hint_for).map_err(ReplicaError::from);
+                let result = self.read_copy(&key, hint_for);
                 self.send(from, PeerMessage::ReadReply { id, result });
             }
             PeerMessage::ReadReply { id, result } => self.on_read_reply(now_ms, from, id, result),
@@ -488,12 +497,18 @@ impl<S: Store> Node<S> {
                 segments,
                 keys,
             } => self.on_aae_keys(from, id, partition, segments, keys),
-            PeerMessage::AaeFetch { id, keys } => self.on_aae_fetch(from, id, keys),
+            PeerMessage::AaeFetch { id, keys, complete } => {
+                self.on_aae_fetch(from, id, keys, complete)
+            }
             PeerMessage::AaeRepair { key, value } => self.on_aae_repair(from, key, value),
             PeerMessage::Reap { key, state_hash } => self.reap(&key, state_hash),
             PeerMessage::Gossip { layout, beats } => self.on_gossip(now_ms, &layout, &beats),
             PeerMessage::Ping => self.send(from, PeerMessage::Pong),
             PeerMessage::Pong => {}
+        }
+        if self.meta.unsynced {
+            // Syncing exchanges run back to back, not once per `aae_interval_ms`.
+            self.schedule_aae(now_ms);
         }
     }
 
@@ -604,7 +619,7 @@ impl<S: Store> Node<S> {
         if let Some(at) = self.deadlines.first() {
             next = next.min(at);
         }
-        if self.cfg.aae_enabled && self.aae.in_flight.is_none() {
+        if (self.cfg.aae_enabled || self.meta.unsynced) && self.aae.in_flight.is_none() {
             next = next.min(self.aae.next_at_ms);
         }
         Some(next)
@@ -929,10 +944,21 @@ impl<S: Store> Node<S> {
                 },
             );
         }
-        let local = self
-            .load(&key, self.my_hint_for(&targets))
-            .map_err(ReplicaError::from);
+        let local = self.read_copy(&key, self.my_hint_for(&targets));
         self.on_read_reply(now_ms, me, id, local);
+    }
+
+    /// This node's answer to a read: its copy of `key` (or its hints for `hint_for`),
+    /// unless it holds the key's partition and has not synced it yet.
+    fn read_copy(
+        &self,
+        key: &ObjectKey,
+        hint_for: Option<NodeId>,
+    ) -> Result<Option<Value>, ReplicaError> {
+        if hint_for.is_none() && self.is_syncing(key.partition) {
+            return Err(ReplicaError::Syncing);
+        }
+        Ok(self.load(key, hint_for)?)
     }
 
     fn on_read_reply(

@@ -19,6 +19,15 @@ fn meta(generation: u64) -> NodeMeta {
     }
 }
 
+/// A rotated generation: the store may have lost what it reported durable, so the node
+/// syncs its partitions before its reads count again.
+fn rotated_meta(generation: u64) -> NodeMeta {
+    NodeMeta {
+        unsynced: true,
+        ..meta(generation)
+    }
+}
+
 /// Stages a generation and some objects, waits until they are reported persisted, then
 /// "crashes": the file's bytes as they are now are written back after the store is gone,
 /// into the same inode, without the clean marker the close wrote.
@@ -66,7 +75,7 @@ fn an_unsynced_crash_rotates_the_generation_durably() {
         (r.from, r.to, r.reason),
         (7, 1234, RotationReason::UnsyncedCrash)
     );
-    assert_eq!(s.meta().unwrap(), Some(meta(1234)));
+    assert_eq!(s.meta().unwrap(), Some(rotated_meta(1234)));
     // The rotation was written before open returned: another crash keeps it.
     let image = std::fs::read(dir.file()).unwrap();
     s.close().unwrap();
@@ -77,7 +86,7 @@ fn an_unsynced_crash_rotates_the_generation_durably() {
         None,
         "the crashed session synced everything"
     );
-    assert_eq!(s.meta().unwrap(), Some(meta(1234)));
+    assert_eq!(s.meta().unwrap(), Some(rotated_meta(1234)));
 }
 
 #[test]
@@ -88,6 +97,7 @@ fn a_crash_that_lost_its_log_rotates() {
     let s = RedbStore::open(dir.file(), opts(Durability::Fsync)).unwrap();
     let r = s.recovery().rotated.expect("rotated");
     assert_eq!(r.reason, RotationReason::LogLost);
+    assert_eq!(s.meta().unwrap(), Some(rotated_meta(r.to)));
     // A log from another copy of the store is no better than none.
     drop(s);
     let other = TempDir::new("log-other");

@@ -1,0 +1,286 @@
+//! Replica sync: a store that started empty counts toward no read quorum until it has
+//! compared each of its partitions with every other replica of it.
+//!
+//! A read quorum meets every write quorum only if each replica still holds what it
+//! acknowledged. A node whose store is new (a replaced disk, a wiped directory, a brand
+//! new cluster) breaks that for every write acknowledged before it came up: its "not
+//! found" would stand in for a copy it lost, and a register write stamped over such a read
+//! could sort below the write it was meant to follow (the simulator's wiped-replica seeds;
+//! docs/decisions/replica-sync-after-store-loss.md).
+//!
+//! So such a node answers reads of its own partitions with `ReplicaError::Syncing` (its
+//! local reads too) until, for every partition it replicates and every other replica `q`
+//! of it, an anti-entropy exchange it started with `q` ended with nothing `q` held that
+//! it lacked. Writes are unchanged: they are on its disk, so they count toward `w`.
+//!
+//! An exchange that repaired something does not count: its repairs travel as separate
+//! messages, so its end says nothing of their arrival. The next one, once they landed,
+//! finds nothing and counts. While syncing, exchanges run back to back, so a new cluster
+//! (empty trees, equal at the root) is synced within a round trip per pair.
+//!
+//! The flag lives in `NodeMeta`: cleared in a metadata write staged after every repair,
+//! so a crash before it is durable restarts the sync rather than trusting repairs lost
+//! with the crash. Which pairs are done is kept in memory only, for the same reason.
+
+use std::collections::BTreeSet;
+
+use cairn_ring::{NodeId, PartitionId};
+
+use super::Node;
+use crate::store::Store;
+
+/// Which (partition, peer) pairs have synced since this run started unsynced. At most
+/// one entry per pair of the layout; emptied once the node is synced.
+#[derive(Clone, Debug, Default)]
+pub(super) struct SyncProgress {
+    pub(super) done: BTreeSet<(PartitionId, NodeId)>,
+}
+
+impl<S: Store> Node<S> {
+    /// Partitions whose reads this node refuses until it has synced them, ascending:
+    /// empty unless its store started empty (`/v1/cluster` shows them).
+    pub fn syncing_partitions(&self) -> Vec<PartitionId> {
+        if !self.meta.unsynced {
+            return Vec::new();
+        }
+        self.layout
+            .partitions()
+            .filter(|p| self.is_syncing(*p))
+            .collect()
+    }
+
+    /// Whether this node's copy of `partition` may lack writes a quorum counted it for.
+    pub(super) fn is_syncing(&self, partition: PartitionId) -> bool {
+        self.meta.unsynced && self.unsynced_peers(partition).next().is_some()
+    }
+
+    /// Replicas of `partition` this node has still to sync with (none if it is not one).
+    fn unsynced_peers(&self, partition: PartitionId) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.cfg.id;
+        let replicas = self.layout.replicas(partition);
+        let mine = replicas.contains(&me);
+        replicas
+            .iter()
+            .copied()
+            .filter(move |q| mine && *q != me && !self.sync.done.contains(&(partition, *q)))
+    }
+
+    /// The pairs anti-entropy should compare first: those not yet synced, in layout order.
+    pub(super) fn unsynced_pairs(&self) -> Vec<(PartitionId, NodeId)> {
+        self.layout
+            .partitions()
+            .flat_map(|p| self.unsynced_peers(p).map(move |q| (p, q)))
+            .collect()
+    }
+
+    /// An exchange this node started with `peer` over `partition` found nothing `peer`
+    /// held that this node lacked.
+    pub(super) fn note_synced(&mut self, partition: PartitionId, peer: NodeId) {
+        if !self.meta.unsynced {
+            return;
+        }
+        self.sync.done.insert((partition, peer));
+        self.finish_sync_if_done();
+    }
+
+    /// Clears the flag once every pair has synced, in a metadata write staged after every
+    /// repair this node merged. A node not in the layout yet waits for one.
+    pub(super) fn finish_sync_if_done(&mut self) {
+        let me = self.cfg.id;
+        if !self.meta.unsynced || self.layout.node(me).is_none() {
+            return;
+        }
+        if self.layout.partitions().any(|p| self.is_syncing(p)) {
+            return;
+        }
+        self.meta.unsynced = false;
+        self.sync.done.clear();
+        // A failed stage leaves the flag set on disk: the next run syncs again.
+        let _ = self.store.stage_meta(self.meta.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_crdt::{Value, ValueType};
+    use cairn_ring::{Capacity, Layout, LayoutConfig, NodeId, NodeRole, Zone};
+
+    use super::super::AAE_KEYS_MAX;
+    use crate::aae::{SegmentId, SEGMENTS};
+    use crate::msg::{Output, PeerMessage, ReplicaError, RequestId};
+    use crate::store::{NodeMeta, ObjectKey, Store};
+    use crate::{Config, MemStore, Node};
+
+    const ME: NodeId = NodeId(1);
+    const PEER: NodeId = NodeId(2);
+
+    fn three_nodes() -> Layout {
+        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
+        for id in 1..=3 {
+            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
+            layout.stage_node(NodeId(id), role, ME).unwrap();
+        }
+        layout.commit().unwrap();
+        layout
+    }
+
+    fn key(layout: &Layout, k: &str) -> ObjectKey {
+        ObjectKey {
+            partition: layout.partition_of(b"b", k.as_bytes()),
+            bucket: b"b".as_slice().into(),
+            key: k.as_bytes().into(),
+        }
+    }
+
+    /// Node 1 over `store`, its staged writes (the new generation) made durable.
+    fn started(store: MemStore) -> Node<MemStore> {
+        let mut node = Node::new(Config::new(ME, 7), three_nodes(), store, 0).unwrap();
+        let tokens = node.store_mut().commit();
+        node.handle_persisted(0, &tokens);
+        node
+    }
+
+    /// A store that was synced when it was last closed.
+    fn synced_store() -> MemStore {
+        let mut store = MemStore::new();
+        store.stage_meta(NodeMeta::default()).unwrap();
+        store.commit();
+        store
+    }
+
+    fn sent(node: &mut Node<MemStore>) -> Vec<PeerMessage> {
+        std::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { msg, .. } => Some(msg),
+                Output::Reply { .. } => None,
+            })
+            .collect()
+    }
+
+    fn read_reply(node: &mut Node<MemStore>, key: &ObjectKey) -> Result<(), ReplicaError> {
+        let _ = sent(node);
+        let id = RequestId(99);
+        let read = PeerMessage::Read {
+            id,
+            key: key.clone(),
+            hint_for: None,
+        };
+        node.handle_peer(1, PEER, read);
+        let replies = sent(node);
+        let result = replies.iter().find_map(|m| match m {
+            PeerMessage::ReadReply { id: i, result } if *i == id => Some(result.clone()),
+            _ => None,
+        });
+        result.expect("a read reply").map(|_| ())
+    }
+
+    #[test]
+    fn an_empty_store_refuses_reads_until_every_pair_has_synced_and_then_remembers_it() {
+        let mut node = started(MemStore::new());
+        let k = key(node.layout(), "k");
+        assert_eq!(read_reply(&mut node, &k), Err(ReplicaError::Syncing));
+        assert_eq!(node.syncing_partitions().len(), 16);
+        let pairs = node.unsynced_pairs();
+        assert_eq!(pairs.len(), 32, "16 partitions, two peers each");
+        // Every pair but the last leaves the node syncing that one partition.
+        for &(p, q) in &pairs[..31] {
+            node.note_synced(p, q);
+        }
+        assert_eq!(node.syncing_partitions(), [pairs[31].0]);
+        node.note_synced(pairs[31].0, pairs[31].1);
+        assert_eq!(read_reply(&mut node, &k), Ok(()));
+        // The cleared flag is durable: the next start over this store does not sync.
+        let mut store = node.into_store();
+        store.commit();
+        assert_eq!(store.meta().unwrap().map(|m| m.unsynced), Some(false));
+        let mut node = started(store);
+        assert_eq!(read_reply(&mut node, &k), Ok(()));
+        // A crash before the flag was durable syncs again.
+        let mut node = started(MemStore::new());
+        for &(p, q) in &node.unsynced_pairs() {
+            node.note_synced(p, q);
+        }
+        let mut store = node.into_store();
+        store.crash();
+        let mut node = started(store);
+        assert_eq!(read_reply(&mut node, &k), Err(ReplicaError::Syncing));
+    }
+
+    /// Node 1, holding `k`, answers step 3 of an exchange node 2 started; the fetch's
+    /// `complete`.
+    fn complete_after(theirs: impl FnOnce(&ObjectKey, u64) -> Vec<(ObjectKey, u64)>) -> bool {
+        let mut node = started(synced_store());
+        let k = key(node.layout(), "k");
+        let p = k.partition;
+        node.store_mut()
+            .stage_object(k.clone(), Value::empty(ValueType::Flag))
+            .unwrap();
+        let all: Vec<SegmentId> = (0..SEGMENTS as u16).map(SegmentId).collect();
+        let mine = node.store().aae_keys(p, &all, AAE_KEYS_MAX).unwrap();
+        let hash = mine.iter().find(|(key, _)| *key == k).unwrap().1;
+        let _ = sent(&mut node);
+        let msg = PeerMessage::AaeKeys {
+            id: RequestId(5),
+            partition: p,
+            segments: all.iter().map(|s| s.0).collect(),
+            keys: theirs(&k, hash),
+        };
+        node.handle_peer(1, PEER, msg);
+        let replies = sent(&mut node);
+        let complete = replies.iter().find_map(|m| match m {
+            PeerMessage::AaeFetch { complete, .. } => Some(*complete),
+            _ => None,
+        });
+        complete.expect("a fetch")
+    }
+
+    #[test]
+    fn an_exchange_is_complete_only_if_the_peer_sent_no_repair_and_no_list_was_cut() {
+        assert!(
+            complete_after(|k, h| vec![(k.clone(), h)]),
+            "the same state"
+        );
+        let other = |k: &ObjectKey| ObjectKey {
+            key: b"only-theirs".as_slice().into(),
+            ..k.clone()
+        };
+        assert!(
+            complete_after(|k, h| vec![(k.clone(), h), (other(k), 1)]),
+            "a key only the initiator holds is fetched, not missing here"
+        );
+        assert!(
+            !complete_after(|k, h| vec![(k.clone(), h ^ 1)]),
+            "another state"
+        );
+        assert!(
+            !complete_after(|_, _| Vec::new()),
+            "a key only the peer holds"
+        );
+        let cut = |k: &ObjectKey, h: u64| {
+            let mut keys = vec![(k.clone(), h)];
+            keys.extend((1..AAE_KEYS_MAX).map(|i| {
+                let key = format!("x{i}");
+                (
+                    ObjectKey {
+                        key: key.as_bytes().into(),
+                        ..k.clone()
+                    },
+                    1,
+                )
+            }));
+            keys
+        };
+        assert!(!complete_after(cut), "the initiator's list was cut");
+    }
+
+    #[test]
+    fn a_node_alone_in_its_partitions_has_nothing_to_sync() {
+        let mut layout = Layout::new(LayoutConfig::new(16, 1).unwrap());
+        let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
+        layout.stage_node(ME, role, ME).unwrap();
+        layout.commit().unwrap();
+        let node = Node::new(Config::new(ME, 7), layout, MemStore::new(), 0).unwrap();
+        assert!(node.syncing_partitions().is_empty());
+        assert!(!node.meta.unsynced);
+    }
+}
