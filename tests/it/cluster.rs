@@ -398,6 +398,59 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
 }
 
 #[test]
+fn a_node_restarted_on_an_empty_store_syncs_before_its_reads_count() {
+    let root = temp_dir("resync");
+    let mut nodes = three_nodes(&root); // Two replicas per key.
+    let keys: Vec<(String, u64)> = (0..20)
+        .map(|i| {
+            let key = format!("kept{i}");
+            let tries = incr_until_acked(&nodes[0], &key, "?w=2");
+            (key, tries)
+        })
+        .collect();
+    // Node 1 stops. Node 2's store is lost (a replaced disk; its name, certificates and
+    // layout stay), and it comes back as an owner with nothing.
+    nodes[1].kill();
+    nodes[2].kill();
+    for file in ["cairn.redb", "cairn.redb.wal"] {
+        std::fs::remove_file(nodes[2].data.join(file)).unwrap();
+    }
+    nodes[2].start();
+    let committed = |s: &Value| s["nodes"].as_array().is_some_and(|n| n.len() == 3);
+    let status = eventually("node 2 learns the committed layout", || {
+        let s = nodes[2].call("GET", "/v1/cluster", None).body;
+        committed(&s).then_some(s)
+    });
+    // It cannot sync what it shares with node 1 while node 1 is down. Reads of those keys
+    // that need a primary's answer (pr = 1) find only node 2's own empty copy: counted,
+    // it would read "not found" for acknowledged increments.
+    for (key, tries) in &keys {
+        let r = read(&nodes[2], key, "?r=1&pr=1");
+        assert_ne!(r.status, 404, "{key}: the empty store's copy counted");
+        if r.status == 200 {
+            assert_within(&r.body, 1, *tries);
+        }
+    }
+    let syncing = status["syncing"].as_array().map_or(0, Vec::len);
+    assert!(syncing > 0, "nothing to sync with node 1 down: {status}");
+    // Node 1 is back: node 2 syncs, and every read counts and sees the writes.
+    nodes[1].start();
+    eventually("node 2 synced", || {
+        let s = nodes[2].call("GET", "/v1/cluster", None).body;
+        (committed(&s) && s["syncing"].as_array()?.is_empty()).then_some(())
+    });
+    for (key, tries) in &keys {
+        let r = eventually("a read through the synced node", || {
+            let r = read(&nodes[2], key, "?r=1&pr=1");
+            (r.status < 500).then_some(r)
+        });
+        assert_eq!(r.status, 200, "{key}: {}", r.body);
+        assert_within(&r.body, 1, *tries);
+    }
+    std::fs::remove_dir_all(&root).ok();
+}
+
+#[test]
 fn a_node_from_another_ca_cannot_join() {
     let root = temp_dir("foreign");
     let ca = root.join("ca");

@@ -230,6 +230,15 @@ pub(crate) fn core_parts(
             reason: e.to_string(),
         })?;
     tracing::info!(generation = node.generation(), "storage generation");
+    let syncing = node.syncing_partitions().len();
+    if syncing > 0 {
+        tracing::warn!(
+            partitions = syncing,
+            "the store started empty or may have lost writes: this node refuses reads of \
+             its partitions until it has synced each with the other replicas \
+             (`syncing` in /v1/cluster)"
+        );
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let runtime = tokio::runtime::Handle::current();
     let outbound = Outbound::new(id, endpoint.clone(), runtime, metrics.clone());
