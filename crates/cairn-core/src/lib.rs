@@ -60,7 +60,7 @@ pub use msg::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientTag, Output, PeerMessage,
     ReplicaError, RequestId, BUCKET_BYTES_MAX, KEY_BYTES_MAX,
 };
-pub use node::{AaeStats, Config, Node, AAE_KEYS_MAX, AAE_SEGMENTS_MAX};
+pub use node::{AaeStats, Config, Node, AAE_KEYS_MAX, AAE_SEGMENTS_MAX, SYNC_EXCHANGES_MAX};
 pub use options::{
     BucketProps, InvalidOptions, Quorum, RequestOptions, Resolved, N_MAX, TIMEOUT_MS_MAX,
 };

@@ -174,6 +174,9 @@ const BUCKET: &[u8] = b"sim";
 const CLIENT_TIMEOUT_MS: u64 = 3_000;
 /// After the heal, replicas must agree within this long (DESIGN.md §4.4).
 const CONVERGE_MS_MAX: u64 = 60_000;
+/// Longest a new cluster may take to sync its empty stores before the workload starts
+/// (the checks then catch a node that never does: its reads keep failing).
+const FORM_MS_MAX: u64 = 10_000;
 /// After convergence, every node must route to every other within this long (two
 /// liveness timeouts). Data can converge while a node is routed around (it still starts
 /// exchanges itself), so this is checked apart, as the nemesis harness does.
@@ -357,6 +360,7 @@ impl Sim {
 
     /// Runs the workload with faults, heals, lets hints and repairs finish, and checks.
     pub fn run(mut self) -> Report {
+        self.form();
         self.preload();
         let start = self.now;
         for c in 0..self.cfg.clients {
@@ -421,6 +425,27 @@ impl Sim {
     }
 
     /// Writes every extra key once (`w = all`), before any fault.
+    /// Lets the new cluster's nodes sync their empty stores (`Node::syncing_partitions`)
+    /// on a clean network before the workload, as `cairn dev` and the server tests wait
+    /// for: a store lost later in the run syncs under the faults.
+    fn form(&mut self) {
+        self.faulty = false;
+        let deadline = self.now + FORM_MS_MAX;
+        while self.now < deadline && self.syncing() {
+            let until = self.now + 1;
+            self.run_until(until);
+        }
+        self.faulty = true;
+    }
+
+    /// Whether a running node still syncs a partition.
+    fn syncing(&self) -> bool {
+        let running = self.nodes.iter().filter_map(|n| n.node.as_ref());
+        running
+            .into_iter()
+            .any(|n| !n.syncing_partitions().is_empty())
+    }
+
     fn preload(&mut self) {
         let mut next = 0;
         while next < self.cfg.keys

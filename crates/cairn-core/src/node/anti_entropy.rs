@@ -23,6 +23,11 @@ pub const AAE_KEYS_MAX: usize = 1024;
 /// the work).
 pub const AAE_SEGMENTS_MAX: usize = crate::aae::SEGMENTS;
 
+/// Most exchanges a syncing node runs at once (`sync.rs`); otherwise one runs at a time.
+/// One at a time, a new cluster over links of a few milliseconds took most of a second
+/// to sync its (partition, peer) pairs, refusing reads meanwhile (simulator).
+pub const SYNC_EXCHANGES_MAX: usize = 16;
+
 /// What anti-entropy has done so far on this node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AaeStats {
@@ -45,7 +50,9 @@ pub(super) struct AaeState {
     pub(super) cursor: usize,
     pub(super) next_at_ms: u64,
     pub(super) last_start_ms: u64,
-    pub(super) in_flight: Option<RequestId>,
+    /// Exchanges this node started and has not ended, with their pairs: at most one, or
+    /// `SYNC_EXCHANGES_MAX` while syncing.
+    pub(super) in_flight: BTreeMap<RequestId, (PartitionId, NodeId)>,
     pub(super) stats: AaeStats,
     /// When this node last started an exchange with each peer (bounded by the layout's
     /// nodes: entries for peers that left are dropped when the next exchange starts).
@@ -64,40 +71,55 @@ impl<S: Store> Node<S> {
         self.aae.last_with.iter().map(|(n, t)| (*n, *t))
     }
 
-    /// Starts the next exchange if it is time and none is in flight. A node syncing after
-    /// starting empty compares its unsynced pairs first, and does so even with
-    /// `aae_enabled` off: until it has, its reads count for nothing (`sync.rs`).
+    /// Most exchanges in flight at once now.
+    pub(super) fn aae_slots(&self) -> usize {
+        match self.meta.unsynced {
+            true => SYNC_EXCHANGES_MAX,
+            false => 1,
+        }
+    }
+
+    /// Starts the next exchange if it is time and a slot is free. A node syncing after
+    /// starting empty compares its unsynced pairs, several at once and with a shorter
+    /// timeout, and does so even with `aae_enabled` off: until it has, its reads count
+    /// for nothing (`sync.rs`).
     pub(super) fn schedule_aae(&mut self, now_ms: u64) {
         self.finish_sync_if_done();
         let syncing = self.meta.unsynced;
         if !(self.cfg.aae_enabled || syncing)
             || now_ms < self.aae.next_at_ms
-            || self.aae.in_flight.is_some()
+            || self.aae.in_flight.len() >= self.aae_slots()
         {
             return;
         }
         self.aae.next_at_ms = now_ms + self.cfg.aae_interval_ms;
         self.aae.last_start_ms = now_ms;
-        let pairs = match syncing {
-            true => self.unsynced_pairs(),
-            false => self.aae_pairs(),
+        let (pairs, timeout_ms) = match syncing {
+            true => (self.unsynced_pairs(), self.cfg.sync_timeout_ms),
+            false => (self.aae_pairs(), self.cfg.aae_timeout_ms),
         };
-        if pairs.is_empty() {
-            return;
-        }
-        // Skip pairs whose peer is believed down, but never loop forever.
+        // Skip pairs whose peer is believed down or already in an exchange, but never
+        // loop forever.
         for _ in 0..pairs.len() {
+            if self.aae.in_flight.len() >= self.aae_slots() {
+                return;
+            }
             let (partition, peer) = pairs[self.aae.cursor % pairs.len()];
             self.aae.cursor = self.aae.cursor.wrapping_add(1);
-            if !self.is_healthy(peer, now_ms) {
+            let busy = self
+                .aae
+                .in_flight
+                .values()
+                .any(|pair| *pair == (partition, peer));
+            if busy || !self.is_healthy(peer, now_ms) {
                 continue;
             }
             let Ok(tree) = self.store.aae_tree(partition) else {
                 return;
             };
             let pending = Pending::Aae { peer, partition };
-            let id = self.register(now_ms, self.cfg.aae_timeout_ms, pending);
-            self.aae.in_flight = Some(id);
+            let id = self.register(now_ms, timeout_ms, pending);
+            self.aae.in_flight.insert(id, (partition, peer));
             self.aae.stats.exchanges += 1;
             let layout = &self.layout;
             self.aae.last_with.retain(|n, _| layout.node(*n).is_some());
@@ -111,7 +133,6 @@ impl<S: Store> Node<S> {
                     root: tree.root(),
                 },
             );
-            return;
         }
     }
 
@@ -411,9 +432,7 @@ impl<S: Store> Node<S> {
 
     pub(super) fn end_aae(&mut self, id: RequestId) {
         self.pending.remove(&id);
-        if self.aae.in_flight == Some(id) {
-            self.aae.in_flight = None;
-        }
+        self.aae.in_flight.remove(&id);
         if self.meta.unsynced {
             self.aae.next_at_ms = 0; // Back to back while syncing (`sync.rs`).
         }

@@ -35,7 +35,7 @@ mod sync;
 use liveness::Liveness;
 
 use anti_entropy::AaeState;
-pub use anti_entropy::{AaeStats, AAE_KEYS_MAX, AAE_SEGMENTS_MAX};
+pub use anti_entropy::{AaeStats, AAE_KEYS_MAX, AAE_SEGMENTS_MAX, SYNC_EXCHANGES_MAX};
 
 /// A node's fixed settings.
 #[derive(Clone, Debug)]
@@ -71,6 +71,9 @@ pub struct Config {
     pub aae_interval_ms: u64,
     /// How long an exchange may take before it is abandoned.
     pub aae_timeout_ms: u64,
+    /// How long a syncing exchange (`sync.rs`) may take before it is abandoned and the
+    /// pair compared again: shorter than `aae_timeout_ms`, since reads wait on it.
+    pub sync_timeout_ms: u64,
     /// How long a tombstone acknowledged by every primary waits before it is reaped.
     pub tombstone_grace_ms: u64,
     /// Time between two gossips (layout and heartbeats) to the next peer.
@@ -98,6 +101,7 @@ impl Config {
             aae_enabled: true,
             aae_interval_ms: 100,
             aae_timeout_ms: 2_000,
+            sync_timeout_ms: 500,
             // Longer than any request (TIMEOUT_MS_MAX) and than hints are expected to wait:
             // a copy that comes back after the grace can resurrect what was reaped
             // (Cassandra's gc_grace rule; see ARCHITECTURE.md).
@@ -619,7 +623,8 @@ impl<S: Store> Node<S> {
         if let Some(at) = self.deadlines.first() {
             next = next.min(at);
         }
-        if (self.cfg.aae_enabled || self.meta.unsynced) && self.aae.in_flight.is_none() {
+        let aae_on = self.cfg.aae_enabled || self.meta.unsynced;
+        if aae_on && self.aae.in_flight.len() < self.aae_slots() {
             next = next.min(self.aae.next_at_ms);
         }
         Some(next)

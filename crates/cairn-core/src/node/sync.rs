@@ -105,7 +105,7 @@ mod tests {
     use cairn_crdt::{Value, ValueType};
     use cairn_ring::{Capacity, Layout, LayoutConfig, NodeId, NodeRole, Zone};
 
-    use super::super::AAE_KEYS_MAX;
+    use super::super::{AAE_KEYS_MAX, SYNC_EXCHANGES_MAX};
     use crate::aae::{SegmentId, SEGMENTS};
     use crate::msg::{Output, PeerMessage, ReplicaError, RequestId};
     use crate::store::{NodeMeta, ObjectKey, Store};
@@ -271,6 +271,34 @@ mod tests {
             keys
         };
         assert!(!complete_after(cut), "the initiator's list was cut");
+    }
+
+    fn roots_sent(node: &mut Node<MemStore>) -> usize {
+        let sent = sent(node);
+        sent.iter()
+            .filter(|m| matches!(m, PeerMessage::AaeRoot { .. }))
+            .count()
+    }
+
+    #[test]
+    fn a_syncing_node_compares_many_pairs_at_once_and_retries_them_sooner() {
+        let mut node = started(MemStore::new());
+        let _ = sent(&mut node);
+        node.handle_timeout(1);
+        assert_eq!(roots_sent(&mut node), SYNC_EXCHANGES_MAX);
+        // None answered (lost): they are abandoned after `sync_timeout_ms`, not the
+        // longer `aae_timeout_ms`, and the pairs compared again.
+        let timeout = node.cfg.sync_timeout_ms;
+        assert!(timeout < node.cfg.aae_timeout_ms);
+        node.handle_timeout(timeout);
+        assert_eq!(roots_sent(&mut node), 0, "not yet");
+        node.handle_timeout(timeout + 1);
+        assert_eq!(roots_sent(&mut node), SYNC_EXCHANGES_MAX);
+        // A synced node runs one exchange at a time.
+        let mut node = started(synced_store());
+        let _ = sent(&mut node);
+        node.handle_timeout(1);
+        assert_eq!(roots_sent(&mut node), 1);
     }
 
     #[test]
