@@ -13,7 +13,7 @@ fn five_processes_under_every_fault_lose_nothing_and_converge() {
     let config = Config {
         cairn: PathBuf::from(env!("CARGO_BIN_EXE_cairn")),
         seed: 20261126,
-        faults: 10,
+        faults: 11,
         fault_secs: 4.0,
         clients: 8,
         out: out.clone(),

@@ -2,8 +2,9 @@
 //! namespace on a bridge, clients recording a history, and a seeded schedule of faults —
 //! partitions (iptables on UDP between nodes: halves, one isolated, majority ring,
 //! bridge, one way), packet loss, netem delay/duplication/reordering (where the kernel has
-//! `sch_netem`), SIGKILL and restart, SIGSTOP longer than the QUIC idle timeout, and
-//! clock skew (the test-only `--clock-offset-ms`). After the last heal the harness waits
+//! `sch_netem`), SIGKILL and restart, SIGSTOP longer than the QUIC idle timeout, clock
+//! skew (the test-only `--clock-offset-ms`), and a lost disk (SIGKILL, the store's files
+//! deleted, restarted at once: the node syncs before its reads count). After the last heal the harness waits
 //! for every node to return the same value for every key, then judges the history with
 //! the simulator's checkers (`cairn_sim::history`): lost acknowledged updates,
 //! resurrections, phantoms, counters out of bounds, registers out of real-time order.
@@ -73,6 +74,9 @@ pub enum Fault {
     Pause(usize),
     /// Restarted with its clock shifted; restarted with the true clock at the heal.
     ClockSkew(usize, i64),
+    /// SIGKILL, the store's files deleted (a replaced disk: name, certificates and
+    /// layout kept), restarted at once.
+    Wipe(usize),
 }
 
 impl Fault {
@@ -88,6 +92,7 @@ impl Fault {
             Fault::Kill(n) => format!("SIGKILL node {n}, restart at heal"),
             Fault::Pause(n) => format!("SIGSTOP node {n}, SIGCONT at heal"),
             Fault::ClockSkew(n, ms) => format!("clock skew {ms:+} ms on node {n}"),
+            Fault::Wipe(n) => format!("SIGKILL node {n}, delete its store, restart at once"),
         }
     }
 
@@ -172,7 +177,7 @@ async fn pause_after<T>(result: &Result<T, Error>) {
 
 fn schedule(rng: &mut SmallRng, count: usize, netem: bool) -> Vec<Fault> {
     let mut order: Vec<usize> = (0..NODES).collect();
-    let mut kinds: Vec<u8> = (0..10).collect();
+    let mut kinds: Vec<u8> = (0..11).collect();
     if !netem {
         kinds.retain(|k| *k != 6);
     }
@@ -193,6 +198,7 @@ fn schedule(rng: &mut SmallRng, count: usize, netem: bool) -> Vec<Fault> {
                 6 => Fault::Netem(a),
                 7 => Fault::Kill(order[0]),
                 8 => Fault::Pause(order[0]),
+                10 => Fault::Wipe(order[0]),
                 _ => {
                     // The first skew is ahead, so even a short run (CI's) restarts a node
                     // with its clock behind its previous start's at the heal, which once
@@ -536,6 +542,7 @@ fn start_fault(net: &Net, cluster: &mut Cluster, f: &Fault) -> Result<(), String
         }
         Fault::Pause(n) => cluster.signal(*n, "-STOP"),
         Fault::ClockSkew(n, ms) => cluster.restart(*n, Some(*ms)),
+        Fault::Wipe(n) => cluster.wipe(*n),
     }
 }
 

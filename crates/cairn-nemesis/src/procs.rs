@@ -231,6 +231,21 @@ impl Cluster {
         }
     }
 
+    /// Kills node `i`, deletes its store (the redb file and its write-ahead log) and
+    /// starts it again: a replaced disk under a node that keeps its name.
+    pub(crate) fn wipe(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i);
+        for file in ["cairn.redb", "cairn.redb.wal"] {
+            match std::fs::remove_file(self.nodes[i].data.join(file)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("deleting node {i}'s {file}: {e}")),
+            }
+        }
+        self.spawn(i, None)?;
+        self.wait_healthy(i)
+    }
+
     /// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to node `i`.
     pub(crate) fn signal(&self, i: usize, signal: &str) -> Result<(), String> {
         let pid = self.nodes[i]
