@@ -439,6 +439,12 @@ fn a_node_restarted_on_an_empty_store_syncs_before_its_reads_count() {
         let s = nodes[2].call("GET", "/v1/cluster", None).body;
         (committed(&s) && s["syncing"].as_array()?.is_empty()).then_some(())
     });
+    // What an operator reads in its log: why reads were refused, and when they count.
+    eventually("the synced node says so in its log", || {
+        let log = nodes[2].log_text();
+        (log.contains("the store started empty") && log.contains("synced every partition"))
+            .then_some(())
+    });
     for (key, tries) in &keys {
         let r = eventually("a read through the synced node", || {
             let r = read(&nodes[2], key, "?r=1&pr=1");

@@ -276,6 +276,8 @@ pub struct Core {
     next_tag: u64,
     saved_layout: Layout,
     layout_checked: Instant,
+    /// When this run started syncing its store, until the node says it is done.
+    syncing_since: Option<Instant>,
     /// Set by the store's writer when it has tokens for us; cleared when we take them.
     persisted_flag: Arc<AtomicBool>,
     name: String,
@@ -296,6 +298,7 @@ impl Core {
         metrics: Arc<Metrics>,
     ) -> Self {
         let saved_layout = node.layout().clone();
+        let syncing_since = node.unsynced().then(Instant::now);
         Core {
             node,
             clock,
@@ -307,6 +310,7 @@ impl Core {
             next_tag: 0,
             saved_layout,
             layout_checked: Instant::now(),
+            syncing_since,
             persisted_flag,
             name,
             http,
@@ -398,6 +402,19 @@ impl Core {
         if now.at.saturating_duration_since(self.layout_checked) >= LAYOUT_SAVE_EVERY {
             self.layout_checked = now.at;
             self.save_layout();
+            self.log_synced(now.at);
+        }
+    }
+
+    /// Says once when a store that started empty has synced every partition.
+    fn log_synced(&mut self, now: Instant) {
+        if let Some(since) = self.syncing_since.filter(|_| !self.node.unsynced()) {
+            let secs = now.saturating_duration_since(since).as_secs_f64();
+            tracing::info!(
+                secs,
+                "synced every partition with its other replicas: reads count here again"
+            );
+            self.syncing_since = None;
         }
     }
 

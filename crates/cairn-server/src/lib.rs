@@ -230,10 +230,10 @@ pub(crate) fn core_parts(
             reason: e.to_string(),
         })?;
     tracing::info!(generation = node.generation(), "storage generation");
-    let syncing = node.syncing_partitions().len();
-    if syncing > 0 {
-        tracing::warn!(
-            partitions = syncing,
+    if node.unsynced() {
+        // Every new node says this too (a new cluster syncs in a moment); after a lost
+        // disk it explains the refused reads.
+        tracing::info!(
             "the store started empty or may have lost writes: this node refuses reads of \
              its partitions until it has synced each with the other replicas \
              (`syncing` in /v1/cluster)"

@@ -49,6 +49,12 @@ impl<S: Store> Node<S> {
             .collect()
     }
 
+    /// Whether this node's store still has to sync (cheap; `syncing_partitions` says
+    /// which partitions under the current layout).
+    pub fn unsynced(&self) -> bool {
+        self.meta.unsynced
+    }
+
     /// Whether this node's copy of `partition` may lack writes a quorum counted it for.
     pub(super) fn is_syncing(&self, partition: PartitionId) -> bool {
         self.meta.unsynced && self.unsynced_peers(partition).next().is_some()
