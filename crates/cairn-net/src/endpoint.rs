@@ -58,7 +58,13 @@ impl Endpoint {
         let server = tls::server_config(identity, &config)?;
         let socket =
             UdpSocket::bind(addr).map_err(|e| NetError::io(format!("binding UDP {addr}"), e))?;
-        Endpoint::build(socket, Some(server), identity, config)
+        Endpoint::build(
+            socket,
+            restartable(identity),
+            Some(server),
+            identity,
+            config,
+        )
     }
 
     /// A client-only endpoint on an ephemeral port (no server configuration, nothing
@@ -71,11 +77,12 @@ impl Endpoint {
         let socket = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
             .or_else(|_| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)))
             .map_err(|e| NetError::io("binding a UDP socket", e))?;
-        Endpoint::build(socket, None, identity, config)
+        Endpoint::build(socket, EndpointConfig::default(), None, identity, config)
     }
 
     fn build(
         socket: UdpSocket,
+        endpoint: EndpointConfig,
         server: Option<quinn::ServerConfig>,
         identity: &Identity,
         config: NetConfig,
@@ -86,7 +93,7 @@ impl Endpoint {
         }
         let serves = server.is_some();
         let runtime = Arc::new(TokioRuntime);
-        let quic = quinn::Endpoint::new(EndpointConfig::default(), server, socket, runtime)
+        let quic = quinn::Endpoint::new(endpoint, server, socket, runtime)
             .map_err(|e| NetError::io("starting the QUIC endpoint", e))?;
         let inner = Inner {
             quic,
@@ -488,4 +495,42 @@ fn connect_error(error: ConnectError) -> NetError {
         ConnectError::EndpointStopping => NetError::Closed,
         other => NetError::Connect(other.to_string()),
     }
+}
+
+/// A serving endpoint's QUIC settings that outlive the process: the key of its stateless
+/// resets and the key its connection ids are signed with, both derived from its private
+/// key. A node restarted on the same address with the same certificate then recognises
+/// the connection ids of the process before it and answers their packets with a reset
+/// its peers can verify, so they drop the old connection and dial again at their first
+/// packet. With quinn's random keys the new process dropped those packets as foreign and
+/// the peers kept sending into the old connection until its idle timeout: ~10 s in which
+/// a restarted node heard nothing from them (its sync after a lost disk took 10.5–11 s
+/// every time in the nemesis runs). The keys are one-way hashes of the private key, so
+/// they reveal nothing of it, and only its holder can forge a reset.
+fn restartable(identity: &Identity) -> EndpointConfig {
+    let reset = derive(identity, b"stateless reset");
+    let mut config = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &reset,
+    )));
+    let ids = derive(identity, b"connection ids");
+    let mut id_key = [0u8; 8];
+    id_key.copy_from_slice(&ids[..8]);
+    let id_key = u64::from_le_bytes(id_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(id_key))
+    });
+    config
+}
+
+/// SHA-256 of a label and the identity's private key.
+fn derive(identity: &Identity, label: &[u8]) -> [u8; 32] {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(b"cairn endpoint key v1\0");
+    digest.update(label);
+    digest.update(b"\0");
+    digest.update(identity.key.secret_der());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.finish().as_ref());
+    out
 }
