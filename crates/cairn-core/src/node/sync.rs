@@ -221,7 +221,10 @@ mod tests {
         node.store_mut()
             .stage_object(k.clone(), Value::empty(ValueType::Flag))
             .unwrap();
-        let all: Vec<SegmentId> = (0..SEGMENTS as u16).map(SegmentId).collect();
+        let all: Vec<SegmentId> = (0..SEGMENTS)
+            .filter_map(|s| u16::try_from(s).ok())
+            .map(SegmentId)
+            .collect();
         let mine = node.store().aae_keys(p, &all, AAE_KEYS_MAX).unwrap();
         let hash = mine.iter().find(|(key, _)| *key == k).unwrap().1;
         let _ = sent(&mut node);
