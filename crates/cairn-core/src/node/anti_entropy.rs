@@ -85,14 +85,15 @@ impl<S: Store> Node<S> {
     /// timeout, and does so even with `aae_enabled` off: until it has, its reads count
     /// for nothing (`sync.rs`).
     pub(super) fn schedule_aae(&mut self, now_ms: u64) {
-        self.finish_sync_if_done();
-        let syncing = self.meta.unsynced;
-        if !(self.cfg.aae_enabled || syncing)
+        if !(self.cfg.aae_enabled || self.meta.unsynced)
             || now_ms < self.aae.next_at_ms
             || self.aae.in_flight.len() >= self.aae_slots()
         {
             return;
         }
+        // A layout change may have left nothing to sync (O(partitions), so only here).
+        self.finish_sync_if_done();
+        let syncing = self.meta.unsynced;
         self.aae.next_at_ms = now_ms + self.cfg.aae_interval_ms;
         self.aae.last_start_ms = now_ms;
         let (pairs, timeout_ms) = match syncing {

@@ -15,8 +15,9 @@
 //!
 //! An exchange that repaired something does not count: its repairs travel as separate
 //! messages, so its end says nothing of their arrival. The next one, once they landed,
-//! finds nothing and counts. While syncing, exchanges run back to back, so a new cluster
-//! (empty trees, equal at the root) is synced within a round trip per pair.
+//! finds nothing and counts. While syncing, exchanges run back to back, up to
+//! `SYNC_EXCHANGES_MAX` at once and each abandoned after `sync_timeout_ms`, so a new
+//! cluster (empty trees, equal at the root) is synced within a few round trips.
 //!
 //! The flag lives in `NodeMeta`: cleared in a metadata write staged after every repair,
 //! so a crash before it is durable restarts the sync rather than trusting repairs lost
@@ -71,7 +72,7 @@ impl<S: Store> Node<S> {
             .filter(move |q| mine && *q != me && !self.sync.done.contains(&(partition, *q)))
     }
 
-    /// The pairs anti-entropy should compare first: those not yet synced, in layout order.
+    /// The pairs a syncing node compares: those not yet synced, in layout order.
     pub(super) fn unsynced_pairs(&self) -> Vec<(PartitionId, NodeId)> {
         self.layout
             .partitions()
