@@ -175,7 +175,7 @@ const CLIENT_TIMEOUT_MS: u64 = 3_000;
 /// After the heal, replicas must agree within this long (DESIGN.md §4.4).
 const CONVERGE_MS_MAX: u64 = 60_000;
 /// Longest a new cluster may take to sync its empty stores before the workload starts
-/// (the checks then catch a node that never does: its reads keep failing).
+/// (a node that never does is a violation after the heal).
 const FORM_MS_MAX: u64 = 10_000;
 /// After convergence, every node must route to every other within this long (two
 /// liveness timeouts). Data can converge while a node is routed around (it still starts
@@ -382,7 +382,7 @@ impl Sim {
             }
         }
         let routing_deadline = self.now + ROUTING_MS_MAX;
-        while !self.routed_around().is_empty() && self.now < routing_deadline {
+        while (!self.routed_around().is_empty() || self.syncing()) && self.now < routing_deadline {
             self.run_until(self.now + CONVERGE_CHECK_MS);
         }
         let mut violations: Vec<Violation> = self
@@ -395,6 +395,19 @@ impl Sim {
                 ),
             })
             .collect();
+        // A node whose store started empty must finish syncing once the network heals,
+        // or its reads never count again.
+        for (i, n) in self.nodes.iter().enumerate() {
+            let syncing = n.node.as_ref().map(Node::syncing_partitions);
+            if let Some(partitions) = syncing.filter(|p| !p.is_empty()) {
+                violations.push(Violation {
+                    key: "(sync)".to_string(),
+                    what: format!(
+                        "node {i} still syncs partitions {partitions:?} {ROUTING_MS_MAX} ms after the replicas converged"
+                    ),
+                });
+            }
+        }
         for key in self.divergent_keys() {
             let what = format!(
                 "replicas did not converge after the heal: {:?}",
