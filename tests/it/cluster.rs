@@ -412,8 +412,9 @@ fn a_node_restarted_on_an_empty_store_syncs_before_its_reads_count() {
     // layout stay), and it comes back as an owner with nothing.
     nodes[1].kill();
     nodes[2].kill();
-    for file in ["cairn.redb", "cairn.redb.wal"] {
-        std::fs::remove_file(nodes[2].data.join(file)).unwrap();
+    let state = cairn_server::state::StateDir::open(&nodes[2].data).unwrap();
+    for file in state.store_files() {
+        std::fs::remove_file(file).unwrap();
     }
     nodes[2].start();
     let committed = |s: &Value| s["nodes"].as_array().is_some_and(|n| n.len() == 3);

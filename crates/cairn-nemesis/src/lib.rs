@@ -4,10 +4,11 @@
 //! bridge, one way), packet loss, netem delay/duplication/reordering (where the kernel has
 //! `sch_netem`), SIGKILL and restart, SIGSTOP longer than the QUIC idle timeout, clock
 //! skew (the test-only `--clock-offset-ms`), and a lost disk (SIGKILL, the store's files
-//! deleted, restarted at once: the node syncs before its reads count). After the last heal the harness waits
-//! for every node to return the same value for every key, then judges the history with
-//! the simulator's checkers (`cairn_sim::history`): lost acknowledged updates,
-//! resurrections, phantoms, counters out of bounds, registers out of real-time order.
+//! deleted, restarted at once: the node syncs before its reads count). After the last
+//! heal the harness waits for every node to return the same value for every key, then
+//! judges the history with the simulator's checkers (`cairn_sim::history`): lost
+//! acknowledged updates, resurrections, phantoms, counters out of bounds, registers out
+//! of real-time order.
 //!
 //! Adding a fault (a join or leave, say) means adding a [`Fault`] variant, its `start`
 //! and its `stop`.

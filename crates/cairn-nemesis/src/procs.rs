@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_server::state::StateDir;
+
 use crate::net::Net;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -235,11 +237,12 @@ impl Cluster {
     /// starts it again: a replaced disk under a node that keeps its name.
     pub(crate) fn wipe(&mut self, i: usize) -> Result<(), String> {
         self.kill(i);
-        for file in ["cairn.redb", "cairn.redb.wal"] {
-            match std::fs::remove_file(self.nodes[i].data.join(file)) {
+        let state = StateDir::open(&self.nodes[i].data).map_err(|e| e.to_string())?;
+        for file in state.store_files() {
+            match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("deleting node {i}'s {file}: {e}")),
+                Err(e) => return Err(format!("deleting {}: {e}", file.display())),
             }
         }
         self.spawn(i, None)?;

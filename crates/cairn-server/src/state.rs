@@ -42,6 +42,14 @@ impl StateDir {
         self.root.join("cairn.redb")
     }
 
+    /// The store's files: the redb file and its write-ahead log (what a lost disk takes;
+    /// the tests and the nemesis harness delete them).
+    pub fn store_files(&self) -> [PathBuf; 2] {
+        let file = self.store_file();
+        let wal = cairn_store::RedbStore::wal_path(&file);
+        [file, wal]
+    }
+
     /// Where the development CA and certificates go.
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")

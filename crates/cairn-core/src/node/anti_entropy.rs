@@ -24,9 +24,10 @@ pub const AAE_KEYS_MAX: usize = 1024;
 pub const AAE_SEGMENTS_MAX: usize = crate::aae::SEGMENTS;
 
 /// Most exchanges a syncing node runs at once (`sync.rs`); otherwise one runs at a time.
-/// One at a time, the simulator's new clusters took 0.5–2.3 s to sync their (partition,
-/// peer) pairs, refusing reads meanwhile: a lost message held its pair for the whole
-/// exchange timeout.
+/// One at a time, nodes of the simulator's new clusters took up to 4.1 s to sync their
+/// (partition, peer) pairs (most about 2 s; 4 seeds), refusing reads meanwhile; 16 at a
+/// time but with the 2 s exchange timeout, up to 2.4 s (8 seeds): a lost message held its
+/// pair for the whole timeout, hence `Config::sync_timeout_ms`.
 pub const SYNC_EXCHANGES_MAX: usize = 16;
 
 /// What anti-entropy has done so far on this node.

@@ -67,7 +67,8 @@ pub struct Config {
     pub read_repair_enabled: bool,
     /// Run anti-entropy exchanges.
     pub aae_enabled: bool,
-    /// Time between the starts of two anti-entropy exchanges (at most one runs at a time).
+    /// Time between the starts of two anti-entropy exchanges (at most one runs at a time;
+    /// a syncing node runs `SYNC_EXCHANGES_MAX` back to back instead).
     pub aae_interval_ms: u64,
     /// How long an exchange may take before it is abandoned.
     pub aae_timeout_ms: u64,
@@ -231,7 +232,9 @@ pub struct Node<S> {
     forwards_seen: BTreeMap<(NodeId, RequestId), u64>,
     next_probe_ms: u64,
     aae: AaeState,
-    sync: sync::SyncProgress,
+    /// Which (partition, peer) pairs have synced since this run started unsynced
+    /// (`sync.rs`): at most one entry per pair of the layout, emptied once synced.
+    synced_pairs: BTreeSet<(PartitionId, NodeId)>,
     next_gossip_ms: u64,
     gossip_cursor: usize,
     liveness: Liveness,
@@ -293,7 +296,7 @@ impl<S: Store> Node<S> {
             liveness_generation: now_ms,
             starting: Some(meta_token),
             outputs: VecDeque::new(),
-            sync: sync::SyncProgress::default(),
+            synced_pairs: BTreeSet::new(),
         };
         // A node alone in its partitions (n = 1) has no one to sync with.
         node.finish_sync_if_done();

@@ -23,19 +23,10 @@
 //! so a crash before it is durable restarts the sync rather than trusting repairs lost
 //! with the crash. Which pairs are done is kept in memory only, for the same reason.
 
-use std::collections::BTreeSet;
-
 use cairn_ring::{NodeId, PartitionId};
 
 use super::Node;
 use crate::store::Store;
-
-/// Which (partition, peer) pairs have synced since this run started unsynced. At most
-/// one entry per pair of the layout; emptied once the node is synced.
-#[derive(Clone, Debug, Default)]
-pub(super) struct SyncProgress {
-    pub(super) done: BTreeSet<(PartitionId, NodeId)>,
-}
 
 impl<S: Store> Node<S> {
     /// Partitions whose reads this node refuses until it has synced them, ascending:
@@ -69,7 +60,7 @@ impl<S: Store> Node<S> {
         replicas
             .iter()
             .copied()
-            .filter(move |q| mine && *q != me && !self.sync.done.contains(&(partition, *q)))
+            .filter(move |q| mine && *q != me && !self.synced_pairs.contains(&(partition, *q)))
     }
 
     /// The pairs a syncing node compares: those not yet synced, in layout order.
@@ -86,7 +77,7 @@ impl<S: Store> Node<S> {
         if !self.meta.unsynced {
             return;
         }
-        self.sync.done.insert((partition, peer));
+        self.synced_pairs.insert((partition, peer));
         self.finish_sync_if_done();
     }
 
@@ -101,7 +92,7 @@ impl<S: Store> Node<S> {
             return;
         }
         self.meta.unsynced = false;
-        self.sync.done.clear();
+        self.synced_pairs.clear();
         // A failed stage leaves the flag set on disk: the next run syncs again.
         let _ = self.store.stage_meta(self.meta.clone());
     }
