@@ -210,6 +210,18 @@ fn incr_until_acked(node: &Server, key: &str, query: &str) -> u64 {
     tries
 }
 
+/// Increments twenty keys `{prefix}0..` once each through `node`, retrying until
+/// acknowledged: each key with how many tries it took.
+fn incr_keys_until_acked(node: &Server, prefix: &str, query: &str) -> Vec<(String, u64)> {
+    (0..20)
+        .map(|i| {
+            let key = format!("{prefix}{i}");
+            let tries = incr_until_acked(node, &key, query);
+            (key, tries)
+        })
+        .collect()
+}
+
 fn assert_within(body: &Value, acked: u64, tries: u64) {
     let v = body["value"].as_u64().unwrap_or(u64::MAX);
     assert!(
@@ -309,13 +321,7 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
         (shows_up(&nodes[1], &nodes[2]) == Some(false)).then_some(())
     });
     // Writes with w=2 still succeed (a fallback keeps a hint).
-    let keys: Vec<(String, u64)> = (0..20)
-        .map(|i| {
-            let key = format!("k{i}");
-            let tries = incr_until_acked(&nodes[0], &key, "?w=2");
-            (key, tries)
-        })
-        .collect();
+    let keys = incr_keys_until_acked(&nodes[0], "k", "?w=2");
     for (key, tries) in &keys {
         // Until the second node also sees the killed one down it may forward there and
         // time out (a 5xx a client retries); every answer it gives is right.
@@ -401,13 +407,7 @@ fn a_cluster_of_processes_replicates_survives_a_kill_and_converges() {
 fn a_node_restarted_on_an_empty_store_syncs_before_its_reads_count() {
     let root = temp_dir("resync");
     let mut nodes = three_nodes(&root); // Two replicas per key.
-    let keys: Vec<(String, u64)> = (0..20)
-        .map(|i| {
-            let key = format!("kept{i}");
-            let tries = incr_until_acked(&nodes[0], &key, "?w=2");
-            (key, tries)
-        })
-        .collect();
+    let keys = incr_keys_until_acked(&nodes[0], "kept", "?w=2");
     // Node 1 stops. Node 2's store is lost (a replaced disk; its name, certificates and
     // layout stay), and it comes back as an owner with nothing.
     nodes[1].kill();
