@@ -157,6 +157,17 @@ mod tests {
     }
 
     #[test]
+    fn the_store_files_keep_the_names_the_nemesis_harness_deletes() {
+        let dir = temp("names");
+        let state = StateDir::open(&dir).unwrap();
+        // cairn-nemesis's lost-disk fault names these files without linking this crate.
+        assert_eq!(
+            state.store_files(),
+            [dir.join("cairn.redb"), dir.join("cairn.redb.wal")]
+        );
+    }
+
+    #[test]
     fn node_id_is_drawn_once_and_kept() {
         let dir = temp("id");
         let state = StateDir::open(&dir).unwrap();
