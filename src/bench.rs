@@ -857,10 +857,6 @@ async fn closed_loop(
     (hist, measured)
 }
 
-/// Intended send times queued from the pacer to the runtime. When it is full the pacer
-/// waits, and the requests behind it leave late, which their latencies count.
-const PACER_QUEUE: usize = 1024;
-
 /// Longest the pacer sleeps before looking at the stop flag again.
 const PACER_NAP: Duration = Duration::from_millis(50);
 
@@ -891,45 +887,126 @@ fn intended_at(start: Instant, rate: u64, i: u64) -> Option<Instant> {
     start.checked_add(Duration::from_nanos(u64::try_from(nanos).ok()?))
 }
 
-/// The open loop's clock: a thread that sleeps until each request's intended send time
-/// (or for at least [`PACER_GRANULE`]) and hands over every time then due, never one
-/// early, until `stop` is set.
+/// The open loop's clock: yields each request's intended send time once it has come,
+/// never one early, sleeping at least [`PACER_GRANULE`] between wakeups, until `stop` is
+/// set.
 ///
-/// Not a tokio timer: those tick in whole milliseconds, and a sleep ends on the first tick
-/// after its deadline, so requests left up to about a millisecond late, a tick's worth at
-/// once. Timed from the intended moment (as they must be), that delay counted as the
-/// server's: one node at 2,000/s measured p50 1.39 ms this way, against 0.25 ms for
-/// one request at a time. A thread's sleep ends much closer to its deadline (the
-/// generator's lateness measured ~0.1 ms at p50 with a core free); what delay is left,
-/// CPU waits included, is reported as the generator's lateness.
-fn spawn_pacer(
+/// It runs on the generator's runtime thread and sleeps on an [`Alarm`], not a tokio
+/// timer: those tick in whole milliseconds, and a sleep ends on the first tick after its
+/// deadline, so requests left up to about a millisecond late, a tick's worth at once.
+/// Timed from the intended moment (as they must be), that delay counted as the server's:
+/// one node at 2,000/s measured p50 1.39 ms this way, against 0.25 ms for one request at
+/// a time. What delay is left, CPU waits included, is reported as the generator's
+/// lateness.
+struct Pacer {
+    start: Instant,
     rate: u64,
+    /// The next request's number.
+    next: u64,
     stop: Arc<AtomicBool>,
-    tx: tokio::sync::mpsc::Sender<Instant>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("cairn-bench-pacer".into())
-        .spawn(move || {
-            let start = Instant::now();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                let now = Instant::now();
-                let next = loop {
-                    let Some(intended) = intended_at(start, rate, i) else {
-                        return;
-                    };
-                    if intended > now {
-                        break intended;
-                    }
-                    if tx.blocking_send(intended).is_err() {
-                        return;
-                    }
-                    i += 1;
-                };
-                let nap = next.saturating_duration_since(now);
-                std::thread::sleep(nap.clamp(PACER_GRANULE, PACER_NAP));
-            }
+    alarm: Alarm,
+}
+
+impl Pacer {
+    fn new(rate: u64, stop: Arc<AtomicBool>) -> std::io::Result<Self> {
+        Ok(Pacer {
+            start: Instant::now(),
+            rate,
+            next: 0,
+            stop,
+            alarm: Alarm::new()?,
         })
+    }
+
+    /// The next intended send time, once it has come; `None` once told to stop (or past
+    /// what the clock can count).
+    async fn due(&mut self) -> Option<Instant> {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return None;
+            }
+            let intended = intended_at(self.start, self.rate, self.next)?;
+            let now = Instant::now();
+            if intended <= now {
+                self.next += 1;
+                return Some(intended);
+            }
+            let nap = intended.saturating_duration_since(now);
+            if self
+                .alarm
+                .sleep(nap.clamp(PACER_GRANULE, PACER_NAP))
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+}
+
+/// A sleep precise to microseconds on the runtime's own thread: a `timerfd` the runtime
+/// polls with its sockets. Until session 27 the pacer was a thread of its own that slept
+/// and handed each due time to the runtime through a queue: two threads woken per
+/// granule instead of one, on the two cores the nodes under test share.
+#[cfg(target_os = "linux")]
+struct Alarm(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>);
+
+#[cfg(target_os = "linux")]
+impl Alarm {
+    fn new() -> std::io::Result<Self> {
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        let flags = TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC;
+        let fd = timerfd_create(TimerfdClockId::Monotonic, flags)?;
+        // Deprecated because an arbitrary `AsRawFd` may hand back another descriptor
+        // later (tokio#8587); an `OwnedFd` owned by the `AsyncFd` cannot. `register`, the
+        // replacement, is an `unsafe fn`, and the workspace forbids unsafe code.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(fd)?;
+        Ok(Alarm(fd))
+    }
+
+    /// Sleeps for `nap` (more than zero: a zero `it_value` would disarm the timer).
+    async fn sleep(&self, nap: Duration) -> std::io::Result<()> {
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
+        let value = Timespec {
+            tv_sec: i64::try_from(nap.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(nap.subsec_nanos()),
+        };
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: value,
+        };
+        timerfd_settime(self.0.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
+        loop {
+            let mut ready = self.0.readable().await?;
+            // The expiry count (8 bytes); reading it rearms readiness.
+            let mut expiries = [0u8; 8];
+            match ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut expiries)?)) {
+                Ok(read) => return read.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// Elsewhere, tokio's millisecond timer: coarser, as the pacer's doc says.
+#[cfg(not(target_os = "linux"))]
+struct Alarm;
+
+#[cfg(not(target_os = "linux"))]
+impl Alarm {
+    fn new() -> std::io::Result<Self> {
+        Ok(Alarm)
+    }
+
+    async fn sleep(&self, nap: Duration) -> std::io::Result<()> {
+        tokio::time::sleep(nap).await;
+        Ok(())
+    }
 }
 
 async fn open_loop(
@@ -939,19 +1016,15 @@ async fn open_loop(
     args: &BenchArgs,
 ) -> Result<OpenLoop, String> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Duration, Duration)>();
-    let (pace_tx, mut pace_rx) = tokio::sync::mpsc::channel::<Instant>(PACER_QUEUE);
-    let pacer = spawn_pacer(rate, shared.stop.clone(), pace_tx)
-        .map_err(|e| format!("cannot start the pacer thread: {e}"))?;
+    let mut pacer = Pacer::new(rate, shared.stop.clone())
+        .map_err(|e| format!("cannot start the open loop's timer: {e}"))?;
     let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
     let driver = {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut rng = SmallRng::seed_from_u64(7);
-            while let Some(intended) = pace_rx.recv().await {
-                // Past the window nothing more is sent; dropping the queue stops the pacer.
-                if shared.stop.load(Ordering::Acquire) {
-                    return;
-                }
+            // Past the window nothing more is sent.
+            while let Some(intended) = pacer.due().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
@@ -987,9 +1060,7 @@ async fn open_loop(
         (latency, lateness)
     });
     let measured = phases(shared, args).await;
-    // The pacer sees the stop flag within a nap and closes its queue, which ends the
-    // driver.
-    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    // The pacer sees the stop flag within a nap, which ends the driver.
     let _ = driver.await;
     let (latency, lateness) = collector
         .await
@@ -1250,40 +1321,58 @@ mod tests {
     }
 
     #[test]
-    fn the_pacer_hands_over_each_intended_time_and_stops_when_told_or_unheard() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let pacer = spawn_pacer(1000, stop.clone(), tx).unwrap();
-        let times: Vec<Instant> = (0..20).map(|_| rx.blocking_recv().unwrap()).collect();
-        // On the exact schedule: each 1 ms after the one before, none skipped or repeated.
-        for pair in times.windows(2) {
-            assert_eq!(pair[1] - pair[0], Duration::from_millis(1));
-        }
-        // Never early.
-        assert!(times[19] <= Instant::now());
-        // Faster than one per granule, times come in bursts, still on the schedule and
-        // none early.
-        let (tx, mut fast_rx) = tokio::sync::mpsc::channel(1024);
-        let fast = spawn_pacer(100_000, Arc::new(AtomicBool::new(false)), tx).unwrap();
-        let fast_times: Vec<(Instant, Instant)> = (0..2000)
-            .map(|_| (fast_rx.blocking_recv().unwrap(), Instant::now()))
-            .collect();
-        for pair in fast_times.windows(2) {
-            assert_eq!(pair[1].0 - pair[0].0, Duration::from_micros(10));
-        }
-        assert!(fast_times.iter().all(|(intended, got)| intended <= got));
-        drop(fast_rx);
-        fast.join().unwrap();
-        stop.store(true, Ordering::Release);
-        // It may hand over what it already slept to, then closes its queue.
-        while rx.blocking_recv().is_some() {}
-        pacer.join().unwrap();
-        // A run whose driver has gone (the queue dropped) ends the pacer too, even one
-        // never told to stop.
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let pacer = spawn_pacer(100_000, Arc::new(AtomicBool::new(false)), tx).unwrap();
-        drop(rx);
-        pacer.join().unwrap();
+    fn the_pacer_yields_each_intended_time_once_it_has_come_and_stops_when_told() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut pacer = Pacer::new(1000, stop.clone()).unwrap();
+            let mut times = Vec::new();
+            for _ in 0..20 {
+                let intended = pacer.due().await.unwrap();
+                // Never early.
+                assert!(intended <= Instant::now());
+                times.push(intended);
+            }
+            // On the exact schedule: each 1 ms after the one before, none skipped or
+            // repeated.
+            for pair in times.windows(2) {
+                assert_eq!(pair[1] - pair[0], Duration::from_millis(1));
+            }
+            // Faster than one per granule, times come in bursts, still on the schedule
+            // and none early.
+            let mut fast = Pacer::new(100_000, Arc::new(AtomicBool::new(false))).unwrap();
+            let mut last = None;
+            for _ in 0..2000 {
+                let intended = fast.due().await.unwrap();
+                assert!(intended <= Instant::now());
+                if let Some(last) = last {
+                    assert_eq!(intended - last, Duration::from_micros(10));
+                }
+                last = Some(intended);
+            }
+            // Told to stop, it yields nothing more, even mid-schedule.
+            stop.store(true, Ordering::Release);
+            assert_eq!(pacer.due().await, None);
+        });
+    }
+
+    #[test]
+    fn the_alarm_never_rings_early() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let alarm = Alarm::new().unwrap();
+            for nap in [Duration::from_micros(200), Duration::from_millis(3)] {
+                let before = Instant::now();
+                alarm.sleep(nap).await.unwrap();
+                assert!(before.elapsed() >= nap, "{nap:?}");
+            }
+        });
     }
 
     #[test]
