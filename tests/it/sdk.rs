@@ -249,13 +249,69 @@ fn a_node_restarted_on_its_address_resets_the_old_connection_at_once() {
         let counter = client.counter("c", "k");
         assert_eq!(counter.increment(1).await.unwrap(), 1);
         node.kill();
-        node.start(); // Same address, same certificate.
-                      // The read leaves on the connection to the killed process. The new one answers
-                      // with a stateless reset the client can verify (its key comes from the node's
-                      // private key), so the client dials again and the read, retried as reads are,
-                      // succeeds. With a random key the reset is ignored and the packets vanish until
-                      // the idle timeout, after this read's 3 s.
+        // Same address, same certificate.
+        node.start();
+        // The read leaves on the connection to the killed process. The new one answers
+        // with a stateless reset the client can verify (its key comes from the node's
+        // private key), so the client dials again and the read, retried as reads are,
+        // succeeds. With a random key the reset is ignored and the packets vanish until
+        // the idle timeout, after this read's 3 s.
         assert_eq!(counter.get().await.unwrap(), 1);
     });
     std::fs::remove_dir_all(&root).ok();
 }
+
+#[test]
+fn a_restarted_node_resets_every_old_connection_at_once_not_one_per_interval() {
+    let root = temp_dir("sdk-resets");
+    let ca = root.join("ca");
+    crate::cluster::make_ca(&ca);
+    let mut node = Server::new(&root, &ca, "r1", &["--replication", "1"]);
+    node.start();
+    block_on(async {
+        let options = Options::new().timeout(Duration::from_secs(3));
+        client_cert(&root);
+        // Each client has its own endpoint, so its own connection to the node: a node's
+        // peers and clients all hold one when it restarts.
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let client = builder(&root, node.quic).pinned().options(options);
+            clients.push(client.build().await.unwrap());
+        }
+        assert_eq!(clients[0].counter("c", "k").increment(1).await.unwrap(), 1);
+        node.kill();
+        node.start();
+        // The reads leave together on the old connections, and their retransmissions keep
+        // in step. quinn answers one stale packet per `min_reset_interval` (20 ms by
+        // default) and drops the rest, so with its default one connection was reset per
+        // round of retransmissions, each round twice as late as the one before: most of
+        // these clients were still cut off after 3 s. A read that meets the reset fails
+        // (it may have reached the node); the next one dials again.
+        let start = tokio::time::Instant::now();
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, client) in clients.into_iter().enumerate() {
+            reads.spawn(async move {
+                loop {
+                    if let Ok(n) = client.counter("c", "k").get().await {
+                        return (i, n);
+                    }
+                }
+            });
+        }
+        let budget = Duration::from_secs(3);
+        while let Ok(Some(done)) = tokio::time::timeout_at(start + budget, reads.join_next()).await
+        {
+            let (i, n) = done.unwrap();
+            assert_eq!(n, 1, "client {i}");
+        }
+        assert!(
+            reads.is_empty(),
+            "{} clients still cut off after {budget:?}",
+            reads.len()
+        );
+    });
+    std::fs::remove_dir_all(&root).ok();
+}
+
+/// Clients holding connections to one node when it restarts.
+const CLIENTS: usize = 64;
