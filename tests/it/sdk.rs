@@ -284,9 +284,9 @@ fn a_restarted_node_resets_every_old_connection_at_once_not_one_per_interval() {
         // The reads leave together on the old connections, and their retransmissions keep
         // in step. quinn answers one stale packet per `min_reset_interval` (20 ms by
         // default) and drops the rest, so with its default one connection was reset per
-        // round of retransmissions, each round twice as late as the one before: most of
-        // these clients were still cut off after 3 s. A read that meets the reset fails
-        // (it may have reached the node); the next one dials again.
+        // round of retransmissions, each round twice as late as the one before: 27 of
+        // these 64 clients were still cut off after 5 s (39 after 3 s). A read that meets
+        // the reset fails (it may have reached the node); the next one dials again.
         let start = tokio::time::Instant::now();
         let mut reads = tokio::task::JoinSet::new();
         for (i, client) in clients.into_iter().enumerate() {
@@ -298,7 +298,7 @@ fn a_restarted_node_resets_every_old_connection_at_once_not_one_per_interval() {
                 }
             });
         }
-        let budget = Duration::from_secs(3);
+        let budget = Duration::from_secs(5);
         while let Ok(Some(done)) = tokio::time::timeout_at(start + budget, reads.join_next()).await
         {
             let (i, n) = done.unwrap();
