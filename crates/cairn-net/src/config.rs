@@ -28,6 +28,16 @@ pub struct NetConfig {
     /// read the reply. The server also gives a remote this long to send a request (default
     /// 10 s).
     pub call_timeout: Duration,
+    /// Longest a one-way send ([`Endpoint::tell`](crate::Endpoint::tell)) may wait for
+    /// room on its connection (a stream slot, flow-control credit) before the connection
+    /// is given up as stalled and closed, so the next send dials again (default 2 s; at
+    /// most `call_timeout`). A remote that stopped answering (cut off, paused, or
+    /// restarted) leaves QUIC retransmitting on a backoff that doubles each time: after a
+    /// partition of a few seconds the connection sent nothing for tens of seconds more,
+    /// healed or not, and a node restarted meanwhile heard nothing from that peer (a
+    /// nemesis wipe synced after 19–28 s). A fresh connection is tried within
+    /// `backoff_max` of the heal. Sends normally find room in microseconds.
+    pub stall_timeout: Duration,
     /// Wait after the first failed connection attempt to an address; doubles per further
     /// failure (default 100 ms).
     pub backoff_min: Duration,
@@ -46,6 +56,7 @@ impl Default for NetConfig {
             max_concurrent_streams: 1024,
             connect_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             frame_bytes_max: FRAME_BYTES_MAX,
@@ -61,6 +72,7 @@ impl NetConfig {
             ("keep_alive", self.keep_alive),
             ("connect_timeout", self.connect_timeout),
             ("call_timeout", self.call_timeout),
+            ("stall_timeout", self.stall_timeout),
             ("backoff_min", self.backoff_min),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, value)| value.is_zero()) {
@@ -71,6 +83,9 @@ impl NetConfig {
                 "keep_alive ({:?}) must be below idle_timeout ({:?})",
                 self.keep_alive, self.idle_timeout
             )));
+        }
+        if self.stall_timeout > self.call_timeout {
+            return Err(bad("stall_timeout must be at most call_timeout"));
         }
         if self.backoff_max < self.backoff_min {
             return Err(bad("backoff_max must be at least backoff_min"));
@@ -139,6 +154,15 @@ mod tests {
             ..NetConfig::default()
         };
         assert!(matches!(config.validate(), Err(NetError::Config(m)) if m.contains("keep_alive")));
+    }
+
+    #[test]
+    fn a_stall_may_last_no_longer_than_a_call() {
+        let config = NetConfig {
+            stall_timeout: Duration::from_secs(11),
+            ..NetConfig::default()
+        };
+        assert!(config.validate().is_err());
     }
 
     #[test]

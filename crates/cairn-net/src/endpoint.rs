@@ -13,7 +13,7 @@ use tracing::debug;
 use crate::cache::{Cache, Cached};
 use crate::frame::{ReplyKind, RequestKind, HEADER_BYTES};
 use crate::serve::{serve_connection, Handler, Limits};
-use crate::stream::{self, connection_error, ReadFailure, CLOSE_SHUTDOWN};
+use crate::stream::{self, connection_error, ReadFailure, CLOSE_SHUTDOWN, CLOSE_STALLED};
 use crate::traffic::{Datagrams, Traffic};
 use crate::{tls, Alpn, Identity, NetConfig, NetError, NODE_SERVER_NAME};
 
@@ -208,9 +208,16 @@ impl Endpoint {
                 .await
                 .map_err(Stage::After)
         };
-        match timeout(self.inner.config.call_timeout, send).await {
+        match timeout(self.inner.config.stall_timeout, send).await {
             Ok(result) => result,
-            Err(_) => Err(Stage::After(NetError::Timeout)),
+            Err(_) => {
+                // No room for that long: the remote has stopped answering, and QUIC's
+                // retransmissions back off ever further. Closed, the connection leaves
+                // the cache (`settle`) and the next send dials again.
+                debug!(remote = %connection.remote_address(), "one-way send stalled; connection closed");
+                connection.close(CLOSE_STALLED, b"stalled");
+                Err(Stage::After(NetError::Timeout))
+            }
         }
     }
 

@@ -14,6 +14,8 @@ pub(crate) const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
 pub(crate) const CLOSE_NOT_NODE: VarInt = VarInt::from_u32(1);
 /// Application close code: no (or an unknown) ALPN was negotiated.
 pub(crate) const CLOSE_BAD_ALPN: VarInt = VarInt::from_u32(2);
+/// A one-way send found no room on the connection for `NetConfig::stall_timeout`.
+pub(crate) const CLOSE_STALLED: VarInt = VarInt::from_u32(3);
 /// Stream stop code: the request frame was bad; the reply explains.
 pub(crate) const STOP_BAD_FRAME: VarInt = VarInt::from_u32(1);
 /// Stop code for a one-way stream on a connection that may not send them (a client's).

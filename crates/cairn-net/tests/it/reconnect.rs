@@ -92,3 +92,116 @@ async fn an_unreachable_address_is_backed_off() {
     })
     .await;
 }
+
+/// A server on a thread of its own, which `freeze` stops dead (its runtime blocked, so
+/// nothing it receives is answered) until `end` drops it without a word to its peers: a
+/// node paused, cut off or killed.
+struct Frozen {
+    addr: SocketAddr,
+    freeze: std::sync::mpsc::Sender<()>,
+    frozen: std::sync::mpsc::Receiver<()>,
+    end: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Frozen {
+    /// Serves as the node whose PEM texts are `pems` (CA, certificate, key).
+    fn start(pems: [String; 3], config: NetConfig) -> Frozen {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (freeze, freeze_rx) = std::sync::mpsc::channel::<()>();
+        let (frozen_tx, frozen) = std::sync::mpsc::channel::<()>();
+        let (end, end_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let [ca, cert, key] = pems;
+            let identity = Identity::from_pem(&ca, &cert, &key).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = Server::start(
+                    crate::support::localhost(),
+                    &identity,
+                    config,
+                    Echo::default(),
+                );
+                addr_tx.send(server.addr).unwrap();
+                // Serve until told to freeze, then block this runtime's only thread.
+                while freeze_rx.try_recv().is_err() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let _ = frozen_tx.send(());
+                let _ = end_rx.recv();
+                // Dropped with the runtime that would have sent its goodbyes.
+                drop(server);
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Frozen {
+            addr,
+            freeze,
+            frozen,
+            end,
+            thread,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_connection_is_given_up_so_a_restarted_server_is_reached_at_once() {
+    bounded(async {
+        let ca = Ca::generate("test CA").unwrap();
+        let issued = ca.issue_node("n1", &["127.0.0.1".to_string()]).unwrap();
+        let pems = [ca.cert_pem(), issued.cert_pem, issued.key_pem];
+        // Four one-way requests in flight fill the connection.
+        let serving = NetConfig {
+            max_concurrent_streams: 4,
+            ..NetConfig::default()
+        };
+        let first = Frozen::start(pems, serving.clone());
+        let addr = first.addr;
+        let config = NetConfig {
+            stall_timeout: Duration::from_millis(500),
+            ..quick()
+        };
+        let caller =
+            Endpoint::bind("127.0.0.1:0".parse().unwrap(), &node(&ca, "n2"), config).unwrap();
+        caller.tell(addr, b"before").await.unwrap();
+        first.freeze.send(()).unwrap();
+        first.frozen.recv().unwrap();
+        // Sends into the silence: QUIC retransmits them on a doubling backoff.
+        for _ in 0..8 {
+            let caller = caller.clone();
+            tokio::spawn(async move { caller.tell(addr, b"unheard").await });
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        first.end.send(()).unwrap();
+        first.thread.join().unwrap();
+        // Back on the address with a new key (a replaced machine, say), so no stateless
+        // reset can end the old connection: only giving it up does.
+        let second = rebind_with(addr, &node(&ca, "n1"), serving).await;
+        let restarted = tokio::time::Instant::now();
+        while caller.tell(addr, b"after").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Given up after 500 ms of stall, the old connection is gone and the next send
+        // dials the new server. Kept, it took sends until its idle timeout (10 s after the
+        // freeze), the new server dropping its packets as another's.
+        let took = restarted.elapsed();
+        assert!(took < Duration::from_secs(2), "reached after {took:?}");
+        caller.close().await;
+        second.stop().await;
+    })
+    .await;
+}
+
+/// [`rebind`] with a serving config.
+async fn rebind_with(addr: SocketAddr, identity: &Identity, config: NetConfig) -> Server<Echo> {
+    loop {
+        if let Ok(socket) = UdpSocket::bind(addr) {
+            drop(socket);
+            return Server::start(addr, identity, config, Echo::default());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
