@@ -28,6 +28,17 @@ struct Slot {
     /// Held while dialling, so that concurrent callers wait for one dial instead of each
     /// starting their own.
     dial: tokio::sync::Mutex<Backoff>,
+    /// Whether the live connection has heard from its remote since it last sent.
+    heard: Mutex<Heard>,
+}
+
+/// What [`Cache::stalled`] remembers of one connection: the datagrams it had received
+/// when last looked at, and since when it has sent without receiving one more.
+#[derive(Default)]
+struct Heard {
+    connection: Option<usize>,
+    received: u64,
+    unanswered_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -97,6 +108,37 @@ impl Cache {
         let mut current = lock(&slot.current);
         if current.as_ref().map(Connection::stable_id) == Some(connection.stable_id()) {
             *current = None;
+        }
+    }
+
+    /// The connection cached for `key` if it has sent without receiving a single
+    /// datagram back for `stall` or longer. A live remote acknowledges within a round trip
+    /// (and answers keep-alives); one that is cut off, paused or gone does not, and QUIC
+    /// then retransmits on a backoff that doubles each time, so without this the
+    /// connection could stay silent for tens of seconds after a heal.
+    pub(crate) fn stalled(&self, key: Key, now: Instant, stall: Duration) -> Option<Connection> {
+        let slot = self.slot(key);
+        let connection = slot.live()?;
+        let received = connection.stats().udp_rx.datagrams;
+        let mut heard = lock(&slot.heard);
+        if heard.connection != Some(connection.stable_id()) || heard.received != received {
+            *heard = Heard {
+                connection: Some(connection.stable_id()),
+                received,
+                unanswered_since: None,
+            };
+            return None;
+        }
+        let since = heard.unanswered_since?;
+        (now.saturating_duration_since(since) >= stall).then_some(connection)
+    }
+
+    /// Notes that `connection`, cached for `key`, has just sent: it should hear back.
+    pub(crate) fn sent(&self, key: Key, connection: &Connection, now: Instant) {
+        let slot = self.slot(key);
+        let mut heard = lock(&slot.heard);
+        if heard.connection == Some(connection.stable_id()) && heard.unanswered_since.is_none() {
+            heard.unanswered_since = Some(now);
         }
     }
 

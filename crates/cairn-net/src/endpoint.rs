@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::{ConnectError, Connection, EndpointConfig, TokioRuntime};
 use tokio::time::timeout;
@@ -193,8 +193,20 @@ impl Endpoint {
             let len = request.len() as u64;
             return Err(NetError::FrameTooLarge { len, max });
         }
-        self.on_connection(addr, Alpn::Peer, |c| self.tell_on(c, request))
-            .await
+        let key = (addr, Alpn::Peer);
+        let stall = self.inner.config.stall_timeout;
+        if let Some(stalled) = self.inner.cache.stalled(key, Instant::now(), stall) {
+            give_up(&stalled);
+            self.inner.cache.evict(key, &stalled);
+        }
+        self.on_connection(addr, Alpn::Peer, |c| async move {
+            let sent = self.tell_on(c.clone(), request).await;
+            if sent.is_ok() {
+                self.inner.cache.sent(key, &c, Instant::now());
+            }
+            sent
+        })
+        .await
     }
 
     async fn tell_on(&self, connection: Connection, request: &[u8]) -> Result<(), Stage> {
@@ -214,8 +226,7 @@ impl Endpoint {
                 // No room for that long: the remote has stopped answering, and QUIC's
                 // retransmissions back off ever further. Closed, the connection leaves
                 // the cache (`settle`) and the next send dials again.
-                debug!(remote = %connection.remote_address(), "one-way send stalled; connection closed");
-                connection.close(CLOSE_STALLED, b"stalled");
+                give_up(&connection);
                 Err(Stage::After(NetError::Timeout))
             }
         }
@@ -483,6 +494,13 @@ async fn request(
         )),
         kind => Ok((kind, payload)),
     }
+}
+
+/// Closes a connection whose remote has stopped answering (`NetConfig::stall_timeout`).
+fn give_up(connection: &Connection) {
+    let remote = connection.remote_address();
+    debug!(%remote, "connection stalled; closed");
+    connection.close(CLOSE_STALLED, b"stalled");
 }
 
 /// The first exchange on a new connection: a ping whose pong proves the server accepted

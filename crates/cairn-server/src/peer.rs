@@ -164,7 +164,8 @@ struct PeerQueue {
 /// [`PEER_SENDERS`] sends are under way, and leave together in one batch frame on a
 /// one-way stream ([`Endpoint::tell`]): under load a stream (and its packets) carries
 /// many messages, idle it carries one at once. A send fails only when QUIC cannot take
-/// it (no connection, a closed stream, a connection stalled for `stall_timeout`); a message the peer drops on
+/// it (no connection, a closed stream, or no room for `NetConfig::stall_timeout`, which
+/// closes the connection so the next send dials again); a message the peer drops on
 /// arrival (its core's queue full) is not reported back, like one lost in flight: the
 /// protocol's timeouts, retries, hints and anti-entropy cover both.
 pub struct Outbound {

@@ -1,4 +1,5 @@
-//! A restarted server is reached again after backoff; an unreachable one is backed off.
+//! A restarted server is reached again after backoff; an unreachable one is backed off; a
+//! stalled connection is given up.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -20,13 +21,7 @@ fn quick() -> NetConfig {
 /// Binds `addr` again once the closed endpoint has released it (that happens in the
 /// background after close).
 async fn rebind(addr: SocketAddr, identity: &Identity) -> Server<Echo> {
-    loop {
-        if let Ok(socket) = UdpSocket::bind(addr) {
-            drop(socket);
-            return Server::start(addr, identity, NetConfig::default(), Echo::default());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rebind_with(addr, identity, NetConfig::default()).await
 }
 
 #[tokio::test]
@@ -148,51 +143,64 @@ impl Frozen {
 }
 
 #[tokio::test]
-async fn a_stalled_connection_is_given_up_so_a_restarted_server_is_reached_at_once() {
-    bounded(async {
-        let ca = Ca::generate("test CA").unwrap();
-        let issued = ca.issue_node("n1", &["127.0.0.1".to_string()]).unwrap();
-        let pems = [ca.cert_pem(), issued.cert_pem, issued.key_pem];
-        // Four one-way requests in flight fill the connection.
-        let serving = NetConfig {
-            max_concurrent_streams: 4,
-            ..NetConfig::default()
-        };
-        let first = Frozen::start(pems, serving.clone());
-        let addr = first.addr;
-        let config = NetConfig {
-            stall_timeout: Duration::from_millis(500),
-            ..quick()
-        };
-        let caller =
-            Endpoint::bind("127.0.0.1:0".parse().unwrap(), &node(&ca, "n2"), config).unwrap();
-        caller.tell(addr, b"before").await.unwrap();
-        first.freeze.send(()).unwrap();
-        first.frozen.recv().unwrap();
-        // Sends into the silence: QUIC retransmits them on a doubling backoff.
-        for _ in 0..8 {
-            let caller = caller.clone();
-            tokio::spawn(async move { caller.tell(addr, b"unheard").await });
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        first.end.send(()).unwrap();
-        first.thread.join().unwrap();
-        // Back on the address with a new key (a replaced machine, say), so no stateless
-        // reset can end the old connection: only giving it up does.
-        let second = rebind_with(addr, &node(&ca, "n1"), serving).await;
-        let restarted = tokio::time::Instant::now();
-        while caller.tell(addr, b"after").await.is_err() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // Given up after 500 ms of stall, the old connection is gone and the next send
-        // dials the new server. Kept, it took sends until its idle timeout (10 s after the
-        // freeze), the new server dropping its packets as another's.
-        let took = restarted.elapsed();
-        assert!(took < Duration::from_secs(2), "reached after {took:?}");
-        caller.close().await;
-        second.stop().await;
-    })
-    .await;
+async fn a_connection_out_of_stream_slots_is_given_up_so_a_restarted_server_is_reached_at_once() {
+    // Four one-way requests in flight fill the connection: the fifth waits for room.
+    let took = bounded(reached_after_a_freeze(4)).await;
+    assert!(took < Duration::from_secs(2), "reached after {took:?}");
+}
+
+#[tokio::test]
+async fn a_connection_that_hears_nothing_back_is_given_up_so_a_restarted_server_is_reached_at_once()
+{
+    // Room for every request: only the silence tells the connection is dead.
+    let took = bounded(reached_after_a_freeze(1024)).await;
+    assert!(took < Duration::from_secs(2), "reached after {took:?}");
+}
+
+/// How long after its replacement a server that froze (taking `streams` one-way requests
+/// at a time) is reached again by a caller that kept sending to it. Given up after 500 ms
+/// of stall, the old connection is gone and the next send dials the new server. Kept, it
+/// took sends until its idle timeout (10 s after the freeze: 7.0 s after the
+/// replacement), the new server dropping its packets as another's.
+async fn reached_after_a_freeze(streams: u32) -> Duration {
+    let ca = Ca::generate("test CA").unwrap();
+    let issued = ca.issue_node("n1", &["127.0.0.1".to_string()]).unwrap();
+    let pems = [ca.cert_pem(), issued.cert_pem, issued.key_pem];
+    let serving = NetConfig {
+        max_concurrent_streams: streams,
+        ..NetConfig::default()
+    };
+    let first = Frozen::start(pems, serving.clone());
+    let addr = first.addr;
+    let config = NetConfig {
+        stall_timeout: Duration::from_millis(500),
+        ..quick()
+    };
+    let caller = Endpoint::bind("127.0.0.1:0".parse().unwrap(), &node(&ca, "n2"), config).unwrap();
+    caller.tell(addr, b"before").await.unwrap();
+    first.freeze.send(()).unwrap();
+    first.frozen.recv().unwrap();
+    // Sends into the silence: QUIC retransmits them on a doubling backoff.
+    for _ in 0..8 {
+        let caller = caller.clone();
+        tokio::spawn(async move { caller.tell(addr, b"unheard").await });
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    first.end.send(()).unwrap();
+    first.thread.join().unwrap();
+    // Back on the address with a new key (a replaced machine, say), so no stateless
+    // reset can end the old connection: only giving it up does.
+    let second = rebind_with(addr, &node(&ca, "n1"), serving).await;
+    let replaced = tokio::time::Instant::now();
+    // Until one arrives: a send into the old connection is taken (buffered) and lost.
+    while second.handler.calls() == 0 {
+        let _ = caller.tell(addr, b"after").await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = replaced.elapsed();
+    caller.close().await;
+    second.stop().await;
+    took
 }
 
 /// [`rebind`] with a serving config.
