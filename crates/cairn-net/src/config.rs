@@ -36,7 +36,7 @@ pub struct NetConfig {
     /// restarted) leaves QUIC retransmitting on a backoff that doubles each time: after a
     /// partition of a few seconds the connection sent nothing for tens of seconds more,
     /// healed or not, and a node restarted meanwhile heard nothing from that peer (a
-    /// nemesis wipe synced after 19–28 s). A fresh connection is tried within
+    /// nemesis wipe synced after 17.6–32.6 s). A fresh connection is tried within
     /// `backoff_max` of the heal. Sends normally find room in microseconds.
     pub stall_timeout: Duration,
     /// Wait after the first failed connection attempt to an address; doubles per further

@@ -554,7 +554,7 @@ fn restartable(identity: &Identity) -> EndpointConfig {
 /// always meets: every peer's and client's old connection sends at once. The dropped
 /// ones wait for their next retransmission, each later than the last; after a partition
 /// had grown a peer's backoff, a wiped node in the nemesis runs heard nothing from that
-/// peer for 20–28 s. The limit guards against resets sent for other services' packets;
+/// peer and synced only after 17.6–32.6 s. The limit guards against resets sent for other services' packets;
 /// here a reset answers only a packet whose connection id this key signed (a forged one
 /// passes with odds of 2^-40) and is smaller than that packet, so it amplifies nothing.
 const MIN_RESET_INTERVAL: Duration = Duration::ZERO;
