@@ -311,35 +311,25 @@ impl Client {
         for i in 0..nodes.len() {
             let index = (start + i) % nodes.len();
             let addr = nodes[index];
-            let call = self.inner.endpoint.call(addr, Alpn::Client, &bytes);
-            let outcome = tokio::time::timeout(timeout.saturating_add(CLIENT_SLACK), call).await;
+            let mut outcome = self.attempt(addr, &bytes, timeout).await?;
+            if retry == Retry::Always && matches!(outcome, Attempt::Lost(_)) {
+                // The node most likely restarted: its new incarnation resets every old
+                // connection at the first packet. The next call dials afresh, so a read
+                // goes to the same node once more rather than fail where it is the only
+                // node (a pinned client) or leave the node the client prefers.
+                tracing::debug!(%addr, "connection lost; reading again on a new one");
+                outcome = self.attempt(addr, &bytes, timeout).await?;
+            }
             let err = match outcome {
-                Ok(Ok(reply)) => {
-                    let response = wire::decode_response(&reply)
-                        .map_err(|e| Error::Protocol(e.to_string()))?;
-                    if let Response::Error(e) = &response {
-                        // Refused before anything was applied (the node is starting,
-                        // stopping, overloaded, or reaches no replica): another node
-                        // may serve it, even a write.
-                        if matches!(
-                            e.kind,
-                            wire::ErrorKind::Unavailable | wire::ErrorKind::Overloaded
-                        ) {
-                            tracing::debug!(%addr, message = %e.message, "node refused; trying the next");
-                            last = Error::from(e.clone());
-                            continue;
-                        }
-                    }
+                Attempt::Answered(response) => {
                     self.inner.preferred.store(index, Ordering::Relaxed);
                     return Ok(response);
                 }
-                Ok(Err(e)) if never_sent(&e) => {
-                    tracing::debug!(%addr, error = %e, "node unreachable; trying the next");
-                    last = Error::Unavailable(format!("{addr}: {e}"));
+                Attempt::NotServed(e) => {
+                    last = e;
                     continue;
                 }
-                Ok(Err(e)) => Error::Indeterminate(format!("{addr}: {e}")),
-                Err(_) => Error::Timeout,
+                Attempt::Lost(e) | Attempt::Unknown(e) => e,
             };
             if retry == Retry::IfNeverSent {
                 return Err(err);
@@ -348,6 +338,55 @@ impl Client {
         }
         Err(last)
     }
+
+    /// One try of a request at one node.
+    async fn attempt(&self, addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Result<Attempt> {
+        let call = self.inner.endpoint.call(addr, Alpn::Client, bytes);
+        let reply = match tokio::time::timeout(timeout.saturating_add(CLIENT_SLACK), call).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) if never_sent(&e) => {
+                tracing::debug!(%addr, error = %e, "node unreachable; trying the next");
+                return Ok(Attempt::NotServed(Error::Unavailable(format!(
+                    "{addr}: {e}"
+                ))));
+            }
+            Ok(Err(e @ NetError::ConnectionLost(_))) => {
+                return Ok(Attempt::Lost(Error::Indeterminate(format!("{addr}: {e}"))));
+            }
+            Ok(Err(e)) => {
+                return Ok(Attempt::Unknown(Error::Indeterminate(format!(
+                    "{addr}: {e}"
+                ))))
+            }
+            Err(_) => return Ok(Attempt::Unknown(Error::Timeout)),
+        };
+        let response = wire::decode_response(&reply).map_err(|e| Error::Protocol(e.to_string()))?;
+        if let Response::Error(e) = &response {
+            // Refused before anything was applied (the node is starting, stopping,
+            // overloaded, or reaches no replica): another node may serve it, even a write.
+            if matches!(
+                e.kind,
+                wire::ErrorKind::Unavailable | wire::ErrorKind::Overloaded
+            ) {
+                tracing::debug!(%addr, message = %e.message, "node refused; trying the next");
+                return Ok(Attempt::NotServed(Error::from(e.clone())));
+            }
+        }
+        Ok(Attempt::Answered(response))
+    }
+}
+
+/// How one try of a request at one node ended.
+enum Attempt {
+    /// The node answered (perhaps with an error of the request's own).
+    Answered(Response),
+    /// Nothing was applied: the request never reached the node, or the node refused it
+    /// before doing anything. Any request may go to another node.
+    NotServed(Error),
+    /// The connection broke after the request left: it may have been applied.
+    Lost(Error),
+    /// No answer in time, or a broken exchange: it may have been applied.
+    Unknown(Error),
 }
 
 impl Inner {

@@ -138,7 +138,9 @@
 //! the client's later requests too. Once a request has been sent, only **reads** are
 //! retried elsewhere: a lost answer to a write is [`Error::Indeterminate`], because
 //! sending an increment again could count it twice. Writes whose repetition is harmless
-//! (set adds, register assigns) can be retried by the caller.
+//! (set adds, register assigns) can be retried by the caller. A read whose connection
+//! broke after it left (a restarted node resets its old connections) is first sent once
+//! more to the same node on a new connection, then to the next.
 //!
 //! A client built with [`ClientBuilder::pinned`] keeps to the nodes it was given: it
 //! does not learn the others, so it fails over only among those.
