@@ -29,10 +29,10 @@ pub struct NetConfig {
     /// 10 s).
     pub call_timeout: Duration,
     /// Longest a one-way send ([`Endpoint::tell`](crate::Endpoint::tell)) may wait for
-    /// room on its connection (a stream slot, flow-control credit), and longest that
-    /// connection may send without receiving a datagram back, before it is given up as
-    /// stalled and closed, so the next send dials again (default 2 s; at most
-    /// `call_timeout`). A remote that stopped answering (cut off, paused, or
+    /// room on its connection (a stream slot, flow-control credit), and longest any
+    /// connection may send (one-way sends and calls) without receiving a datagram back,
+    /// before it is given up as stalled and closed, so the next send or call dials again
+    /// (default 2 s; at most `call_timeout`). A remote that stopped answering (cut off, paused, or
     /// restarted) leaves QUIC retransmitting on a backoff that doubles each time: after a
     /// partition of a few seconds the connection sent nothing for tens of seconds more,
     /// healed or not, and a node restarted meanwhile heard nothing from that peer (a

@@ -10,7 +10,7 @@ use quinn::{ConnectError, Connection, EndpointConfig, TokioRuntime};
 use tokio::time::timeout;
 use tracing::debug;
 
-use crate::cache::{Cache, Cached};
+use crate::cache::{Cache, Cached, Key};
 use crate::frame::{ReplyKind, RequestKind, HEADER_BYTES};
 use crate::serve::{serve_connection, Handler, Limits};
 use crate::stream::{self, connection_error, ReadFailure, CLOSE_SHUTDOWN, CLOSE_STALLED};
@@ -194,11 +194,7 @@ impl Endpoint {
             return Err(NetError::FrameTooLarge { len, max });
         }
         let key = (addr, Alpn::Peer);
-        let stall = self.inner.config.stall_timeout;
-        if let Some(stalled) = self.inner.cache.stalled(key, Instant::now(), stall) {
-            give_up(&stalled);
-            self.inner.cache.evict(key, &stalled);
-        }
+        self.drop_stalled(key);
         self.on_connection(addr, Alpn::Peer, |c| async move {
             let sent = self.tell_on(c.clone(), request).await;
             if sent.is_ok() {
@@ -331,8 +327,21 @@ impl Endpoint {
         kind: RequestKind,
         payload: &[u8],
     ) -> Result<(ReplyKind, Vec<u8>), NetError> {
-        self.on_connection(addr, alpn, |c| self.exchange_on(c, kind, payload))
+        let key = (addr, alpn);
+        self.drop_stalled(key);
+        self.on_connection(addr, alpn, |c| self.exchange_on(c, key, kind, payload))
             .await
+    }
+
+    /// Gives up the connection cached for `key` if it has sent for `stall_timeout`
+    /// without hearing anything back (see [`Cache::stalled`]), so that this request dials
+    /// afresh instead of joining the silence.
+    fn drop_stalled(&self, key: Key) {
+        let stall = self.inner.config.stall_timeout;
+        if let Some(stalled) = self.inner.cache.stalled(key, Instant::now(), stall) {
+            give_up(&stalled);
+            self.inner.cache.evict(key, &stalled);
+        }
     }
 
     /// Runs `attempt` on the cached connection for (`addr`, `alpn`). If the stream could
@@ -378,6 +387,7 @@ impl Endpoint {
     async fn exchange_on(
         &self,
         connection: Connection,
+        key: Key,
         kind: RequestKind,
         payload: &[u8],
     ) -> Result<(ReplyKind, Vec<u8>), Stage> {
@@ -387,6 +397,9 @@ impl Endpoint {
                 .open_bi()
                 .await
                 .map_err(|e| Stage::Open(connection_error(e)))?;
+            // A remote acknowledges the request within a round trip, however long its
+            // answer takes, so the silence rule holds for calls as for one-way sends.
+            self.inner.cache.sent(key, &connection, Instant::now());
             request(&mut send, &mut recv, kind, payload, max)
                 .await
                 .map_err(Stage::After)

@@ -145,7 +145,7 @@ impl Frozen {
 #[tokio::test]
 async fn a_connection_out_of_stream_slots_is_given_up_so_a_restarted_server_is_reached_at_once() {
     // Four one-way requests in flight fill the connection: the fifth waits for room.
-    let took = bounded(reached_after_a_freeze(4)).await;
+    let took = bounded(reached_after_a_freeze(4, Via::Tell)).await;
     assert!(took < Duration::from_secs(2), "reached after {took:?}");
 }
 
@@ -153,8 +153,26 @@ async fn a_connection_out_of_stream_slots_is_given_up_so_a_restarted_server_is_r
 async fn a_connection_that_hears_nothing_back_is_given_up_so_a_restarted_server_is_reached_at_once()
 {
     // Room for every request: only the silence tells the connection is dead.
-    let took = bounded(reached_after_a_freeze(1024)).await;
+    let took = bounded(reached_after_a_freeze(1024, Via::Tell)).await;
     assert!(took < Duration::from_secs(2), "reached after {took:?}");
+}
+
+#[tokio::test]
+async fn a_caller_whose_connection_hears_nothing_back_gives_it_up_and_reaches_a_restarted_server() {
+    // Calls wait for their answers, so they never run out of room; the silence rule
+    // alone ends the old connection. Without it, each call after the replacement timed
+    // out on it until its idle timeout.
+    let took = bounded(reached_after_a_freeze(1024, Via::Call)).await;
+    assert!(took < Duration::from_secs(2), "reached after {took:?}");
+}
+
+/// How the caller sends to the server.
+#[derive(Clone, Copy)]
+enum Via {
+    /// One-way: the server counts what it received.
+    Tell,
+    /// Request and answer, each call within a short `call_timeout`.
+    Call,
 }
 
 /// How long after its replacement a server that froze (taking `streams` one-way requests
@@ -162,7 +180,7 @@ async fn a_connection_that_hears_nothing_back_is_given_up_so_a_restarted_server_
 /// of stall, the old connection is gone and the next send dials the new server. Kept, it
 /// took sends until its idle timeout (10 s after the freeze: 7.0 s after the
 /// replacement), the new server dropping its packets as another's.
-async fn reached_after_a_freeze(streams: u32) -> Duration {
+async fn reached_after_a_freeze(streams: u32, via: Via) -> Duration {
     let ca = Ca::generate("test CA").unwrap();
     let issued = ca.issue_node("n1", &["127.0.0.1".to_string()]).unwrap();
     let pems = [ca.cert_pem(), issued.cert_pem, issued.key_pem];
@@ -174,16 +192,22 @@ async fn reached_after_a_freeze(streams: u32) -> Duration {
     let addr = first.addr;
     let config = NetConfig {
         stall_timeout: Duration::from_millis(500),
+        call_timeout: Duration::from_millis(500),
         ..quick()
     };
     let caller = Endpoint::bind("127.0.0.1:0".parse().unwrap(), &node(&ca, "n2"), config).unwrap();
-    caller.tell(addr, b"before").await.unwrap();
+    let send = |caller: Endpoint, body: &'static [u8]| async move {
+        match via {
+            Via::Tell => caller.tell(addr, body).await,
+            Via::Call => caller.call(addr, Alpn::Peer, body).await.map(drop),
+        }
+    };
+    send(caller.clone(), b"before").await.unwrap();
     first.freeze.send(()).unwrap();
     first.frozen.recv().unwrap();
     // Sends into the silence: QUIC retransmits them on a doubling backoff.
     for _ in 0..8 {
-        let caller = caller.clone();
-        tokio::spawn(async move { caller.tell(addr, b"unheard").await });
+        tokio::spawn(send(caller.clone(), b"unheard"));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     first.end.send(()).unwrap();
@@ -192,9 +216,10 @@ async fn reached_after_a_freeze(streams: u32) -> Duration {
     // reset can end the old connection: only giving it up does.
     let second = rebind_with(addr, &node(&ca, "n1"), serving).await;
     let replaced = tokio::time::Instant::now();
-    // Until one arrives: a send into the old connection is taken (buffered) and lost.
+    // Until one arrives: a send into the old connection is taken (buffered) and lost, a
+    // call on it times out.
     while second.handler.calls() == 0 {
-        let _ = caller.tell(addr, b"after").await;
+        let _ = send(caller.clone(), b"after").await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = replaced.elapsed();
