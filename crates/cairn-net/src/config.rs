@@ -32,12 +32,13 @@ pub struct NetConfig {
     /// room on its connection (a stream slot, flow-control credit), and longest any
     /// connection may send (one-way sends and calls) without receiving a datagram back,
     /// before it is given up as stalled and closed, so the next send or call dials again
-    /// (default 2 s; at most `call_timeout`). A remote that stopped answering (cut off, paused, or
-    /// restarted) leaves QUIC retransmitting on a backoff that doubles each time: after a
-    /// partition of a few seconds the connection sent nothing for tens of seconds more,
-    /// healed or not, and a node restarted meanwhile heard nothing from that peer (a
-    /// nemesis wipe synced after 17.6–32.6 s). A fresh connection is tried within
-    /// `backoff_max` of the heal. Sends normally find room in microseconds.
+    /// (default 2 s; at most `call_timeout`). A remote that stopped answering (cut off,
+    /// paused, or restarted) leaves QUIC retransmitting on a backoff that doubles each
+    /// time: after a partition of a few seconds the connection sent nothing for tens of
+    /// seconds more, healed or not, and a node restarted meanwhile heard nothing from that
+    /// peer (a nemesis wipe synced after 17.6–32.6 s). A fresh connection is tried within
+    /// `backoff_max` of the heal. Sends normally find room in microseconds, and a live
+    /// remote acknowledges within a round trip, however long its answer takes.
     pub stall_timeout: Duration,
     /// Wait after the first failed connection attempt to an address; doubles per further
     /// failure (default 100 ms).
