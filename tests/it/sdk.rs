@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cairn_client::{BatchOp, Client, ClientBuilder, Error, Options, Quorum};
+use cairn_client::{BatchOp, Client, ClientBuilder, Counter, Error, Options, Quorum};
 
 use crate::cluster::{cairn, run_ok, temp_dir, three_nodes, Server};
 
@@ -44,6 +44,16 @@ fn lone_node(tag: &str) -> (std::path::PathBuf, Server) {
     node.start();
     client_cert(&root);
     (root, node)
+}
+
+/// Counter `c/k` of a client pinned to `node` with request timeout `timeout`, incremented
+/// once: the restart tests' client, connected before the restart.
+async fn counted_once(root: &Path, node: &Server, timeout: Duration) -> Counter {
+    let options = Options::new().timeout(timeout);
+    let client = builder(root, node.quic).pinned().options(options);
+    let counter = client.build().await.unwrap().counter("c", "k");
+    assert_eq!(counter.increment(1).await.unwrap(), 1);
+    counter
 }
 
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -250,11 +260,7 @@ fn a_node_restarted_on_its_address_resets_the_old_connection_at_once() {
     block_on(async {
         // Shorter than the QUIC idle timeout (10 s): only a reset ends the old
         // connection within it.
-        let options = Options::new().timeout(Duration::from_secs(3));
-        let client = builder(&root, node.quic).pinned().options(options);
-        let client = client.build().await.unwrap();
-        let counter = client.counter("c", "k");
-        assert_eq!(counter.increment(1).await.unwrap(), 1);
+        let counter = counted_once(&root, &node, Duration::from_secs(3)).await;
         node.kill();
         // Same address, same certificate.
         node.start();
@@ -274,11 +280,7 @@ fn a_read_that_meets_a_restart_is_sent_again_on_a_new_connection() {
     block_on(async {
         // Below the QUIC idle timeout (10 s): the old connection is still open when the
         // node comes back.
-        let options = Options::new().timeout(Duration::from_secs(8));
-        let client = builder(&root, node.quic).pinned().options(options);
-        let client = client.build().await.unwrap();
-        let counter = client.counter("c", "k");
-        assert_eq!(counter.increment(1).await.unwrap(), 1);
+        let counter = counted_once(&root, &node, Duration::from_secs(8)).await;
         node.kill();
         // The read leaves while the node is down, so QUIC retransmits it into the
         // silence until the new process answers with a stateless reset: the connection
