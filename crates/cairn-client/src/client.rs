@@ -36,7 +36,8 @@ pub struct Options {
     pub pr: Option<Quorum>,
     /// Of those acknowledgements, how many from primaries.
     pub pw: Option<Quorum>,
-    /// How long the coordinator may take.
+    /// How long the coordinator may take. It bounds each try: a request that goes on to
+    /// another node, or a read sent again after a lost connection, may take longer in all.
     pub timeout: Option<Duration>,
 }
 
