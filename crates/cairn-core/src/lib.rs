@@ -65,5 +65,5 @@ pub use options::{
     BucketProps, InvalidOptions, Quorum, RequestOptions, Resolved, N_MAX, TIMEOUT_MS_MAX,
 };
 pub use placement::{targets, Target};
-pub use store::{Backlog, MemStore, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
+pub use store::{aae_order, Backlog, MemStore, NodeMeta, ObjectKey, Store, StoreError, WriteToken};
 pub use values::{join_into, join_values, visible};

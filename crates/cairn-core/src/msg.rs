@@ -217,7 +217,8 @@ pub enum PeerMessage {
         /// of a lightly loaded partition are empty, so they are left out).
         segments: Vec<(u16, u64)>,
     },
-    /// Step 3: the sender's keys and state hashes in the segments that differ.
+    /// Step 3: the sender's keys and state hashes in the segments that differ, in
+    /// [`aae_order`](crate::store::aae_order) after `after`.
     AaeKeys {
         /// The exchange.
         id: RequestId,
@@ -225,6 +226,9 @@ pub enum PeerMessage {
         partition: PartitionId,
         /// The differing segments.
         segments: Vec<u16>,
+        /// Where the list starts (exclusive): the `next` of the pair's last exchange, so
+        /// successive exchanges walk the differing keys however many there are.
+        after: Option<ObjectKey>,
         /// `(key, state hash)`, at most `AAE_KEYS_MAX`.
         keys: Vec<(ObjectKey, u64)>,
     },
@@ -242,9 +246,13 @@ pub enum PeerMessage {
         id: RequestId,
         /// Keys the receiver holds differently or alone.
         keys: Vec<ObjectKey>,
-        /// The sender held nothing the receiver lacks in the segments compared: it sent
-        /// no repair, and neither side's key list was cut at `AAE_KEYS_MAX`.
+        /// The sender held nothing the receiver lacks in the segments compared: the
+        /// lists started at the first key, neither was cut at `AAE_KEYS_MAX`, and the
+        /// sender sent no repair.
         complete: bool,
+        /// The last key compared, when a list was cut: the pair's next exchange lists
+        /// keys after it. `None`: the keys after `after` were compared to the end.
+        next: Option<ObjectKey>,
     },
     /// Remove the tombstone at `key` if its state still hashes to `state_hash`.
     Reap {

@@ -31,6 +31,13 @@ pub struct ObjectKey {
     pub key: Box<[u8]>,
 }
 
+/// Where `key` sorts in an anti-entropy key list: by segment, then by key. Both replicas
+/// of an exchange list keys in this order, so a list cut at a bound ends at a key both can
+/// resume after; and it is the order a store keyed by segment first scans in.
+pub fn aae_order(key: &ObjectKey) -> (SegmentId, &ObjectKey) {
+    (segment_of(key), key)
+}
+
 /// Names one staged write; reported back once the write is durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WriteToken(pub u64);
@@ -92,12 +99,14 @@ pub trait Store {
     fn stage_object_removal(&mut self, key: &ObjectKey) -> Result<WriteToken, StoreError>;
     /// The anti-entropy tree of `partition`, staged writes included.
     fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError>;
-    /// The keys of `partition` that fall in `segments`, with their state hashes, in key
-    /// order, at most `limit` of them.
+    /// The keys of `partition` that fall in `segments`, with their state hashes, in
+    /// [`aae_order`] after `after` (exclusive; `None`: from the first), at most `limit` of
+    /// them.
     fn aae_keys(
         &self,
         partition: PartitionId,
         segments: &[SegmentId],
+        after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<(ObjectKey, u64)>, StoreError>;
     /// The hinted copy this node keeps of `key` for `owner`.
@@ -305,22 +314,27 @@ impl Store for MemStore {
         &self,
         partition: PartitionId,
         segments: &[SegmentId],
+        after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<(ObjectKey, u64)>, StoreError> {
         let wanted: BTreeSet<SegmentId> = segments.iter().copied().collect();
-        let mut keys: BTreeMap<&ObjectKey, u64> = BTreeMap::new();
+        let after = after.map(aae_order);
+        let mut keys: BTreeMap<(SegmentId, &ObjectKey), u64> = BTreeMap::new();
         for layer in [&self.durable.objects, &self.staged.objects] {
             for (k, v) in layer.iter().filter(|(k, _)| k.partition == partition) {
+                let at = aae_order(k);
                 match v {
-                    Some(s) if wanted.contains(&segment_of(k)) => keys.insert(k, s.hash),
-                    _ => keys.remove(k),
+                    Some(s) if wanted.contains(&at.0) && after.is_none_or(|a| at > a) => {
+                        keys.insert(at, s.hash)
+                    }
+                    _ => keys.remove(&at),
                 };
             }
         }
         Ok(keys
             .into_iter()
             .take(limit)
-            .map(|(k, h)| (k.clone(), h))
+            .map(|((_, k), h)| (k.clone(), h))
             .collect())
     }
 
@@ -473,8 +487,50 @@ mod tests {
         let v = Value::empty(ValueType::Flag);
         s.stage_object(key("a"), v.clone()).unwrap();
         let seg = segment_of(&key("a"));
-        let keys = s.aae_keys(PartitionId(0), &[seg], 10).unwrap();
+        let keys = s.aae_keys(PartitionId(0), &[seg], None, 10).unwrap();
         assert_eq!(keys, vec![(key("a"), state_hash(&v))]);
+    }
+
+    #[test]
+    fn aae_keys_list_by_segment_then_key_and_resume_after_a_cursor() {
+        let mut s = MemStore::new();
+        let keys: Vec<ObjectKey> = (0..200).map(|i| key(&format!("k{i}"))).collect();
+        for k in &keys {
+            s.stage_object(k.clone(), Value::empty(ValueType::Flag))
+                .unwrap();
+        }
+        s.commit();
+        let mut sorted = keys.clone();
+        sorted.sort_by(|a, b| aae_order(a).cmp(&aae_order(b)));
+        assert_ne!(sorted, {
+            let mut by_key = keys.clone();
+            by_key.sort();
+            by_key
+        });
+        let all: Vec<SegmentId> = (0..crate::aae::SEGMENTS)
+            .filter_map(|s| u16::try_from(s).ok())
+            .map(SegmentId)
+            .collect();
+        // Pages of 30, each after the last key of the one before, list every key once.
+        let mut listed = Vec::new();
+        let mut after: Option<ObjectKey> = None;
+        loop {
+            let page = s
+                .aae_keys(PartitionId(0), &all, after.as_ref(), 30)
+                .unwrap();
+            listed.extend(page.iter().map(|(k, _)| k.clone()));
+            match page.last() {
+                Some((k, _)) if page.len() == 30 => after = Some(k.clone()),
+                _ => break,
+            }
+        }
+        assert_eq!(listed, sorted);
+        // A removal staged after the cursor hides its key.
+        s.stage_object_removal(&sorted[150]).unwrap();
+        let page = s
+            .aae_keys(PartitionId(0), &all, Some(&sorted[149]), 1)
+            .unwrap();
+        assert_eq!(page[0].0, sorted[151]);
     }
 
     #[test]

@@ -133,6 +133,7 @@ enum WireMsg {
         id: u64,
         partition: u16,
         segments: Vec<u16>,
+        after: Option<WireKey>,
         keys: Vec<(WireKey, u64)>,
     },
     AaeRepair {
@@ -143,6 +144,7 @@ enum WireMsg {
         id: u64,
         keys: Vec<WireKey>,
         complete: bool,
+        next: Option<WireKey>,
     },
     Reap {
         key: WireKey,
@@ -324,11 +326,13 @@ impl WireMsg {
                 id,
                 partition,
                 segments,
+                after,
                 keys,
             } => WireMsg::AaeKeys {
                 id: id.0,
                 partition: partition.0,
                 segments: segments.clone(),
+                after: after.as_ref().map(WireKey::from_key),
                 keys: keys
                     .iter()
                     .map(|(k, h)| (WireKey::from_key(k), *h))
@@ -338,10 +342,16 @@ impl WireMsg {
                 key: WireKey::from_key(key),
                 value: cairn_proto::encode_value(value).into(),
             },
-            PeerMessage::AaeFetch { id, keys, complete } => WireMsg::AaeFetch {
+            PeerMessage::AaeFetch {
+                id,
+                keys,
+                complete,
+                next,
+            } => WireMsg::AaeFetch {
                 id: id.0,
                 keys: keys.iter().map(WireKey::from_key).collect(),
                 complete: *complete,
+                next: next.as_ref().map(WireKey::from_key),
             },
             PeerMessage::Reap { key, state_hash } => WireMsg::Reap {
                 key: WireKey::from_key(key),
@@ -596,11 +606,13 @@ impl WireMsg {
                 id,
                 partition: p,
                 segments,
+                after,
                 keys,
             } => PeerMessage::AaeKeys {
                 id: RequestId(id),
                 partition: partition(p)?,
                 segments,
+                after: after.map(WireKey::into_key).transpose()?,
                 keys: keys
                     .into_iter()
                     .map(|(k, h)| Ok((k.into_key()?, h)))
@@ -610,13 +622,19 @@ impl WireMsg {
                 key: key.into_key()?,
                 value: value(&v)?,
             },
-            WireMsg::AaeFetch { id, keys, complete } => PeerMessage::AaeFetch {
+            WireMsg::AaeFetch {
+                id,
+                keys,
+                complete,
+                next,
+            } => PeerMessage::AaeFetch {
                 id: RequestId(id),
                 keys: keys
                     .into_iter()
                     .map(WireKey::into_key)
                     .collect::<Result<_, _>>()?,
                 complete,
+                next: next.map(WireKey::into_key).transpose()?,
             },
             WireMsg::Reap { key, state_hash } => PeerMessage::Reap {
                 key: key.into_key()?,
@@ -911,12 +929,14 @@ mod tests {
                 id: RequestId(8),
                 partition: PartitionId(1),
                 segments: vec![4],
+                after: Some(key()),
                 keys: vec![(key(), 77)],
             },
             PeerMessage::AaeFetch {
                 id: RequestId(8),
                 keys: vec![key()],
                 complete: true,
+                next: Some(key()),
             },
             PeerMessage::Gossip {
                 layout: Box::new(Layout::new(LayoutConfig::new(16, 3).unwrap())),

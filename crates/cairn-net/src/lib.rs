@@ -122,7 +122,7 @@ pub const FRAME_BYTES_MAX: usize = 64 << 20;
 /// nodes refuse, so the two do not connect. Version 3: replica sync (the anti-entropy
 /// fetch says whether the exchange was complete, and a replica may refuse a read as
 /// syncing), which version 2 nodes cannot decode.
-pub const ALPN_PEER: &[u8] = b"cairn-peer/3";
+pub const ALPN_PEER: &[u8] = b"cairn-peer/4";
 /// ALPN identifier of client (SDK, CLI) traffic. Any certificate of the CA will do.
 pub const ALPN_CLIENT: &[u8] = b"cairn-client/1";
 /// The DNS name in every node certificate; peers and clients dial every node with it as the

@@ -96,7 +96,7 @@ pub async fn run(
     let listen = endpoint
         .local_addr()
         .map_err(|e| ServerError::Net(e.to_string()))?;
-    tracing::info!(%listen, advertise = %config.advertise, "QUIC (peers: ALPN cairn-peer/3)");
+    tracing::info!(%listen, advertise = %config.advertise, "QUIC (peers: ALPN cairn-peer/4)");
     if config.loopback_forced {
         tracing::warn!(
             "no certificate configured: using a development CA and binding to 127.0.0.1 only"

@@ -347,3 +347,51 @@ fn repairing_one_percent_of_counters_is_dominated_by_hashes() {
     );
     assert!(diverged > 0);
 }
+
+/// Keys in one partition beyond what one exchange lists (`AAE_KEYS_MAX`), spread over
+/// its segments as hashing spreads them.
+const MANY: usize = 3 * cairn_core::AAE_KEYS_MAX;
+
+/// A cluster of three with one partition, every key of `0..MANY` written to all three.
+fn many_keys() -> Cluster {
+    let mut c = Cluster::with_config(3, 3, 1, 3, aae_only);
+    for i in 0..MANY {
+        assert!(c.call(i % 3, &key(i), incr(), all()).is_ok());
+    }
+    c
+}
+
+fn missing(c: &Cluster, node: usize) -> usize {
+    (0..MANY)
+        .filter(|i| c.copy(node, &key(*i)).is_none())
+        .count()
+}
+
+#[test]
+fn a_replica_that_missed_more_keys_than_one_exchange_lists_gets_them_all() {
+    let mut c = many_keys();
+    // Node 0 misses a second write to every key.
+    c.isolate(0);
+    let one = RequestOptions {
+        w: Some(Quorum::One),
+        ..Default::default()
+    };
+    for i in 0..MANY {
+        assert!(c.call(1 + i % 2, &key(i), incr(), one).is_ok());
+    }
+    c.heal();
+    let diverged = (0..MANY).filter(|i| !c.converged(&key(*i))).count();
+    assert_eq!(diverged, MANY);
+    c.advance(60_000);
+    let left = (0..MANY).filter(|i| !c.converged(&key(*i))).count();
+    assert_eq!(left, 0, "{left} of {MANY} keys still diverged after 60 s");
+}
+
+#[test]
+fn a_replica_restored_empty_syncs_more_keys_than_one_exchange_lists() {
+    let mut c = many_keys();
+    c.crash(0, true);
+    c.restart(0);
+    c.await_synced(30_000);
+    assert_eq!(missing(&c, 0), 0);
+}

@@ -79,7 +79,7 @@ fn bad_segments(store: &RedbStore, partition: PartitionId) -> Result<usize, Stri
     for (s, &want) in tree.segments().iter().enumerate() {
         let segment = SegmentId(u16::try_from(s).map_err(|e| e.to_string())?);
         let keys = store
-            .aae_keys(partition, &[segment], KEYS_PER_SEGMENT_MAX)
+            .aae_keys(partition, &[segment], None, KEYS_PER_SEGMENT_MAX)
             .map_err(|e| e.to_string())?;
         let mut xor = 0;
         let mut listed_right = true;

@@ -661,48 +661,65 @@ impl Store for RedbStore {
         Tree::from_segments(segments).ok_or_else(|| StoreError::Corrupt("tree size".into()))
     }
 
+    // Disk keys of one partition sort as `aae_order` does: the segment (big-endian), then
+    // the escaped bucket and key, whose escaping keeps byte order. So the list is one scan
+    // from the cursor through the wanted segments, stopped after `limit` keys.
     fn aae_keys(
         &self,
         partition: PartitionId,
         segments: &[SegmentId],
+        after: Option<&ObjectKey>,
         limit: usize,
     ) -> Result<Vec<(ObjectKey, u64)>, StoreError> {
         let wanted: BTreeSet<SegmentId> = segments.iter().copied().collect();
-        let (txn, staged) = self.snapshot(|o| {
+        let after = after.map(format::object_key);
+        let past = |k: &[u8]| after.as_ref().is_none_or(|a| k > &a[..]);
+        let (txn, mut found) = self.snapshot(|o| {
             o.objects
                 .in_partition(partition)
+                .filter(|(k, _)| past(k))
                 .filter(|(k, _)| format::key_segment(k).is_some_and(|s| wanted.contains(&s)))
                 .map(|(k, e)| (DiskKey::from_slice(k), e.item.as_ref().map(|s| s.hash)))
-                .collect::<Vec<_>>()
+                .collect::<BTreeMap<_, _>>()
         })?;
-        // Decoded once the overlay lock is let go: the writers take it too.
-        let staged = staged
-            .into_iter()
-            .map(|(k, hash)| Ok((format::decode_object_key(&k)?, hash)))
-            .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
-        // Objects are keyed by segment first: each wanted segment is one range.
         let t = txn.open_table(OBJECTS).map_err(table_error)?;
-        let mut found: BTreeMap<ObjectKey, u64> = BTreeMap::new();
-        for s in &wanted {
+        let first = after.as_deref().and_then(format::key_segment);
+        let mut taken = 0;
+        'segments: for s in wanted.range(first.unwrap_or(SegmentId(0))..) {
             let lo = format::segment_key(partition, *s);
-            let mut taken = 0;
-            for row in t.range(&lo[..]..).map_err(storage_error)? {
+            let start = match &after {
+                Some(a) if Some(*s) == first => Bound::Excluded(&a[..]),
+                _ => Bound::Included(&lo[..]),
+            };
+            for row in t
+                .range::<&[u8]>((start, Bound::Unbounded))
+                .map_err(storage_error)?
+            {
                 let (k, v) = row.map_err(storage_error)?;
-                if !k.value().starts_with(&lo) || taken >= limit {
+                if !k.value().starts_with(&lo) {
                     break;
+                }
+                if taken >= limit {
+                    break 'segments;
                 }
                 if format::is_segment_key(k.value()) {
                     continue; // the segment's hash, stored just before its objects
                 }
-                let key = format::decode_object_key(k.value())?;
-                if !staged.contains_key(&key) {
-                    found.insert(key, format::object_record_hash(v.value())?);
+                // A staged write or removal of the key wins over the stored row.
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    found.entry(DiskKey::from_slice(k.value()))
+                {
+                    e.insert(Some(format::object_record_hash(v.value())?));
                     taken += 1;
                 }
             }
         }
-        found.extend(staged.into_iter().filter_map(|(k, h)| Some((k, h?))));
-        Ok(found.into_iter().take(limit).collect())
+        found
+            .into_iter()
+            .filter_map(|(k, h)| Some((k, h?)))
+            .take(limit)
+            .map(|(k, h)| Ok((format::decode_object_key(&k)?, h)))
+            .collect()
     }
 
     fn hint(&self, owner: NodeId, key: &ObjectKey) -> Result<Option<Value>, StoreError> {

@@ -1,12 +1,21 @@
 //! Active anti-entropy: the scheduler and the four-step exchange of `aae::Tree`s.
 //!
 //! The initiator sends its root hash, and when the peer's differs, its branch hashes; the
-//! peer answers with the segment hashes of the branches that differ; the initiator sends its keys and state hashes in the segments
-//! that differ; the peer sends its states of the keys that differ (plain `Replicate`
-//! repairs) and asks for the initiator's, which ends the exchange. Both sides merge, so a
-//! key missing or stale on either side is repaired either way.
+//! peer answers with the segment hashes of the branches that differ; the initiator sends
+//! its keys and state hashes in the segments that differ; the peer sends its states of the
+//! keys that differ (plain `Replicate` repairs) and asks for the initiator's, which ends
+//! the exchange. Both sides merge, so a key missing or stale on either side is repaired
+//! either way.
+//!
+//! Key lists are bounded (`AAE_KEYS_MAX`) and sorted by segment, then key
+//! ([`aae_order`]). When a list is cut, the exchange compares only the keys up to the
+//! earlier of the two lists' last keys, and the initiator's next exchange with that peer
+//! lists keys after it (`AaeState::resume`). So however many keys differ, successive
+//! exchanges walk all of them. (Before this cursor, every exchange listed the first keys
+//! of the differing segments: once those matched, nothing past them was ever compared,
+//! and a partition whose differing segments held ~3,000 keys could stay diverged.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cairn_ring::{NodeId, PartitionId};
 
@@ -15,7 +24,7 @@ use crate::aae::{SegmentId, BRANCHES, BRANCH_WIDTH};
 use crate::msg::{PeerMessage, RequestId};
 use cairn_crdt::Value;
 
-use crate::store::{ObjectKey, Store};
+use crate::store::{aae_order, ObjectKey, Store};
 
 /// Most keys one exchange lists (step 3); more differing keys wait for the next exchange.
 pub const AAE_KEYS_MAX: usize = 1024;
@@ -59,6 +68,11 @@ pub(super) struct AaeState {
     /// When this node last started an exchange with each peer (bounded by the layout's
     /// nodes: entries for peers that left are dropped when the next exchange starts).
     pub(super) last_with: BTreeMap<NodeId, u64>,
+    /// Where each pair's next exchange starts its key list (after this key): set when an
+    /// exchange's lists were cut, cleared when one compared to the end. Bounded by the
+    /// pairs: entries for pairs no longer replicas together are dropped when the next
+    /// exchange starts.
+    pub(super) resume: BTreeMap<(PartitionId, NodeId), ObjectKey>,
 }
 
 impl<S: Store> Node<S> {
@@ -126,6 +140,9 @@ impl<S: Store> Node<S> {
             self.aae.stats.exchanges += 1;
             let layout = &self.layout;
             self.aae.last_with.retain(|n, _| layout.node(*n).is_some());
+            self.aae
+                .resume
+                .retain(|(p, n), _| layout.replicas(*p).contains(n));
             self.aae.last_with.insert(peer, now_ms);
             self.aae.stats.protocol_bytes += 8 + 16;
             self.send(
@@ -284,12 +301,17 @@ impl<S: Store> Node<S> {
         }
         let mut segments: Vec<SegmentId> = tree.differing_segments(&branches, &theirs);
         segments.truncate(AAE_SEGMENTS_MAX);
-        let Ok(keys) = self.store.aae_keys(partition, &segments, AAE_KEYS_MAX) else {
+        let after = self.aae.resume.get(&(partition, from)).cloned();
+        let Ok(keys) = self
+            .store
+            .aae_keys(partition, &segments, after.as_ref(), AAE_KEYS_MAX)
+        else {
             return self.end_aae(id);
         };
         let segments: Vec<u16> = segments.into_iter().map(|s| s.0).collect();
         self.aae.stats.protocol_bytes += 16
             + 2 * segments.len() as u64
+            + after.as_ref().map_or(0, key_bytes)
             + keys.iter().map(|(k, _)| key_bytes(k) + 8).sum::<u64>();
         self.send(
             from,
@@ -297,6 +319,7 @@ impl<S: Store> Node<S> {
                 id,
                 partition,
                 segments,
+                after,
                 keys,
             },
         );
@@ -309,50 +332,78 @@ impl<S: Store> Node<S> {
         id: RequestId,
         partition: PartitionId,
         segments: Vec<u16>,
+        after: Option<ObjectKey>,
         theirs: Vec<(ObjectKey, u64)>,
     ) {
-        let segments: Vec<SegmentId> = segments
+        // Peer input: a cursor in another partition gets no answer (the exchange times
+        // out, counting for nothing).
+        if after.as_ref().is_some_and(|k| k.partition != partition) {
+            return;
+        }
+        let segments: BTreeSet<SegmentId> = segments
             .into_iter()
             .filter(|s| usize::from(*s) < crate::aae::SEGMENTS)
             .map(SegmentId)
             .collect();
-        // Either list cut at the bound may leave out a key only one side holds.
-        let cut = theirs.len() >= AAE_KEYS_MAX;
-        let theirs: Vec<(ObjectKey, u64)> = theirs
+        let theirs_cut = theirs.len() >= AAE_KEYS_MAX;
+        let in_list = |k: &ObjectKey| {
+            k.partition == partition
+                && segments.contains(&aae_order(k).0)
+                && after.as_ref().is_none_or(|a| aae_order(k) > aae_order(a))
+        };
+        let theirs: BTreeMap<ObjectKey, u64> = theirs
             .into_iter()
-            .filter(|(k, _)| k.partition == partition && self.owns_partition_of(k))
+            .filter(|(k, _)| in_list(k) && self.owns_partition_of(k))
             .collect();
-        let Ok(mine) = self.store.aae_keys(partition, &segments, AAE_KEYS_MAX) else {
+        let listed: Vec<SegmentId> = segments.iter().copied().collect();
+        let Ok(mine) = self
+            .store
+            .aae_keys(partition, &listed, after.as_ref(), AAE_KEYS_MAX)
+        else {
             // No list to compare: the initiator's exchange times out, counting for
             // nothing (an empty list here would claim this node holds nothing).
             return;
         };
-        let cut = cut || mine.len() >= AAE_KEYS_MAX;
-        let theirs: std::collections::BTreeMap<ObjectKey, u64> = theirs.into_iter().collect();
-        let mine_map: std::collections::BTreeMap<&ObjectKey, u64> =
-            mine.iter().map(|(k, h)| (k, *h)).collect();
+        // A list cut at the bound says nothing past its last key: compare up to the
+        // earlier of the cut lists' last keys, and resume after it next time.
+        let last_of_theirs = theirs.keys().max_by(|a, b| aae_order(a).cmp(&aae_order(b)));
+        let last_of_mine = mine.last().map(|(k, _)| k);
+        let end = [
+            last_of_theirs.filter(|_| theirs_cut),
+            last_of_mine.filter(|_| mine.len() >= AAE_KEYS_MAX),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by(|a, b| aae_order(a).cmp(&aae_order(b)))
+        .cloned();
+        let compared = |k: &ObjectKey| end.as_ref().is_none_or(|e| aae_order(k) <= aae_order(e));
         // Keys both hold, differently: send ours; the initiator sends back the join only if
         // it held something ours lacked (one state crosses the wire when one side is
         // simply behind, the common case).
         let mut repaired = false;
-        for (key, hash) in &mine {
+        for (key, hash) in mine.iter().filter(|(k, _)| compared(k)) {
             if theirs.get(key) != Some(hash) {
                 repaired = true;
                 self.repair_peer(from, key, true);
             }
         }
         // Keys only they hold: ask for them.
+        let mine: BTreeSet<&ObjectKey> = mine.iter().map(|(k, _)| k).collect();
         let wanted: Vec<ObjectKey> = theirs
             .keys()
-            .filter(|k| !mine_map.contains_key(k))
+            .filter(|k| compared(k) && !mine.contains(k))
             .cloned()
             .collect();
-        self.aae.stats.protocol_bytes += 16 + wanted.iter().map(key_bytes).sum::<u64>();
-        let complete = !repaired && !cut;
+        self.aae.stats.protocol_bytes +=
+            16 + wanted.iter().map(key_bytes).sum::<u64>() + end.as_ref().map_or(0, key_bytes);
+        // Only a walk from the first key to the end, with nothing sent, shows this node
+        // holds nothing the initiator lacks.
+        let complete = after.is_none() && end.is_none() && !repaired;
         let msg = PeerMessage::AaeFetch {
             id,
             keys: wanted,
             complete,
+            next: end,
         };
         self.send(from, msg);
     }
@@ -367,6 +418,7 @@ impl<S: Store> Node<S> {
         id: RequestId,
         keys: Vec<ObjectKey>,
         complete: bool,
+        next: Option<ObjectKey>,
     ) {
         let Some(&Pending::Aae { peer, partition }) = self.pending.get(&id) else {
             return;
@@ -380,8 +432,27 @@ impl<S: Store> Node<S> {
         if complete {
             self.note_synced(partition, from);
         }
+        self.resume_after(partition, from, next);
         self.aae.next_at_ms = self.aae.last_start_ms + self.cfg.aae_interval_ms / 10;
         self.end_aae(id);
+    }
+
+    /// Records where the pair's next exchange starts its key list. Peer input: a cursor
+    /// in another partition, or one that does not move forward, starts over from the first
+    /// key rather than loop.
+    fn resume_after(&mut self, partition: PartitionId, peer: NodeId, next: Option<ObjectKey>) {
+        let pair = (partition, peer);
+        let now = self.aae.resume.get(&pair);
+        match next {
+            Some(k)
+                if k.partition == partition && now.is_none_or(|a| aae_order(&k) > aae_order(a)) =>
+            {
+                self.aae.resume.insert(pair, k);
+            }
+            _ => {
+                self.aae.resume.remove(&pair);
+            }
+        }
     }
 
     /// Whether `id` is an exchange this node started with `peer` over `partition`.

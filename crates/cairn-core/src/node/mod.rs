@@ -502,11 +502,15 @@ impl<S: Store> Node<S> {
                 id,
                 partition,
                 segments,
+                after,
                 keys,
-            } => self.on_aae_keys(from, id, partition, segments, keys),
-            PeerMessage::AaeFetch { id, keys, complete } => {
-                self.on_aae_fetch(from, id, keys, complete)
-            }
+            } => self.on_aae_keys(from, id, partition, segments, after, keys),
+            PeerMessage::AaeFetch {
+                id,
+                keys,
+                complete,
+                next,
+            } => self.on_aae_fetch(from, id, keys, complete, next),
             PeerMessage::AaeRepair { key, value } => self.on_aae_repair(from, key, value),
             PeerMessage::Reap { key, state_hash } => self.reap(&key, state_hash),
             PeerMessage::Gossip { layout, beats } => self.on_gossip(now_ms, &layout, &beats),

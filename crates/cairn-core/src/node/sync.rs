@@ -217,13 +217,14 @@ mod tests {
             .filter_map(|s| u16::try_from(s).ok())
             .map(SegmentId)
             .collect();
-        let mine = node.store().aae_keys(p, &all, AAE_KEYS_MAX).unwrap();
+        let mine = node.store().aae_keys(p, &all, None, AAE_KEYS_MAX).unwrap();
         let hash = mine.iter().find(|(key, _)| *key == k).unwrap().1;
         let _ = sent(&mut node);
         let msg = PeerMessage::AaeKeys {
             id: RequestId(5),
             partition: p,
             segments: all.iter().map(|s| s.0).collect(),
+            after: None,
             keys: theirs(&k, hash),
         };
         node.handle_peer(1, PEER, msg);

@@ -301,7 +301,7 @@ fn upgrade_from(from: u32, downgrade: fn(&std::path::Path)) {
                 let p = PartitionId(p);
                 (
                     s.aae_tree(p).unwrap(),
-                    s.aae_keys(p, &every_segment, usize::MAX).unwrap(),
+                    s.aae_keys(p, &every_segment, None, usize::MAX).unwrap(),
                 )
             })
             .collect();
