@@ -387,6 +387,40 @@ fn a_replica_that_missed_more_keys_than_one_exchange_lists_gets_them_all() {
     assert_eq!(left, 0, "{left} of {MANY} keys still diverged after 60 s");
 }
 
+/// Keys that all fall in segment 0 of their partition, more than one exchange lists.
+fn one_segment_keys() -> Vec<String> {
+    let segments = cairn_core::aae::SEGMENTS as u64;
+    (0..)
+        .map(|i| format!("s{i}"))
+        .filter(|k| cairn_ring::key_hash(b"b", k.as_bytes()) % segments == 0)
+        .take(cairn_core::AAE_KEYS_MAX + 512)
+        .collect()
+}
+
+#[test]
+fn a_replica_that_missed_more_keys_of_one_segment_than_one_exchange_lists_gets_them_all() {
+    let keys = one_segment_keys();
+    let mut c = Cluster::with_config(3, 3, 1, 3, aae_only);
+    // Node 0 misses every write.
+    c.isolate(0);
+    let one = RequestOptions {
+        w: Some(Quorum::One),
+        ..Default::default()
+    };
+    for (i, k) in keys.iter().enumerate() {
+        assert!(c.call(1 + i % 2, k, incr(), one).is_ok());
+    }
+    c.heal();
+    c.advance(60_000);
+    let left = keys.iter().filter(|k| !c.converged(k)).count();
+    assert_eq!(
+        left,
+        0,
+        "{left} of {} keys still diverged after 60 s",
+        keys.len()
+    );
+}
+
 #[test]
 fn a_replica_restored_empty_syncs_more_keys_than_one_exchange_lists() {
     let mut c = many_keys();

@@ -11,9 +11,11 @@
 //! ([`aae_order`]). When a list is cut, the exchange compares only the keys up to the
 //! earlier of the two lists' last keys, and the initiator's next exchange with that peer
 //! lists keys after it (`AaeState::resume`). So however many keys differ, successive
-//! exchanges walk all of them. (Before this cursor, every exchange listed the first keys
-//! of the differing segments: once those matched, nothing past them was ever compared,
-//! and a partition whose differing segments held ~3,000 keys could stay diverged.)
+//! exchanges walk all of them. (Before, every exchange listed the first keys of the
+//! differing segments in key order, which spread over all segments: once those matched,
+//! no segment became equal and nothing past them was ever compared, so a partition whose
+//! differing segments held ~3,000 keys could stay diverged. ARCHITECTURE.md has the
+//! figures.)
 
 use std::collections::{BTreeMap, BTreeSet};
 

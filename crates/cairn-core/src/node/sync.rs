@@ -106,7 +106,7 @@ mod tests {
     use super::super::{AAE_KEYS_MAX, SYNC_EXCHANGES_MAX};
     use crate::aae::{SegmentId, SEGMENTS};
     use crate::msg::{Output, PeerMessage, ReplicaError, RequestId};
-    use crate::store::{NodeMeta, ObjectKey, Store};
+    use crate::store::{aae_order, NodeMeta, ObjectKey, Store};
     use crate::{Config, MemStore, Node};
 
     const ME: NodeId = NodeId(1);
@@ -207,6 +207,15 @@ mod tests {
     /// Node 1, holding `k`, answers step 3 of an exchange node 2 started; the fetch's
     /// `complete`.
     fn complete_after(theirs: impl FnOnce(&ObjectKey, u64) -> Vec<(ObjectKey, u64)>) -> bool {
+        fetch_after(None, theirs).0
+    }
+
+    /// As [`complete_after`], for a list that starts after `after`; the fetch's
+    /// `complete` and `next`.
+    fn fetch_after(
+        after: Option<&str>,
+        theirs: impl FnOnce(&ObjectKey, u64) -> Vec<(ObjectKey, u64)>,
+    ) -> (bool, Option<ObjectKey>) {
         let mut node = started(synced_store());
         let k = key(node.layout(), "k");
         let p = k.partition;
@@ -224,16 +233,19 @@ mod tests {
             id: RequestId(5),
             partition: p,
             segments: all.iter().map(|s| s.0).collect(),
-            after: None,
+            after: after.map(|a| ObjectKey {
+                key: a.as_bytes().into(),
+                ..k.clone()
+            }),
             keys: theirs(&k, hash),
         };
         node.handle_peer(1, PEER, msg);
         let replies = sent(&mut node);
-        let complete = replies.iter().find_map(|m| match m {
-            PeerMessage::AaeFetch { complete, .. } => Some(*complete),
+        let fetch = replies.iter().find_map(|m| match m {
+            PeerMessage::AaeFetch { complete, next, .. } => Some((*complete, next.clone())),
             _ => None,
         });
-        complete.expect("a fetch")
+        fetch.expect("a fetch")
     }
 
     #[test]
@@ -258,21 +270,32 @@ mod tests {
             !complete_after(|_, _| Vec::new()),
             "a key only the peer holds"
         );
+        // A full list: `k` and other keys of its partition.
+        let layout = three_nodes();
         let cut = |k: &ObjectKey, h: u64| {
             let mut keys = vec![(k.clone(), h)];
-            keys.extend((1..AAE_KEYS_MAX).map(|i| {
-                let key = format!("x{i}");
-                (
-                    ObjectKey {
-                        key: key.as_bytes().into(),
-                        ..k.clone()
-                    },
-                    1,
-                )
-            }));
+            let others = (0..)
+                .map(|i| key(&layout, &format!("x{i}")))
+                .filter(|x| x.partition == k.partition);
+            keys.extend(others.take(AAE_KEYS_MAX - 1).map(|x| (x, 1)));
             keys
         };
         assert!(!complete_after(cut), "the initiator's list was cut");
+        let (complete, next) = fetch_after(None, cut);
+        let last = cut(&key(&layout, "k"), 0)
+            .into_iter()
+            .map(|(k, _)| k)
+            .max_by(|a, b| aae_order(a).cmp(&aae_order(b)));
+        assert_eq!(
+            (complete, next),
+            (false, last),
+            "the next exchange resumes after the cut list's last key"
+        );
+        // A list that resumes after a cursor leaves out the keys before it: the same
+        // state there is no proof the peer holds nothing the initiator lacks. Segment
+        // zero sorts first, so any key is after this cursor's segment or in it.
+        let (complete, next) = fetch_after(Some(""), |k, h| vec![(k.clone(), h)]);
+        assert_eq!((complete, next), (false, None), "after a cursor");
     }
 
     fn roots_sent(node: &mut Node<MemStore>) -> usize {
