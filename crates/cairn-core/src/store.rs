@@ -100,8 +100,8 @@ pub trait Store {
     /// The anti-entropy tree of `partition`, staged writes included.
     fn aae_tree(&self, partition: PartitionId) -> Result<Tree, StoreError>;
     /// The keys of `partition` that fall in `segments`, with their state hashes, in
-    /// [`aae_order`] after `after` (exclusive; `None`: from the first), at most `limit` of
-    /// them.
+    /// [`aae_order`] after `after` (a key of `partition`, exclusive; `None`: from the
+    /// first), at most `limit` of them.
     fn aae_keys(
         &self,
         partition: PartitionId,

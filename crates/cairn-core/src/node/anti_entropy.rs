@@ -71,9 +71,9 @@ pub(super) struct AaeState {
     /// nodes: entries for peers that left are dropped when the next exchange starts).
     pub(super) last_with: BTreeMap<NodeId, u64>,
     /// Where each pair's next exchange starts its key list (after this key): set when an
-    /// exchange's lists were cut, cleared when one compared to the end. Bounded by the
-    /// pairs: entries for pairs no longer replicas together are dropped when the next
-    /// exchange starts.
+    /// exchange's lists were cut, cleared when one compared to the end or found the trees
+    /// equal. Bounded by the pairs: entries for pairs no longer replicas together are
+    /// dropped when the next exchange starts.
     pub(super) resume: BTreeMap<(PartitionId, NodeId), ObjectKey>,
 }
 
@@ -207,6 +207,7 @@ impl<S: Store> Node<S> {
         if in_sync {
             self.aae.stats.in_sync += 1;
             self.note_synced(partition, from);
+            self.aae.resume.remove(&(partition, from));
             return self.end_aae(id);
         }
         let Ok(tree) = self.store.aae_tree(partition) else {
@@ -279,6 +280,7 @@ impl<S: Store> Node<S> {
         if branches.is_empty() {
             self.aae.stats.in_sync += 1;
             self.note_synced(partition, from);
+            self.aae.resume.remove(&(partition, from));
             return self.end_aae(id);
         }
         // Peer input: distinct branches that exist, or the exchange ends.
@@ -348,15 +350,20 @@ impl<S: Store> Node<S> {
             .map(SegmentId)
             .collect();
         let theirs_cut = theirs.len() >= AAE_KEYS_MAX;
+        let start = after.as_ref().map(aae_order);
         let in_list = |k: &ObjectKey| {
-            k.partition == partition
-                && segments.contains(&aae_order(k).0)
-                && after.as_ref().is_none_or(|a| aae_order(k) > aae_order(a))
+            let at = aae_order(k);
+            k.partition == partition && segments.contains(&at.0) && start.is_none_or(|s| at > s)
         };
         let theirs: BTreeMap<ObjectKey, u64> = theirs
             .into_iter()
             .filter(|(k, _)| in_list(k) && self.owns_partition_of(k))
             .collect();
+        // Peer input: a full list with no key that belongs in it gives no point to
+        // compare up to; no answer.
+        if theirs_cut && theirs.is_empty() {
+            return;
+        }
         let listed: Vec<SegmentId> = segments.iter().copied().collect();
         let Ok(mine) = self
             .store

@@ -298,6 +298,43 @@ mod tests {
         assert_eq!((complete, next), (false, None), "after a cursor");
     }
 
+    #[test]
+    fn a_full_key_list_with_no_key_of_the_partition_gets_no_answer() {
+        let mut node = started(synced_store());
+        let layout = three_nodes();
+        let k = key(&layout, "k");
+        // As many keys as a cut list holds, all hashing to other partitions: there is
+        // no last key to compare up to, so the exchange is left to time out.
+        let strangers: Vec<(ObjectKey, u64)> = (0..)
+            .map(|i| key(&layout, &format!("y{i}")))
+            .filter(|x| x.partition != k.partition)
+            .take(AAE_KEYS_MAX)
+            .map(|x| {
+                (
+                    ObjectKey {
+                        partition: k.partition,
+                        ..x
+                    },
+                    1,
+                )
+            })
+            .collect();
+        let _ = sent(&mut node);
+        let msg = PeerMessage::AaeKeys {
+            id: RequestId(6),
+            partition: k.partition,
+            segments: (0..1024).collect(),
+            after: None,
+            keys: strangers,
+        };
+        node.handle_peer(1, PEER, msg);
+        let fetches = sent(&mut node)
+            .into_iter()
+            .filter(|m| matches!(m, PeerMessage::AaeFetch { .. }))
+            .count();
+        assert_eq!(fetches, 0);
+    }
+
     fn roots_sent(node: &mut Node<MemStore>) -> usize {
         let sent = sent(node);
         sent.iter()
