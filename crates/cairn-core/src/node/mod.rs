@@ -1000,9 +1000,23 @@ impl<S: Store> Node<S> {
         let Some(Pending::Read(r)) = self.pending.get_mut(&id) else {
             return;
         };
-        let oks = r.replies.len();
+        let done = r.replies.len() + r.failed.len() >= r.targets.len();
+        // A fallback that holds nothing for the key knows only that no write went through
+        // it. Counted while a primary has yet to answer, it could stand in for a crashed
+        // primary that held the last acknowledged write, and a register write's read
+        // phase would then stamp below that write (simulator, `--keys 100000`, seed 105).
+        // So an empty fallback answer counts once no primary asked is still silent.
+        let primary_silent = r.targets.iter().any(|t| {
+            t.primary
+                && !r.failed.contains(&t.node)
+                && !r.replies.iter().any(|(a, _)| a.node == t.node)
+        });
+        let oks = r
+            .replies
+            .iter()
+            .filter(|(t, v)| t.primary || v.is_some() || !primary_silent)
+            .count();
         let primaries = r.replies.iter().filter(|(t, _)| t.primary).count();
-        let done = oks + r.failed.len() >= r.targets.len();
         if !r.replied && oks >= usize::from(r.opts.r) && primaries >= usize::from(r.opts.pr) {
             r.replied = true;
             let merged = join_values(r.replies.iter().filter_map(|(_, v)| v.as_ref()));
@@ -1463,5 +1477,109 @@ mod tests {
                 result: Err(ClientError::Unavailable("no layout is committed yet")),
             })
         );
+    }
+
+    fn sent(node: &mut Node<MemStore>) -> Vec<(NodeId, PeerMessage)> {
+        std::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { to, msg } => Some((to, msg)),
+                Output::Reply { .. } => None,
+            })
+            .collect()
+    }
+
+    fn register(value: &[u8], wall_ms: u64) -> Value {
+        let mut v = Value::empty(cairn_crdt::ValueType::Register);
+        let op = Op::Register(cairn_crdt::RegisterOp::Assign(value.to_vec()));
+        let now = cairn_crdt::Timestamp {
+            wall_ms,
+            logical: 0,
+        };
+        let replica = cairn_crdt::Replica {
+            actor: cairn_crdt::Actor(5),
+            now,
+        };
+        v.apply(&op, replica).unwrap();
+        v
+    }
+
+    /// Seed 105 of the simulator with 100,000 keys, as one coordinator sees it: write 23
+    /// was acknowledged by two primaries, one of them crashed, and the next write's read
+    /// phase asks the third primary and a fallback. The fallback's empty answer must not
+    /// complete the read before the primary holding 23 answers.
+    #[test]
+    fn a_read_phase_waits_for_a_primary_before_counting_an_empty_fallback() {
+        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
+        for id in 1..=4 {
+            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
+            layout.stage_node(NodeId(id), role, NodeId(1)).unwrap();
+        }
+        layout.commit().unwrap();
+        let p = layout.partition_of(b"b", b"r");
+        let owners = layout.replicas(p).to_vec();
+        let (crashed, holder, me) = (owners[0], owners[1], owners[2]);
+        let fallback = (1..=4).map(NodeId).find(|n| !owners.contains(n)).unwrap();
+        let mut store = MemStore::new();
+        store.stage_meta(crate::store::NodeMeta::default()).unwrap();
+        store.commit();
+        let mut node = Node::new(Config::new(me, 7), layout, store, 0).unwrap();
+        let started = node.store_mut().commit();
+        node.handle_persisted(0, &started);
+        node.down.insert(crashed);
+        let _ = sent(&mut node);
+        let request = ClientRequest {
+            bucket: b"b".as_slice().into(),
+            key: b"r".as_slice().into(),
+            op: ClientOp::Update(Op::Register(cairn_crdt::RegisterOp::Assign(b"28".to_vec()))),
+            options: Default::default(),
+        };
+        node.handle_client(10, ClientTag(1), request);
+        let reads: Vec<(NodeId, RequestId)> = sent(&mut node)
+            .into_iter()
+            .filter_map(|(to, m)| match m {
+                PeerMessage::Read { id, .. } => Some((to, id)),
+                _ => None,
+            })
+            .collect();
+        let to = |n: NodeId| {
+            reads
+                .iter()
+                .find(|(t, _)| *t == n)
+                .map(|(_, id)| *id)
+                .unwrap()
+        };
+        let (from_fallback, from_holder) = (to(fallback), to(holder));
+        let empty = PeerMessage::ReadReply {
+            id: from_fallback,
+            result: Ok(None),
+        };
+        node.handle_peer(11, fallback, empty);
+        let early = sent(&mut node);
+        assert!(
+            !early
+                .iter()
+                .any(|(_, m)| matches!(m, PeerMessage::Replicate { .. })),
+            "the write went out on the fallback's empty answer: {early:?}"
+        );
+        // Write 23, stamped by a coordinator whose clock ran ahead.
+        let v23 = register(b"23", 1_000_000);
+        let held = PeerMessage::ReadReply {
+            id: from_holder,
+            result: Ok(Some(v23.clone())),
+        };
+        node.handle_peer(12, holder, held);
+        let written = sent(&mut node)
+            .into_iter()
+            .find_map(|(_, m)| match m {
+                PeerMessage::Replicate { value, .. } => Some(value),
+                _ => None,
+            })
+            .expect("the write");
+        let mut joined = written.clone();
+        crate::values::join_into(&mut joined, &v23);
+        let Value::Register(r) = joined else {
+            panic!("a register: {joined:?}")
+        };
+        assert_eq!(r.value(), Some(b"28".as_slice()), "28 orders after 23");
     }
 }
