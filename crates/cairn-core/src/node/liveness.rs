@@ -128,7 +128,7 @@ impl<S: Store> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use cairn_ring::{Capacity, Layout, LayoutConfig, NodeId, NodeRole, Zone};
+    use cairn_ring::{Layout, LayoutConfig, NodeId};
 
     use crate::{Config, MemStore, Node};
 
@@ -163,12 +163,7 @@ mod tests {
 
     #[test]
     fn a_layout_node_never_heard_from_is_down_once_the_liveness_timeout_passes() {
-        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
-        for id in 1..=3 {
-            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
-            layout.stage_node(NodeId(id), role, NodeId(1)).unwrap();
-        }
-        layout.commit().unwrap();
+        let layout = crate::node::test_util::committed_layout(3);
         let mut node = Node::new(Config::new(NodeId(1), 7), layout, MemStore::new(), 0).unwrap();
         let timeout = node.cfg.liveness_timeout_ms;
         let round = node.cfg.gossip_interval_ms;

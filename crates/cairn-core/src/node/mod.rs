@@ -1448,6 +1448,23 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// What the node's unit tests share.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use cairn_ring::{Capacity, Layout, LayoutConfig, NodeId, NodeRole, Zone};
+
+    /// A committed layout of nodes `1..=nodes` in one zone: 16 partitions, three replicas.
+    pub(crate) fn committed_layout(nodes: u64) -> Layout {
+        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
+        for id in 1..=nodes {
+            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
+            layout.stage_node(NodeId(id), role, NodeId(1)).unwrap();
+        }
+        layout.commit().unwrap();
+        layout
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1509,12 +1526,7 @@ mod tests {
     /// complete the read before the primary holding 23 answers.
     #[test]
     fn a_read_phase_waits_for_a_primary_before_counting_an_empty_fallback() {
-        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
-        for id in 1..=4 {
-            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
-            layout.stage_node(NodeId(id), role, NodeId(1)).unwrap();
-        }
-        layout.commit().unwrap();
+        let layout = test_util::committed_layout(4);
         let p = layout.partition_of(b"b", b"r");
         let owners = layout.replicas(p).to_vec();
         let (crashed, holder, me) = (owners[0], owners[1], owners[2]);

@@ -113,13 +113,7 @@ mod tests {
     const PEER: NodeId = NodeId(2);
 
     fn three_nodes() -> Layout {
-        let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
-        for id in 1..=3 {
-            let role = NodeRole::new("127.0.0.1:7000", Zone::new("z").unwrap(), Capacity(1));
-            layout.stage_node(NodeId(id), role, ME).unwrap();
-        }
-        layout.commit().unwrap();
-        layout
+        crate::node::test_util::committed_layout(3)
     }
 
     fn key(layout: &Layout, k: &str) -> ObjectKey {
