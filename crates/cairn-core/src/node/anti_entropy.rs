@@ -375,17 +375,17 @@ impl<S: Store> Node<S> {
         };
         // A list cut at the bound says nothing past its last key: compare up to the
         // earlier of the cut lists' last keys, and resume after it next time.
-        let last_of_theirs = theirs.keys().max_by(|a, b| aae_order(a).cmp(&aae_order(b)));
-        let last_of_mine = mine.last().map(|(k, _)| k);
-        let end = [
+        // (Each key's order is computed once here: it hashes the key.)
+        let last_of_theirs = theirs.keys().map(aae_order).max();
+        let last_of_mine = mine.last().map(|(k, _)| aae_order(k));
+        let end_at = [
             last_of_theirs.filter(|_| theirs_cut),
             last_of_mine.filter(|_| mine.len() >= AAE_KEYS_MAX),
         ]
         .into_iter()
         .flatten()
-        .min_by(|a, b| aae_order(a).cmp(&aae_order(b)))
-        .cloned();
-        let compared = |k: &ObjectKey| end.as_ref().is_none_or(|e| aae_order(k) <= aae_order(e));
+        .min();
+        let compared = |k: &ObjectKey| end_at.is_none_or(|e| aae_order(k) <= e);
         // Keys both hold, differently: send ours; the initiator sends back the join only if
         // it held something ours lacked (one state crosses the wire when one side is
         // simply behind, the common case).
@@ -403,6 +403,7 @@ impl<S: Store> Node<S> {
             .filter(|k| compared(k) && !mine.contains(k))
             .cloned()
             .collect();
+        let end: Option<ObjectKey> = end_at.map(|(_, k)| k.clone());
         self.aae.stats.protocol_bytes +=
             16 + wanted.iter().map(key_bytes).sum::<u64>() + end.as_ref().map_or(0, key_bytes);
         // Only a walk from the first key to the end, with nothing sent, shows this node

@@ -1453,6 +1453,29 @@ fn mix(mut x: u64) -> u64 {
 pub(crate) mod test_util {
     use cairn_ring::{Capacity, Layout, LayoutConfig, NodeId, NodeRole, Zone};
 
+    use super::Node;
+    use crate::msg::{Output, PeerMessage};
+    use crate::store::{NodeMeta, Store};
+    use crate::MemStore;
+
+    /// A store that was synced when it was last closed.
+    pub(crate) fn synced_store() -> MemStore {
+        let mut store = MemStore::new();
+        store.stage_meta(NodeMeta::default()).unwrap();
+        store.commit();
+        store
+    }
+
+    /// Every message `node` has queued, with its receiver (client replies dropped).
+    pub(crate) fn sent(node: &mut Node<MemStore>) -> Vec<(NodeId, PeerMessage)> {
+        std::iter::from_fn(|| node.poll_output())
+            .filter_map(|o| match o {
+                Output::Send { to, msg } => Some((to, msg)),
+                Output::Reply { .. } => None,
+            })
+            .collect()
+    }
+
     /// A committed layout of nodes `1..=nodes` in one zone: 16 partitions, three replicas.
     pub(crate) fn committed_layout(nodes: u64) -> Layout {
         let mut layout = Layout::new(LayoutConfig::new(16, 3).unwrap());
@@ -1496,15 +1519,6 @@ mod tests {
         );
     }
 
-    fn sent(node: &mut Node<MemStore>) -> Vec<(NodeId, PeerMessage)> {
-        std::iter::from_fn(|| node.poll_output())
-            .filter_map(|o| match o {
-                Output::Send { to, msg } => Some((to, msg)),
-                Output::Reply { .. } => None,
-            })
-            .collect()
-    }
-
     fn register(value: &[u8], wall_ms: u64) -> Value {
         let mut v = Value::empty(cairn_crdt::ValueType::Register);
         let op = Op::Register(cairn_crdt::RegisterOp::Assign(value.to_vec()));
@@ -1531,14 +1545,12 @@ mod tests {
         let owners = layout.replicas(p).to_vec();
         let (crashed, holder, me) = (owners[0], owners[1], owners[2]);
         let fallback = (1..=4).map(NodeId).find(|n| !owners.contains(n)).unwrap();
-        let mut store = MemStore::new();
-        store.stage_meta(crate::store::NodeMeta::default()).unwrap();
-        store.commit();
+        let store = test_util::synced_store();
         let mut node = Node::new(Config::new(me, 7), layout, store, 0).unwrap();
         let started = node.store_mut().commit();
         node.handle_persisted(0, &started);
         node.down.insert(crashed);
-        let _ = sent(&mut node);
+        let _ = test_util::sent(&mut node);
         let request = ClientRequest {
             bucket: b"b".as_slice().into(),
             key: b"r".as_slice().into(),
@@ -1546,7 +1558,7 @@ mod tests {
             options: Default::default(),
         };
         node.handle_client(10, ClientTag(1), request);
-        let reads: Vec<(NodeId, RequestId)> = sent(&mut node)
+        let reads: Vec<(NodeId, RequestId)> = test_util::sent(&mut node)
             .into_iter()
             .filter_map(|(to, m)| match m {
                 PeerMessage::Read { id, .. } => Some((to, id)),
@@ -1566,7 +1578,7 @@ mod tests {
             result: Ok(None),
         };
         node.handle_peer(11, fallback, empty);
-        let early = sent(&mut node);
+        let early = test_util::sent(&mut node);
         assert!(
             !early
                 .iter()
@@ -1580,7 +1592,7 @@ mod tests {
             result: Ok(Some(v23.clone())),
         };
         node.handle_peer(12, holder, held);
-        let written = sent(&mut node)
+        let written = test_util::sent(&mut node)
             .into_iter()
             .find_map(|(_, m)| match m {
                 PeerMessage::Replicate { value, .. } => Some(value),

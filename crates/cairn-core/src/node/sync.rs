@@ -105,8 +105,9 @@ mod tests {
 
     use super::super::{AAE_KEYS_MAX, SYNC_EXCHANGES_MAX};
     use crate::aae::{SegmentId, SEGMENTS};
-    use crate::msg::{Output, PeerMessage, ReplicaError, RequestId};
-    use crate::store::{aae_order, NodeMeta, ObjectKey, Store};
+    use crate::msg::{PeerMessage, ReplicaError, RequestId};
+    use crate::node::test_util::{self, synced_store};
+    use crate::store::{aae_order, ObjectKey, Store};
     use crate::{Config, MemStore, Node};
 
     const ME: NodeId = NodeId(1);
@@ -132,21 +133,8 @@ mod tests {
         node
     }
 
-    /// A store that was synced when it was last closed.
-    fn synced_store() -> MemStore {
-        let mut store = MemStore::new();
-        store.stage_meta(NodeMeta::default()).unwrap();
-        store.commit();
-        store
-    }
-
     fn sent(node: &mut Node<MemStore>) -> Vec<PeerMessage> {
-        std::iter::from_fn(|| node.poll_output())
-            .filter_map(|o| match o {
-                Output::Send { msg, .. } => Some(msg),
-                Output::Reply { .. } => None,
-            })
-            .collect()
+        test_util::sent(node).into_iter().map(|(_, m)| m).collect()
     }
 
     fn read_reply(node: &mut Node<MemStore>, key: &ObjectKey) -> Result<(), ReplicaError> {
