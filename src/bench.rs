@@ -28,6 +28,12 @@ const KEYS_MAX: u64 = 10_000_000;
 const THREADS_MAX: usize = 256;
 /// Counter reads in flight while a reused bucket's starting values are read.
 const BASELINE_READS: usize = 64;
+/// How long the starting values of a reused bucket's counters are retried when some
+/// cannot be read (r = all), e.g. a cluster whose nodes are still starting: a new node
+/// refuses reads until it has synced. Counters still unread then are left unchecked.
+const BASELINE_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two rounds of those retries.
+const BASELINE_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 /// Most requests in flight in open-loop mode when `--concurrency` is not given.
 const OPEN_LOOP_IN_FLIGHT: usize = 4096;
@@ -615,7 +621,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         format!("bench-{t}")
     });
     let start = match &args.bucket {
-        Some(_) => counters_before(&conn, &bucket, slots).await,
+        Some(_) => baseline(&conn, &bucket, slots).await,
         None => vec![Some(0); slots],
     };
     let shared = Arc::new(Shared {
@@ -1084,26 +1090,55 @@ async fn read_counter(conn: &Conn, bucket: &str, k: u64) -> Option<i64> {
     }
 }
 
-/// Every counter's value before a run in a bucket that may hold them already, read
-/// [`BASELINE_READS`] at a time.
-async fn counters_before(conn: &Conn, bucket: &str, slots: usize) -> Vec<Option<i64>> {
+/// Every counter's value before a run in a bucket that may hold them already. Counters
+/// that cannot be read are retried for up to [`BASELINE_WAIT`]; any still unread are
+/// named on stderr, and the check after the run skips them.
+async fn baseline(conn: &Conn, bucket: &str, slots: usize) -> Vec<Option<i64>> {
     let mut start = vec![None; slots];
+    let deadline = Instant::now() + BASELINE_WAIT;
+    let mut missing: Vec<usize> = (0..slots).collect();
+    loop {
+        for (k, v) in counters_now(conn, bucket, &missing).await {
+            start[k] = v;
+        }
+        missing.retain(|k| start[*k].is_none());
+        if missing.is_empty() {
+            return start;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "cairn bench: {} of {slots} counters could not be read before the run \
+                 (r = all, retried for {} s); they will be unchecked. Is every node up \
+                 and synced?",
+                missing.len(),
+                BASELINE_WAIT.as_secs()
+            );
+            return start;
+        }
+        tokio::time::sleep(BASELINE_RETRY_PAUSE).await;
+    }
+}
+
+/// The values of counters `keys` (`None` where the read failed), read
+/// [`BASELINE_READS`] at a time.
+async fn counters_now(conn: &Conn, bucket: &str, keys: &[usize]) -> Vec<(usize, Option<i64>)> {
+    let mut out = Vec::with_capacity(keys.len());
     let mut reads = tokio::task::JoinSet::new();
-    for k in 0..slots {
+    for &k in keys {
         if reads.len() >= BASELINE_READS {
-            if let Some(Ok((k, v))) = reads.join_next().await {
-                start[k] = v;
+            if let Some(Ok(done)) = reads.join_next().await {
+                out.push(done);
             }
         }
         let (conn, bucket) = (conn.clone(), bucket.to_owned());
         reads.spawn(async move { (k, read_counter(&conn, &bucket, k as u64).await) });
     }
     while let Some(done) = reads.join_next().await {
-        if let Ok((k, v)) = done {
-            start[k] = v;
+        if let Ok(done) = done {
+            out.push(done);
         }
     }
-    start
+    out
 }
 
 /// How a counter's growth over a run compares with the increments sent to it.
@@ -1144,21 +1179,21 @@ fn judge(added: i64, acked: u64, failed: u64) -> Growth {
 /// the check if it had acknowledged increments.
 async fn check_counters(shared: &Shared) -> serde_json::Value {
     let (mut checked, mut acked_total, mut read_total) = (0u64, 0u64, 0i64);
-    let (mut short, mut over, mut unchecked) = (0u64, 0u64, 0u64);
+    let (mut short, mut over) = (0u64, 0u64);
+    // Keys with acknowledged increments whose value could not be read before, or after.
+    let (mut unread_before, mut unread_after) = (0u64, 0u64);
     for (k, acked) in shared.acked.iter().enumerate() {
         let acked = acked.load(Ordering::Relaxed);
         let failed = shared.failed[k].load(Ordering::Relaxed);
         if acked + failed == 0 {
             continue;
         }
-        let read = match shared.start[k] {
-            Some(start) => read_counter(&shared.conn, &shared.bucket, k as u64)
-                .await
-                .map(|v| (start, v)),
-            None => None,
+        let Some(start) = shared.start[k] else {
+            unread_before += u64::from(acked > 0);
+            continue;
         };
-        let Some((start, value)) = read else {
-            unchecked += u64::from(acked > 0);
+        let Some(value) = read_counter(&shared.conn, &shared.bucket, k as u64).await else {
+            unread_after += u64::from(acked > 0);
             continue;
         };
         let added = value.saturating_sub(start);
@@ -1171,7 +1206,10 @@ async fn check_counters(shared: &Shared) -> serde_json::Value {
             Growth::Over => over += 1,
         }
     }
-    json!({"keys_checked": checked, "keys_unchecked": unchecked, "acknowledged": acked_total, "read": read_total,
+    let unchecked = unread_before + unread_after;
+    json!({"keys_checked": checked, "keys_unchecked": unchecked,
+        "keys_unread_before": unread_before, "keys_unread_after": unread_after,
+        "acknowledged": acked_total, "read": read_total,
         "keys_out_of_bounds": short + over, "keys_short": short, "keys_over": over,
         "ok": short + over == 0 && unchecked == 0})
 }
@@ -1192,10 +1230,16 @@ fn check_failure(c: &serde_json::Value) -> String {
             n("keys_over")
         ));
     }
-    if n("keys_unchecked") > 0 {
+    if n("keys_unread_before") > 0 {
+        found.push(format!(
+            "counters that could not be read before the run (was the cluster still starting?): {}",
+            n("keys_unread_before")
+        ));
+    }
+    if n("keys_unread_after") > 0 {
         found.push(format!(
             "counters that could not be read back: {}",
-            n("keys_unchecked")
+            n("keys_unread_after")
         ));
     }
     if found.is_empty() {
@@ -1294,7 +1338,8 @@ mod tests {
             "went down, nothing acknowledged"
         );
         assert_eq!(judge(8, 5, 2), Growth::Over);
-        let c = json!({"keys_short": 0, "keys_over": 3, "keys_unchecked": 1});
+        let c = json!({"keys_short": 0, "keys_over": 3, "keys_unchecked": 3,
+            "keys_unread_before": 2, "keys_unread_after": 1});
         let e = check_failure(&c);
         assert!(
             e.contains(
@@ -1303,6 +1348,10 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("could not be read back: 1"), "{e}");
+        assert!(
+            e.contains("could not be read before the run (was the cluster still starting?): 2"),
+            "{e}"
+        );
         assert!(!e.contains("lack"), "{e}");
     }
 
