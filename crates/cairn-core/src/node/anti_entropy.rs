@@ -120,8 +120,8 @@ impl<S: Store> Node<S> {
         // Skip pairs whose peer is believed down or whose partition is already in an
         // exchange, but never loop forever. One exchange per partition: a syncing node
         // that compared a partition with both peers at once got every key from each
-        // (~1.5x the data crossed); one after the other, the second peer finds the
-        // first one's repairs already there.
+        // (1.6x the keys crossed between real processes, 2x in the simulator); one
+        // after the other, the second peer finds the first one's repairs already there.
         for _ in 0..pairs.len() {
             if self.aae.in_flight.len() >= self.aae_slots() {
                 return;
