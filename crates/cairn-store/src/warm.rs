@@ -54,6 +54,10 @@ const ENTRY_OVERHEAD_BYTES: u64 = 128;
 /// would evict many others for one key.
 const ENTRY_SHARE_MAX: u64 = 8;
 
+/// Most entries a cache holds, whatever its budget. Its map is allocated once, for this
+/// many or for as many as the budget admits if fewer, and never grows (see [`Warm::new`]).
+const ENTRIES_MAX: u64 = 1 << 20;
+
 /// The estimated memory of `value`, whose record is `record_len` bytes long, kept under a
 /// key of `key_len` bytes.
 pub(crate) fn cost(value: &Value, record_len: usize, key_len: usize) -> u64 {
@@ -88,15 +92,28 @@ pub(crate) struct Warm {
     /// Sum of the entries' costs.
     bytes: u64,
     max: u64,
+    /// Most entries: the map's first capacity, never exceeded.
+    entries_max: usize,
     /// xorshift64 state for the eviction choice (never 0).
     rng: u64,
 }
 
 impl Warm {
     /// An empty cache of at most `max` estimated bytes (0 keeps nothing).
+    ///
+    /// The map is allocated here at its largest. Grown on demand, it doubled on the
+    /// owner's thread: a node whose cache held ~100,000 register values copied tens of
+    /// MB and faulted in fresh pages in the middle of serving, and every request waited
+    /// (session 30: a 356 ms burst of requests over 20 ms, `clear_page_erms` and
+    /// `RawVec::finish_grow` on the I/O thread). Untouched, the reservation costs
+    /// address space, not memory.
     pub(crate) fn new(max: u64) -> Self {
+        // Every entry costs at least its overhead, so the budget admits no more.
+        let entries_max =
+            usize::try_from((max / ENTRY_OVERHEAD_BYTES).min(ENTRIES_MAX)).unwrap_or(0);
         Warm {
-            entries: IndexMap::default(),
+            entries: IndexMap::with_capacity_and_hasher(entries_max, KeyedHash::default()),
+            entries_max,
             kept: 0,
             taken: None,
             bytes: 0,
@@ -135,6 +152,13 @@ impl Warm {
         // The key's old entry, if any, still counts here, so this may evict a little
         // more than it must; its cost is returned below.
         while self.bytes.saturating_add(cost) > self.max && !self.entries.is_empty() {
+            self.evict_one();
+        }
+        // Only a new key needs a slot; the budget above normally makes room first.
+        while self.entries.len() >= self.entries_max && !self.entries.contains_key(&k[..]) {
+            if self.entries.is_empty() {
+                return;
+            }
             self.evict_one();
         }
         let entry = Entry {
@@ -223,6 +247,23 @@ mod tests {
             Value::Set(s) => s.members().next().map_or(std::ptr::null(), <[u8]>::as_ptr),
             _ => std::ptr::null(),
         }
+    }
+
+    /// The map is sized once: growing it on the owner's thread copied every entry
+    /// (tens of MB for ~100,000 values) and stalled every request for tens of ms.
+    #[test]
+    fn the_map_never_grows_past_its_first_allocation() {
+        let max = 1 << 20;
+        let mut w = Warm::new(max);
+        let first_entries = w.entries.capacity();
+        assert!(first_entries > 0, "reserved up front");
+        // The cheapest entries there are (a counter, a 1-byte record), twice as many as
+        // the bytes allow, so eviction runs for the second half.
+        for i in 0..2 * (max / ENTRY_OVERHEAD_BYTES) {
+            w.put(&DiskKey::from_slice(&i.to_be_bytes()), counter(), 1, 1);
+            assert_eq!(w.entries.capacity(), first_entries, "grew at entry {i}");
+        }
+        assert!(w.usage().1 <= max);
     }
 
     #[test]
