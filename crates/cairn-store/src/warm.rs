@@ -111,6 +111,13 @@ impl Warm {
         // Every entry costs at least its overhead, so the budget admits no more.
         let entries_max =
             usize::try_from((max / ENTRY_OVERHEAD_BYTES).min(ENTRIES_MAX)).unwrap_or(0);
+        Self::with_limits(max, entries_max)
+    }
+
+    /// An empty cache of at most `max` estimated bytes and `entries_max` entries. The
+    /// entry cap binds only for budgets above `ENTRIES_MAX` × `ENTRY_OVERHEAD_BYTES`
+    /// (128 MiB); below, the bytes run out first.
+    fn with_limits(max: u64, entries_max: usize) -> Self {
         Warm {
             entries: IndexMap::with_capacity_and_hasher(entries_max, KeyedHash::default()),
             entries_max,
@@ -264,6 +271,28 @@ mod tests {
             assert_eq!(w.entries.capacity(), first_entries, "grew at entry {i}");
         }
         assert!(w.usage().1 <= max);
+    }
+
+    /// Where the entry cap binds (budgets above 128 MiB), a new key evicts one entry
+    /// and a key already kept evicts none.
+    #[test]
+    fn past_the_entry_cap_only_a_new_key_evicts() {
+        let mut w = Warm::with_limits(1 << 20, 4);
+        let key = |i: u8| DiskKey::from_slice(&[b'k', i]);
+        for i in 0..4 {
+            w.put(&key(i), counter(), 1, 1);
+        }
+        assert_eq!(w.entries.len(), 4);
+        // Kept keys again, at the cap: every one stays.
+        for i in 0..4 {
+            w.put(&key(i), counter(), 2, 1);
+        }
+        assert!((0..4).all(|i| w.get(&key(i)).is_some()));
+        // A new key: one of the others goes, the new one is kept.
+        w.put(&key(9), counter(), 3, 1);
+        assert_eq!(w.entries.len(), 4);
+        assert_eq!(w.get(&key(9)).map(|(_, h)| h), Some(3));
+        assert_eq!(w.usage().0, 4);
     }
 
     #[test]
