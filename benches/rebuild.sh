@@ -34,11 +34,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Sectors written to the disk holding WORK (512 bytes each), or 0 if unknown.
+# Sectors written to the device holding WORK (512 bytes each), or nothing if it is not
+# a block device listed in /proc/diskstats (tmpfs, say). Counted on the device itself,
+# partition included, as the kernel lists both.
 disk_sectors() {
     local dev
-    dev=$(df --output=source "$WORK" | tail -1 | sed 's|/dev/||; s|[0-9]*$||')
-    awk -v d="$dev" '$3 == d { print $10; found = 1 } END { if (!found) print 0 }' /proc/diskstats
+    dev=$(df --output=source "$WORK" | tail -1 | sed 's|^/dev/||')
+    awk -v d="$dev" '$3 == d { print $10 }' /proc/diskstats
 }
 
 metric() { # http port, metric name: its value, or 0
@@ -93,7 +95,8 @@ one_run() { # round, wipe (0/1)
     after_sectors=$(disk_sectors)
     repairs="$(metric "$HTTP" cairn_aae_keys_repaired_total) + $(metric "$((HTTP + 2))" cairn_aae_keys_repaired_total)"
     if ! python3 - "$WORK/r.json" "$wipe" "$round" "$synced" "$repairs" "$KEYS" \
-        "$(( (after_sectors - before_sectors) * 512 / 1000000 ))" <<'EOF'
+        "$([ -n "$before_sectors" ] && [ -n "$after_sectors" ] &&
+            echo "$(( (after_sectors - before_sectors) * 512 / 1000000 )) MB" || echo n/a)" <<'EOF'
 import json, sys
 path, wipe, round_, synced, repairs, keys, mb = sys.argv[1:]
 try:
@@ -105,7 +108,7 @@ sent = sum(int(float(x)) for x in repairs.split("+"))
 what = "wipe   " if wipe == "1" else "no wipe"
 line = (f"round {round_} {what}: {d['throughput_ops_per_s']:.0f}/s p50 {l['p50'] / 1e3:.1f} "
         f"p99 {l['p99'] / 1e3:.1f} p99.9 {l['p999'] / 1e3:.1f} max {l['max'] / 1e3:.1f} ms, "
-        f"errors {d['errors']}, disk {mb} MB")
+        f"errors {d['errors']}, disk written {mb}")
 if wipe == "1":
     # The wiped node lacks the registers and the run's counters (10,000 keys).
     lacked = int(keys) + 10000
