@@ -124,6 +124,10 @@ struct ServerArgs {
     /// (estimated) [default: 128; 0 keeps none].
     #[arg(long)]
     warm_mib: Option<u64>,
+    /// Log client requests this node coordinates that take at least this many
+    /// milliseconds, at most 20 lines a second [default: 500; 0 logs none].
+    #[arg(long)]
+    slow_request_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -312,6 +316,7 @@ fn server(args: ServerArgs) -> Result<(), String> {
         join_patience_ms: args.join_patience_ms,
         io_threads: args.io_threads,
         warm_mib: args.warm_mib,
+        slow_request_ms: args.slow_request_ms,
     };
     let config = file
         .layer(env)

@@ -1136,3 +1136,52 @@ fn garbage_frames(node: &Server) {
         assert!(ep.call(node.quic, Alpn::Client, &nodes).await.is_ok());
     });
 }
+
+/// The slow-request log (`--slow-request-ms`): a request that waits for a stopped
+/// replica is logged by its coordinator, with its outcome and time; fast ones are not.
+#[test]
+fn a_request_slower_than_the_threshold_is_logged_by_its_coordinator() {
+    let root = temp_dir("slow-log");
+    let mut nodes = cluster_of(
+        &root,
+        2,
+        &["--replication", "2", "--slow-request-ms", "400"],
+    );
+    let r = incr(&nodes[0], "quick", "?w=all");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // The second replica stops answering (SIGSTOP) but keeps its connections, so a
+    // write that needs it waits out its timeout, then fails: about a second.
+    let pid = nodes[1].child.as_ref().expect("running").id().to_string();
+    run_ok(Command::new("kill").args(["-STOP", &pid]));
+    let r = incr(&nodes[0], "stuck", "?w=all&timeout_ms=1000");
+    run_ok(Command::new("kill").args(["-CONT", &pid]));
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    let log = eventually("the slow request logged", || {
+        let log = nodes[0].log_text();
+        log.contains("slow request").then_some(log)
+    });
+    let slow: Vec<&str> = log.lines().filter(|l| l.contains("slow request")).collect();
+    assert_eq!(slow.len(), 1, "only the stuck write is slow:\n{log}");
+    let line = slow[0];
+    assert!(line.contains(" WARN "), "{line}");
+    for field in [
+        "op=update",
+        "ty=counter",
+        "outcome=quorum_not_reached",
+        "held_back=0",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    let took: u64 = line
+        .split("took_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("took_ms missing: {line}"));
+    assert!((1000..5000).contains(&took), "{line}");
+    for n in &mut nodes {
+        n.kill();
+    }
+}

@@ -50,6 +50,10 @@ pub struct RawConfig {
     /// Memory for the decoded values of recent writes, kept for the next update of their
     /// key, in MiB (estimated; [`WARM_MIB_DEFAULT`] if unset, 0 keeps none).
     pub warm_mib: Option<u64>,
+    /// Client requests this node coordinates that take at least this long are logged
+    /// (milliseconds; [`SLOW_REQUEST_MS_DEFAULT`] if unset, 0 logs none). See
+    /// `crate::slow`.
+    pub slow_request_ms: Option<u64>,
 }
 
 /// The environment variables [`RawConfig::from_env`] reads, with the setting each sets.
@@ -72,6 +76,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("CAIRN_JOIN_PATIENCE_MS", "join_patience_ms"),
     ("CAIRN_IO_THREADS", "io_threads"),
     ("CAIRN_WARM_MIB", "warm_mib"),
+    ("CAIRN_SLOW_REQUEST_MS", "slow_request_ms"),
 ];
 
 /// A configuration that does not parse or does not make sense.
@@ -98,7 +103,7 @@ impl RawConfig {
             if let Some(value) = get(var) {
                 let value = match *field {
                     "capacity" | "replication" | "partitions" | "clock_offset_ms"
-                    | "join_patience_ms" | "io_threads" | "warm_mib" => {
+                    | "join_patience_ms" | "io_threads" | "warm_mib" | "slow_request_ms" => {
                         value
                             .trim()
                             .parse::<i128>()
@@ -134,6 +139,7 @@ impl RawConfig {
             join_patience_ms: over.join_patience_ms.or(self.join_patience_ms),
             io_threads: over.io_threads.or(self.io_threads),
             warm_mib: over.warm_mib.or(self.warm_mib),
+            slow_request_ms: over.slow_request_ms.or(self.slow_request_ms),
         }
     }
 
@@ -214,9 +220,18 @@ impl RawConfig {
             join_patience: Duration::from_millis(self.join_patience_ms.unwrap_or(30_000)),
             io_threads,
             warm_bytes: warm_mib << 20,
+            slow_request: match self.slow_request_ms.unwrap_or(SLOW_REQUEST_MS_DEFAULT) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
         })
     }
 }
+
+/// The slow-request log's threshold by default, in milliseconds: a tenth of the default
+/// request timeout (5 s), well above what a healthy cluster takes (p99.9 of 10–30 ms on
+/// the development VM at half its peak).
+pub const SLOW_REQUEST_MS_DEFAULT: u64 = 500;
 
 /// Longest node name.
 pub const NAME_BYTES_MAX: usize = 64;
@@ -330,6 +345,8 @@ pub struct ServerConfig {
     pub io_threads: usize,
     /// The store's memory for decoded values of recent writes (estimated bytes).
     pub warm_bytes: u64,
+    /// Requests coordinated here that take at least this long are logged; `None`: none.
+    pub slow_request: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -347,6 +364,10 @@ mod tests {
         assert_eq!(c.io_threads, default_io_threads());
         assert!(c.io_threads >= 1);
         assert_eq!(c.warm_bytes, cairn_store::WARM_BYTES);
+        assert_eq!(
+            c.slow_request,
+            Some(Duration::from_millis(SLOW_REQUEST_MS_DEFAULT))
+        );
     }
 
     #[test]
@@ -370,12 +391,14 @@ mod tests {
             "CAIRN_CAPACITY" => Some("7".into()),
             "CAIRN_IO_THREADS" => Some("3".into()),
             "CAIRN_WARM_MIB" => Some("16".into()),
+            "CAIRN_SLOW_REQUEST_MS" => Some("0".into()),
             _ => None,
         })
         .unwrap();
         let c = file.layer(env).validate().unwrap();
         assert_eq!((c.zone.as_str(), c.capacity, c.io_threads), ("b", 7, 3));
         assert_eq!(c.warm_bytes, 16 << 20);
+        assert_eq!(c.slow_request, None, "0 turns the slow-request log off");
         let err = RawConfig::from_env(|v| (v == "CAIRN_CAPACITY").then(|| "lots".into()));
         assert!(err.unwrap_err().to_string().contains("CAIRN_CAPACITY"));
     }

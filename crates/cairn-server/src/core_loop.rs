@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 use crate::batch_reply::BatchSlot;
 use crate::metrics::{Finished, Metrics, RequestKind};
 use crate::peer::Outbound;
+use crate::slow::{SlowLog, Verdict};
 use crate::state::StateDir;
 use crate::status::{self, Status};
 
@@ -282,6 +283,7 @@ pub struct Core {
     persisted_flag: Arc<AtomicBool>,
     name: String,
     http: SocketAddr,
+    slow: SlowLog,
 }
 
 impl Core {
@@ -296,6 +298,7 @@ impl Core {
         name: String,
         http: SocketAddr,
         metrics: Arc<Metrics>,
+        slow_request: Option<Duration>,
     ) -> Self {
         let saved_layout = node.layout().clone();
         let syncing_since = node.unsynced().then(Instant::now);
@@ -314,6 +317,7 @@ impl Core {
             persisted_flag,
             name,
             http,
+            slow: SlowLog::new(slow_request),
         }
     }
 
@@ -518,6 +522,17 @@ impl Core {
                             let took = at.saturating_duration_since(w.since);
                             let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
                             tracing::debug!(tag = tag.0, outcome, took_us, "client reply");
+                            if let Verdict::Write { held_back } = self.slow.judge(took, at) {
+                                tracing::warn!(
+                                    tag = tag.0,
+                                    op = %w.kind.op,
+                                    ty = %w.kind.ty,
+                                    outcome = %outcome,
+                                    took_ms = took_us / 1000,
+                                    held_back,
+                                    "slow request"
+                                );
+                            }
                             self.finished.push(Finished {
                                 kind: w.kind,
                                 outcome,

@@ -23,6 +23,7 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 pub mod peer;
+pub mod slow;
 pub mod state;
 pub mod status;
 pub mod testing;
@@ -251,6 +252,7 @@ pub(crate) fn core_parts(
         config.name.clone(),
         config.http,
         metrics.clone(),
+        config.slow_request,
     );
     Ok(CoreParts {
         core,
