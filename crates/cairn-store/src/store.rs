@@ -1036,6 +1036,39 @@ mod tests {
         }
     }
 
+    /// The log writer keeps reporting writes durable while the applier is stuck in a
+    /// commit, for more batches than its queue once held (1,024). On a store of 300,000
+    /// keys a commit took 100–500 ms, and a full queue stopped every write on the node
+    /// until the commit ended: bursts of 50–150 ms at 8k increments/s (session 31).
+    #[test]
+    fn writes_stay_durable_while_the_applier_is_stuck_in_a_commit() {
+        let opts = Options {
+            durability: crate::Durability::None,
+            ..Options::new(1)
+        };
+        let (dir, mut s) = fresh_store("stuck-applier", opts);
+        let counter = || Value::empty(ValueType::Counter);
+        // A write transaction open here makes the applier's next commit wait for it.
+        let stuck = s.shared.db.begin_write().unwrap();
+        // One write opens the applier's window; once the window ends it commits, and
+        // waits. Batches sent after that stay in its queue.
+        s.stage_object(counter_key(0), counter()).unwrap();
+        durable_tokens(&s, 1);
+        std::thread::sleep(crate::APPLY_WAIT * 2);
+        let batches = 3 * 1024;
+        for i in 1..=batches {
+            // Each write waits for the last to be durable: a log batch of its own.
+            s.stage_object(counter_key(i), counter()).unwrap();
+            durable_tokens(&s, 1);
+        }
+        assert!(batches as usize + 1 < crate::APPLY_QUEUE_BATCHES);
+        drop(stuck);
+        s.flush().unwrap();
+        assert!(s.object(&counter_key(batches)).unwrap().is_some());
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn held_writes_become_durable_only_once_released_in_staging_order() {
         let (dir, mut s) = fresh_store("held", Options::new(1));
