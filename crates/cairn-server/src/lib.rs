@@ -270,6 +270,7 @@ fn open_store(
 ) -> Result<RedbStore, ServerError> {
     let mut opts = Options::new(rand::random::<u64>());
     opts.warm_bytes = config.warm_bytes;
+    opts.wal_restart_bytes = cairn_store::spread_restart_bytes(rand::random::<u64>());
     opts.durability = match config.durability {
         config::Durability::Fsync => cairn_store::Durability::Fsync,
         config::Durability::None => cairn_store::Durability::None,

@@ -63,7 +63,7 @@ pub use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken
 pub use derived::Audit;
 pub use open::{Recovery, Rotation, RotationReason};
 pub use store::{RedbStore, Stats, HELD_WRITES_MAX};
-pub use wal::{WAL_GROW_BYTES, WAL_RESTART_BYTES};
+pub use wal::{spread_restart_bytes, WAL_GROW_BYTES, WAL_RESTART_BYTES};
 pub use writer::{
     APPLY_BYTES_MAX, APPLY_QUEUE_BATCHES, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,
     FORGET_WRITES_PER_LOCK, UNAPPLIED_BYTES_MAX,
