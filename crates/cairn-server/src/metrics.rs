@@ -349,6 +349,18 @@ fn render_status(out: &mut String, s: &Status) {
         "redb transactions applying logged batches to the store, each a synced checkpoint.",
         st.applies,
     );
+    counter(
+        out,
+        "cairn_store_log_restarts_total",
+        "Times the write-ahead log started over, each after a checkpoint of the store file.",
+        st.log_restarts,
+    );
+    counter(
+        out,
+        "cairn_store_log_restart_wait_microseconds_total",
+        "Time writes waited for those checkpoints (every write on the node waits with the log).",
+        st.log_restart_wait_us,
+    );
     gauge(
         out,
         "cairn_store_unapplied_writes",

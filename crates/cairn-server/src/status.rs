@@ -68,6 +68,10 @@ pub struct StoreSummary {
     pub commit_buckets: [u64; cairn_store::COMMIT_BUCKETS_US.len() + 1],
     /// redb transactions applying them (each a checkpoint holding many batches).
     pub applies: u64,
+    /// Times the write-ahead log started over.
+    pub log_restarts: u64,
+    /// Time every write on the node waited for their checkpoints, in microseconds.
+    pub log_restart_wait_us: u64,
     /// Decoded values of recent writes kept for their next update.
     pub warm_values: u64,
     /// Their estimated memory, in bytes.
@@ -212,6 +216,9 @@ pub fn collect(node: &Node<RedbStore>, name: &str, http: SocketAddr, now_ms: u64
             commit_us: u64::try_from(store.commit_time.as_micros()).unwrap_or(u64::MAX),
             commit_buckets: store.commit_buckets,
             applies: store.applies,
+            log_restarts: store.log_restarts,
+            log_restart_wait_us: u64::try_from(store.log_restart_wait.as_micros())
+                .unwrap_or(u64::MAX),
             warm_values: store.warm_values as u64,
             warm_bytes: store.warm_bytes,
             held_writes: store.held_writes as u64,

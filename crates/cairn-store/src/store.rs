@@ -122,6 +122,11 @@ pub struct Stats {
     /// redb transactions the applier committed; each holds many batches (see
     /// [`APPLY_WAIT`](crate::APPLY_WAIT)).
     pub applies: u64,
+    /// Times the write-ahead log started over ([`spread_restart_bytes`](crate::spread_restart_bytes)).
+    pub log_restarts: u64,
+    /// Time the log writer waited for their checkpoints; every write on the node waits
+    /// with it.
+    pub log_restart_wait: Duration,
     /// Writes durable in the log and not yet applied to redb: how far the applier trails.
     pub unapplied_writes: u64,
     /// About how many bytes they hold; at
@@ -233,6 +238,8 @@ impl RedbStore {
             warm_bytes,
             held_writes: self.held.len(),
             applies: c.applies.load(Ordering::Relaxed),
+            log_restarts: c.restarts.load(Ordering::Relaxed),
+            log_restart_wait: Duration::from_nanos(c.restart_wait_ns.load(Ordering::Relaxed)),
             unapplied_writes,
             unapplied_bytes,
         }
@@ -1065,6 +1072,26 @@ mod tests {
         drop(stuck);
         s.flush().unwrap();
         assert!(s.object(&counter_key(batches)).unwrap().is_some());
+        s.close().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_restarts_are_counted_with_the_time_writes_waited_for_them() {
+        let opts = Options {
+            durability: crate::Durability::None,
+            wal_restart_bytes: 64 << 10,
+            ..Options::new(1)
+        };
+        let (dir, mut s) = fresh_store("restarts", opts);
+        assert_eq!(s.stats().log_restarts, 0);
+        for i in 0..200 {
+            s.stage_object(counter_key(i), set_of(64)).unwrap();
+            durable_tokens(&s, 1);
+        }
+        let st = s.stats();
+        assert!(st.log_restarts >= 2, "{st:?}");
+        assert!(st.log_restart_wait > Duration::ZERO, "{st:?}");
         s.close().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

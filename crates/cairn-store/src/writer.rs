@@ -84,6 +84,10 @@ pub(crate) struct Counters {
     /// above the bound before it; the last slot, those above every bound.
     pub(crate) commit_slots: [AtomicU64; crate::COMMIT_BUCKETS_US.len() + 1],
     pub(crate) applies: AtomicU64,
+    /// Log restarts, and the time the log writer (and every write behind it) waited for
+    /// their checkpoints.
+    pub(crate) restarts: AtomicU64,
+    pub(crate) restart_wait_ns: AtomicU64,
 }
 
 impl Counters {
@@ -389,9 +393,16 @@ impl Restart {
             return Ok(());
         }
         self.applied_at_mark = None;
+        let started = Instant::now();
         ask_checkpoint(apply)?
             .recv()
             .map_err(|_| applier_gone())??;
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .restart_wait_ns
+            .fetch_add(waited, Ordering::Relaxed);
         wal.restart_in_place()
     }
 }
