@@ -1068,7 +1068,7 @@ mod tests {
             s.stage_object(counter_key(i), counter()).unwrap();
             durable_tokens(&s, 1);
         }
-        assert!(batches as usize + 1 < crate::APPLY_QUEUE_BATCHES);
+        assert!(batches + 1 < crate::APPLY_QUEUE_BATCHES as u64);
         drop(stuck);
         s.flush().unwrap();
         assert!(s.object(&counter_key(batches)).unwrap().is_some());
