@@ -2,6 +2,9 @@
 //! took at least the configured threshold (`slow_request_ms`), like Cassandra's slow query
 //! log. It names the request's tag (the debug log's "client request" line maps a tag to
 //! the request id its peer messages carry), operation, value type, outcome and time.
+//! The time is the latency histogram's (`cairn_request_duration_seconds`): from the core
+//! turn that took the request to its answer. Time in the network and in the core's queue
+//! before that turn is not in it; a client sees it (`cairn bench --slow-log`).
 //!
 //! A node that stalls makes every request in flight slow at once, so the lines are
 //! bounded: at most [`SLOW_LINES_PER_SECOND`] each second; the next line written says how
