@@ -243,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn forget_keeps_entries_set_after_the_commit_and_keeps_the_emptied_map() {
+    fn forget_keeps_entries_set_after_the_commit_and_drops_empty_partitions() {
         let mut objects = StagedObjects::default();
         let a = stage(&mut objects, 3, 1, 1);
         let b = stage(&mut objects, 3, 2, 2);
