@@ -64,19 +64,6 @@ pub(crate) type ObjectWrite = Option<StagedObject>;
 /// otherwise keep its high-water mark of memory until restart.
 const SHRINK_ABOVE: usize = 4096;
 
-/// Most buckets, summed over partitions, that maps emptied by the applier keep for the
-/// next window's writes (~112 bytes each: ~3.5 MiB; 64 partitions of up to 512).
-///
-/// Until session 31 an emptied map was dropped, and the next window's first write to
-/// its partition built a new one, growing it by doubling on the node's thread. On a
-/// 300,000-key store at 8k increments/s a window's writes thus allocated fresh memory
-/// every 200–500 ms, and the allocator's fresh pages are zeroed as the map touches them
-/// (2 MiB at a time, as transparent huge pages): 16 ms of one 60 ms stall of a node's
-/// thread was that zeroing, under `StagedObjects::insert` (`perf`, page faults with
-/// DWARF stacks). A kept map is reused at its size, and only a map no larger than
-/// [`SHRINK_ABOVE`] is kept, so `trim` never resizes a kept one.
-const KEPT_EMPTY_BUCKETS_MAX: usize = 32_768;
-
 /// Staged objects: per partition, keyed by the bytes the object's key has on disk
 /// (`[partition] [segment] ...`, see `format::object_key`).
 #[derive(Debug, Default)]
@@ -86,8 +73,6 @@ pub(crate) struct StagedObjects {
     /// (foldhash, seeded at random, rather than SipHash: ARCHITECTURE.md, "Keys longer than
     /// a short bucket", has the measurement).
     partitions: FxHashMap<u16, HashMap<DiskKey, Staged<ObjectWrite>, KeyedHash>>,
-    /// The capacity of the empty maps in `partitions`, at most [`KEPT_EMPTY_BUCKETS_MAX`].
-    kept_empty: usize,
 }
 
 impl StagedObjects {
@@ -98,12 +83,7 @@ impl StagedObjects {
 
     pub(crate) fn insert(&mut self, k: DiskKey, write: Staged<ObjectWrite>) {
         let p = format::key_partition(&k);
-        let map = self.partitions.entry(p).or_default();
-        if map.is_empty() {
-            // A kept map in use again (a new one has no capacity).
-            self.kept_empty = self.kept_empty.saturating_sub(map.capacity());
-        }
-        map.insert(k, write);
+        self.partitions.entry(p).or_default().insert(k, write);
     }
 
     /// The staged writes of `partition`, in no order, with their on-disk keys.
@@ -124,13 +104,7 @@ impl StagedObjects {
         if part.get().get(k).is_some_and(|s| s.seq <= committed) {
             part.get_mut().remove(k);
             if part.get().is_empty() {
-                let capacity = part.get().capacity();
-                let room = KEPT_EMPTY_BUCKETS_MAX.saturating_sub(self.kept_empty);
-                if capacity <= SHRINK_ABOVE && capacity <= room {
-                    self.kept_empty += capacity;
-                } else {
-                    part.remove();
-                }
+                part.remove();
             }
         }
     }
@@ -254,45 +228,10 @@ mod tests {
         assert_eq!(objects.get(&b).map(|s| s.seq), Some(5));
         objects.forget(&b, 5);
         assert_eq!(objects.len(), 0);
-        let kept = objects.partitions.get(&3).map(HashMap::capacity);
         assert!(
-            kept.is_some_and(|c| c > 0),
-            "an emptied map is kept: {kept:?}"
+            objects.partitions.is_empty(),
+            "an emptied partition's map is dropped"
         );
-        assert_eq!(Some(objects.kept_empty), kept);
-        stage(&mut objects, 3, 9, 6);
-        assert_eq!(objects.kept_empty, 0, "in use again");
-    }
-
-    #[test]
-    fn emptied_maps_are_kept_for_the_next_window_within_a_bound() {
-        let mut objects = StagedObjects::default();
-        // 200 partitions of 300 writes each, all committed: more capacity than the bound.
-        let keys: Vec<DiskKey> = (0..200)
-            .flat_map(|p| (0..300).map(move |i| (p, i)))
-            .map(|(p, i)| stage(&mut objects, p, i, 1))
-            .collect();
-        let capacity = objects.partitions.get(&0).map_or(0, HashMap::capacity);
-        for k in &keys {
-            objects.forget(k, 1);
-        }
-        assert_eq!(objects.len(), 0);
-        let kept: usize = objects.partitions.values().map(HashMap::capacity).sum();
-        assert_eq!(kept, objects.kept_empty);
-        assert!(kept <= KEPT_EMPTY_BUCKETS_MAX, "{kept}");
-        assert!(
-            kept + capacity > KEPT_EMPTY_BUCKETS_MAX,
-            "filled up to the bound: {kept}"
-        );
-        assert!(objects.partitions.len() < 200, "the rest are dropped");
-        // The next window's writes to a kept partition reuse its map: no doubling (a
-        // map's reported capacity moves a little as removals leave tombstones).
-        let p = *objects.partitions.keys().next().expect("some kept");
-        for i in 0..300 {
-            stage(&mut objects, p, 1000 + i, 2);
-        }
-        let now = objects.partitions.get(&p).map_or(0, HashMap::capacity);
-        assert!((300..=capacity).contains(&now), "{now} against {capacity}");
     }
 
     #[test]
