@@ -1147,8 +1147,11 @@ fn a_request_slower_than_the_threshold_is_logged_by_its_coordinator() {
         2,
         &["--replication", "2", "--slow-request-ms", "400"],
     );
+    let quick_started = Instant::now();
     let r = incr(&nodes[0], "quick", "?w=all");
     assert_eq!(r.status, 200, "{}", r.body);
+    // On a machine too loaded to answer it well under the threshold, it may be logged too.
+    let quick_was_quick = quick_started.elapsed() < Duration::from_millis(200);
 
     // The second replica stops answering (SIGSTOP) but keeps its connections, so a
     // write that needs it waits out its timeout, then fails: about a second.
@@ -1163,8 +1166,10 @@ fn a_request_slower_than_the_threshold_is_logged_by_its_coordinator() {
         log.contains("slow request").then_some(log)
     });
     let slow: Vec<&str> = log.lines().filter(|l| l.contains("slow request")).collect();
-    assert_eq!(slow.len(), 1, "only the stuck write is slow:\n{log}");
-    let line = slow[0];
+    if quick_was_quick {
+        assert_eq!(slow.len(), 1, "only the stuck write is slow:\n{log}");
+    }
+    let line = *slow.last().expect("found above");
     assert!(line.contains(" WARN "), "{line}");
     for field in [
         "op=update",
