@@ -878,6 +878,14 @@ mod tests {
         }
     }
 
+    /// Options whose log is not synced: tests that need thousands of log batches.
+    fn unsynced() -> Options {
+        Options {
+            durability: crate::Durability::None,
+            ..Options::new(1)
+        }
+    }
+
     #[test]
     fn staging_lets_go_of_a_read_view_the_applier_has_committed_past() {
         let dir = std::env::temp_dir().join(format!("cairn-view-{}", std::process::id()));
@@ -1049,11 +1057,7 @@ mod tests {
     /// until the commit ended: bursts of 50–150 ms at 8k increments/s (session 31).
     #[test]
     fn writes_stay_durable_while_the_applier_is_stuck_in_a_commit() {
-        let opts = Options {
-            durability: crate::Durability::None,
-            ..Options::new(1)
-        };
-        let (dir, mut s) = fresh_store("stuck-applier", opts);
+        let (dir, mut s) = fresh_store("stuck-applier", unsynced());
         let counter = || Value::empty(ValueType::Counter);
         // A write transaction open here makes the applier's next commit wait for it.
         let stuck = s.shared.db.begin_write().unwrap();
@@ -1079,9 +1083,8 @@ mod tests {
     #[test]
     fn log_restarts_are_counted_with_the_time_writes_waited_for_them() {
         let opts = Options {
-            durability: crate::Durability::None,
             wal_restart_bytes: 64 << 10,
-            ..Options::new(1)
+            ..unsynced()
         };
         let (dir, mut s) = fresh_store("restarts", opts);
         assert_eq!(s.stats().log_restarts, 0);
