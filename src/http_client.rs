@@ -46,16 +46,24 @@ pub(crate) fn request(
         ));
     }
     head.push_str("\r\n");
-    stream
+    let sent = stream
         .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(payload.as_bytes()))
-        .map_err(|e| format!("sending to {base}: {e}"))?;
+        .and_then(|()| stream.write_all(payload.as_bytes()));
+    // Read even when sending failed: a node may answer before it has read the whole
+    // request (413 for a body over its bound) and close, and its answer is what the
+    // user needs, not the broken pipe that closing left the sender.
     let mut raw = Vec::new();
-    stream
-        .take(RESPONSE_BYTES_MAX)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("reading from {base}: {e}"))?;
-    parse(&raw)
+    let received = (&stream).take(RESPONSE_BYTES_MAX).read_to_end(&mut raw);
+    match (sent, received) {
+        (Ok(()), Ok(_)) => parse(&raw),
+        (sent, received) => parse(&raw).map_err(|_| match sent {
+            Err(e) => format!("sending to {base}: {e}"),
+            Ok(()) => match received {
+                Err(e) => format!("reading from {base}: {e}"),
+                Ok(_) => format!("{base} closed the connection mid-answer"),
+            },
+        }),
+    }
 }
 
 fn parse(raw: &[u8]) -> Result<Response, String> {
@@ -76,6 +84,14 @@ fn parse(raw: &[u8]) -> Result<Response, String> {
     let mut body = raw[split + 4..].to_vec();
     if chunked {
         body = dechunk(&body)?;
+    } else if let Some(length) = content_length(&head) {
+        if body.len() < length {
+            return Err(format!(
+                "the node's answer was cut short: {} of {length} bytes",
+                body.len()
+            ));
+        }
+        body.truncate(length);
     }
     let body = if body.is_empty() {
         Value::Null
@@ -84,6 +100,16 @@ fn parse(raw: &[u8]) -> Result<Response, String> {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
     };
     Ok(Response { status, body })
+}
+
+/// The `Content-Length` a response head names, if any.
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
@@ -117,4 +143,48 @@ pub(crate) fn segment(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A node that answers 413 after reading part of a large body and closes: the
+    /// client reports the 413, not the broken pipe its unsent bytes met.
+    #[test]
+    fn an_answer_sent_before_the_body_was_read_is_reported_not_the_broken_pipe() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let node = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut first = vec![0; 64 << 10];
+            let _ = conn.read(&mut first);
+            let body = r#"{"error":{"code":"too_large","message":"at most 8 MiB"}}"#;
+            let answer = format!(
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).unwrap();
+            // Dropped with most of the body unread: the kernel resets the connection.
+        });
+        let big = json!({"value": "x".repeat(16 << 20)});
+        let r = request(&base, "POST", "/v1/buckets/b/keys/k", Some(&big)).unwrap();
+        assert_eq!(r.status, 413);
+        assert_eq!(r.body["error"]["code"], "too_large");
+        node.join().unwrap();
+    }
+
+    #[test]
+    fn a_body_shorter_than_its_content_length_is_an_error() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}";
+        let e = parse(raw).err().unwrap();
+        assert!(e.contains("cut short: 2 of 10"), "{e}");
+        let whole = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((whole.status, whole.body), (200, json!({})));
+    }
 }
