@@ -509,7 +509,11 @@ fn spawn(
     let shared = Arc::new(Shared {
         db,
         overlay: Mutex::new(Overlay::default()),
-        done: Mutex::new(Done::default()),
+        // Open committed, synced, everything the log held: the lap before the first one.
+        done: Mutex::new(Done {
+            synced: Some(wal.previous()),
+            ..Done::default()
+        }),
         done_cv: Condvar::new(),
         failed: AtomicBool::new(false),
         on_persisted: opts.on_persisted.clone(),

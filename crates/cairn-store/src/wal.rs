@@ -8,42 +8,60 @@
 //! `Durability::None` only those the log's restart asks for). Reads never look here:
 //! until a batch is applied its writes are in the overlay.
 //!
+//! ## Laps in two areas
+//!
+//! The log is written in *laps*. Laps alternate between two areas of the file: the lower
+//! one starts at `HEADER_BYTES`, the upper one where the lower lap before it ended (or at
+//! the restart length, if that is further on). A new lap overwrites the lap before the
+//! previous one, never the previous one, so it needs redb to hold only that older lap,
+//! which the applier finished long ago: the log writer starts a lap without waiting
+//! (format 1 rewrote a single area, so every restart waited for a checkpoint of the whole
+//! lap, 110–580 ms on a store of 300,000 keys, and every write on the node with it). A
+//! lower lap never writes at or past the start of the upper lap before it.
+//!
 //! ## The file, byte by byte
 //!
 //! ```text
 //! header, in two slots (offsets 0 and 2048; HEADER_BYTES reserved), lap N in slot N % 2:
-//!   "CAIRNWAL" | version u32 LE (1) | 0u32 | lap u64 LE | epoch u64 LE
-//!   | previous epoch u64 LE | previous end u64 LE | xxh3-64 of the 48 bytes before it
-//!   The valid slot with the higher lap is the header; a torn write of the new one leaves
-//!   the old one in force.
-//! records, from offset HEADER_BYTES, back to back:
+//!   "CAIRNWAL" | version u32 LE (2) | 0u32 | lap u64 LE | epoch u64 LE | start u64 LE
+//!   | previous epoch u64 LE | previous end u64 LE | xxh3-64 of the 56 bytes before it
+//!   The valid slot with the higher lap is the header in force; a torn write of the new
+//!   one leaves the old one in force. The other slot holds the previous lap's header.
+//!   Version 1 (read, never written) has no start: its laps all start at HEADER_BYTES.
+//! records, from the lap's start, back to back:
 //!   xxh3-64 of the rest, u64 LE | payload length u32 LE | epoch u64 LE | payload
 //! payload: ops, each a tag byte and its fields (see `encode_ops`)
 //! ```
 //!
 //! An *epoch* is a random number naming one lap of the log. Records carry it, so what
-//! an earlier lap left further on in the file (the log is rewritten from the start, never
-//! truncated, so that appends overwrite blocks the file system already holds) is never
-//! taken for a record of this lap, even when user bytes inside an old payload happen to
-//! look like a record: the epoch is not guessable.
+//! an earlier lap left further on in the file (the log is rewritten, never truncated, so
+//! that appends overwrite blocks the file system already holds) is never taken for a
+//! record of this lap, even when user bytes inside an old payload happen to look like a
+//! record: the epoch is not guessable.
 //!
 //! ## What redb and the log agree on
 //!
 //! Every redb commit made by the applier records in `meta`, with the writes it applies,
 //! the epoch and the end offset of the last record it applied (`wal` record,
-//! [`Applied`]). At open:
-//! - the header's epoch equals the recorded one: records from the recorded offset on are
+//! [`Applied`]). At open, with the current lap's header in force and the previous lap's
+//! header in the other slot:
+//! - the recorded epoch is the current lap's: records from the recorded offset on are
 //!   replayed;
-//! - the header's *previous* lap (epoch and end) equals the recorded one: the log was
-//!   restarted after a checkpoint that applied all of the previous lap; every record is
-//!   replayed;
+//! - the recorded epoch is the previous lap's (and the offset not past its end, which the
+//!   current header names): the rest of the previous lap, then every record of the
+//!   current one;
+//! - the recorded mark is the end of the lap before the previous one (which the previous
+//!   lap's header names): all of the previous lap, then all of the current one;
 //! - anything else (no header, damaged headers, another store's log, a store file older
-//!   or newer than its log): nothing is replayed, and the caller treats the store as one
-//!   that may have lost writes.
+//!   or newer than its log), or a previous lap that does not read whole up to its end:
+//!   nothing is replayed, and the caller treats the store as one that may have lost
+//!   writes. The log writer starts a lap only when redb holds the lap before the
+//!   previous one, and the previous lap's records are synced before the new header, so
+//!   none of these happens after a crash.
 //!
-//! Replay stops at the first record that is short, fails its checksum, or has another
-//! epoch: that is the torn tail of a crash (never reported durable). Records are whole
-//! values of rows, so applying one twice is harmless.
+//! The current lap's replay stops at the first record that is short, fails its checksum,
+//! or has another epoch: that is the torn tail of a crash (never reported durable).
+//! Records are whole values of rows, so applying one twice is harmless.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -58,23 +76,23 @@ use crate::writer::Op;
 /// Bytes reserved for the header at the start of the file.
 pub(crate) const HEADER_BYTES: u64 = 4096;
 
-/// The log restarts from its beginning (after a checkpoint) once it is this long, by
-/// default (`Options::wal_restart_bytes`), or from an eighth before, right after an
-/// applier commit (`writer::Restart`). The file is this long (plus a step) from the
-/// start, written with zeros, so no append has to grow it: growing a file makes its next
-/// fsync commit file-system metadata, which on ext4 waits for other files' dirty data
-/// too (measured: 120–230 ms log syncs while the file grew beside a busy redb file).
+/// A lap of the log ends once it holds about this much, by default
+/// (`Options::wal_restart_bytes`), and the next starts in the other area. The file is
+/// twice this long (plus a step) from the start, written with zeros, so no append has to
+/// grow it: growing a file makes its next fsync commit file-system metadata, which on
+/// ext4 waits for other files' dirty data too (measured: 120–230 ms log syncs while the
+/// file grew beside a busy redb file).
 pub const WAL_RESTART_BYTES: u64 = 16 << 20;
 
 /// A node's log length before it starts over: [`WAL_RESTART_BYTES`] plus up to half again,
 /// in whole pages, chosen by `seed` (a node draws one at random at every start).
 ///
-/// Not one length for every node: a restart waits for the applier's checkpoint, and every
-/// write on the node waits with it. Replicas log the same writes, so logs of one length
-/// fill together and restart together, and while two of three replicas wait no write
-/// quorum of two escapes. On a store of 300,000 keys such a wait took 130–460 ms (the
-/// checkpoint waits for the applier's commit in progress, and each commit there takes
-/// 100–500 ms), and each burst of slow requests at 8k increments/s lined up with two
+/// Not one length for every node: a restart may wait for the applier's checkpoint (when
+/// the applier is a whole lap behind), and every write on the node waits with it.
+/// Replicas log the same writes, so logs of one length fill together and restart
+/// together, and while two of three replicas wait no write quorum of two escapes. Before
+/// laps alternated between two areas every restart waited: on a store of 300,000 keys
+/// 130–460 ms, and each burst of slow requests at 8k increments/s lined up with two
 /// nodes' restarts within ~250 ms of each other (session 31). Spread over half a length,
 /// two replicas' restarts meet only by chance.
 pub fn spread_restart_bytes(seed: u64) -> u64 {
@@ -86,8 +104,12 @@ pub fn spread_restart_bytes(seed: u64) -> u64 {
 pub const WAL_GROW_BYTES: u64 = 1 << 20;
 
 const MAGIC: &[u8; 8] = b"CAIRNWAL";
-const VERSION: u32 = 1;
-const HEADER_USED: usize = 56;
+/// The header version written: 2 names where its lap starts.
+const VERSION: u32 = 2;
+/// Version 1 (sessions before laps alternated): every lap starts at `HEADER_BYTES`.
+const VERSION_1: u32 = 1;
+const HEADER_USED: usize = 64;
+const HEADER_USED_1: usize = 56;
 /// Where the second header slot starts.
 const SLOT_2: u64 = 2048;
 const RECORD_HEAD: usize = 20;
@@ -105,7 +127,9 @@ pub(crate) struct Header {
     /// Counts restarts of this file; the higher valid slot wins.
     pub(crate) lap: u64,
     pub(crate) epoch: u64,
-    /// The lap before, as redb recorded it when it held all of it.
+    /// Where the lap's first record goes.
+    pub(crate) start: u64,
+    /// The lap before: its epoch and where it ended.
     pub(crate) previous: Applied,
 }
 
@@ -138,21 +162,28 @@ pub(crate) struct Wal {
     backend: Box<dyn StorageBackend>,
     name: String,
     epoch: u64,
+    /// Where the lap's first record went.
+    start: u64,
     /// Where the next record goes.
     end: u64,
+    /// No record of this lap reaches past this: where the previous lap starts, for a
+    /// lower lap after an upper one (`u64::MAX`: no bound).
+    limit: u64,
+    /// The lap before this one, as its header names it.
+    previous: Applied,
     /// The file's length.
     len: u64,
-    /// Restart once the log is this long.
+    /// A lap is about this long (its record bytes plus `HEADER_BYTES`).
     restart_bytes: u64,
     /// The current lap's number.
     lap: u64,
 }
 
 impl Wal {
-    /// Starts a new lap at the beginning of the file: writes a header with a fresh epoch
-    /// naming `previous` (what redb holds) and syncs it. The caller must have made redb
-    /// hold `previous` first. The file is first grown (with zeros) to hold
-    /// `restart_bytes` of log.
+    /// Starts a new lap in the lower area: writes a header with a fresh epoch naming
+    /// `previous` (what redb holds) and syncs it. The caller must have made redb hold
+    /// `previous` first, so no earlier lap is needed again and this lap has no bound. The
+    /// file is first grown (with zeros) to hold both areas.
     pub(crate) fn restart(
         backend: Box<dyn StorageBackend>,
         name: String,
@@ -161,39 +192,43 @@ impl Wal {
     ) -> Result<Wal, StoreError> {
         let len = backend.len().map_err(|e| io(&name, &e))?;
         let lap = match read_header(&*backend, &name)? {
-            Slots::Header(h) => h.lap,
+            Slots::Header(h, _) => h.lap,
             Slots::Zeros | Slots::Damaged => 0,
         };
+        let restart_bytes = restart_bytes.max(HEADER_BYTES + 1);
         let mut wal = Wal {
             backend,
             name,
             epoch: 0,
+            start: HEADER_BYTES,
             end: HEADER_BYTES,
+            limit: u64::MAX,
+            previous,
             len,
-            restart_bytes: restart_bytes.max(HEADER_BYTES + 1),
+            restart_bytes,
             lap,
         };
-        wal.ensure(wal.restart_bytes + WAL_GROW_BYTES)?;
-        wal.restart_lap(previous)?;
+        wal.ensure(2 * restart_bytes + WAL_GROW_BYTES)?;
+        wal.begin_lap(previous, HEADER_BYTES, u64::MAX)?;
         Ok(wal)
     }
 
-    /// Whether the log is long enough to start over.
+    /// Whether this lap is long enough to end.
     pub(crate) fn wants_restart(&self) -> bool {
-        self.end >= self.restart_bytes
+        self.end - self.start + HEADER_BYTES >= self.restart_bytes
     }
 
-    /// Whether the log is long enough to ask for the checkpoint its restart needs: an
-    /// eighth before [`wants_restart`](Self::wants_restart), so the checkpoint usually
-    /// ends before the log is full (see `writer::Restart`).
-    pub(crate) fn wants_checkpoint(&self) -> bool {
-        self.end >= self.restart_bytes - self.restart_bytes / 8
+    /// Whether a record of `bytes` fits in this lap (a lower lap stops short of the upper
+    /// lap before it; the caller starts the next lap, in the upper area, if not).
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.end.saturating_add(bytes as u64) <= self.limit
     }
 
-    fn restart_lap(&mut self, previous: Applied) -> Result<(), StoreError> {
+    fn begin_lap(&mut self, previous: Applied, start: u64, limit: u64) -> Result<(), StoreError> {
         let header = Header {
             lap: self.lap.wrapping_add(1),
             epoch: fresh_epoch(),
+            start,
             previous,
         };
         self.ensure(HEADER_BYTES)?;
@@ -204,21 +239,39 @@ impl Wal {
         self.lap = header.lap;
         self.sync()?;
         self.epoch = header.epoch;
-        self.end = HEADER_BYTES;
+        self.start = start;
+        self.end = start;
+        self.limit = limit;
+        self.previous = previous;
         Ok(())
     }
 
-    /// Restarts the log (see [`Wal::restart`]).
-    pub(crate) fn restart_in_place(&mut self) -> Result<(), StoreError> {
-        let previous = Applied {
+    /// Ends this lap and starts the next in the other area. The caller must have made
+    /// redb hold the lap before this one ([`Wal::previous`]), which the next lap
+    /// overwrites. This lap's records are synced first: the next header names its end,
+    /// and open replays it whole from there.
+    pub(crate) fn next_lap(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        let ending = Applied {
             epoch: self.epoch,
             end: self.end,
         };
-        self.restart_lap(previous)
+        let (start, limit) = if self.start == HEADER_BYTES {
+            let upper = self.end.max(self.restart_bytes);
+            (upper.div_ceil(HEADER_BYTES) * HEADER_BYTES, u64::MAX)
+        } else {
+            (HEADER_BYTES, self.start)
+        };
+        self.begin_lap(ending, start, limit)
     }
 
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch
+    }
+
+    /// The lap before this one: its epoch and where it ended.
+    pub(crate) fn previous(&self) -> Applied {
+        self.previous
     }
 
     /// Where the next record goes (the end of the last one).
@@ -226,11 +279,12 @@ impl Wal {
         self.end
     }
 
-    /// Appends one record holding `ops` (not synced).
-    pub(crate) fn append<'a>(
-        &mut self,
+    /// `ops` as one record of this lap (the epoch is in it: encode again after a
+    /// restart).
+    pub(crate) fn record<'a>(
+        &self,
         ops: impl Iterator<Item = &'a Op>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<u8>, StoreError> {
         let mut rec = vec![0u8; RECORD_HEAD];
         encode_ops(ops, &mut rec);
         let payload = u32::try_from(rec.len() - RECORD_HEAD).map_err(|_| {
@@ -243,12 +297,37 @@ impl Wal {
         rec[12..20].copy_from_slice(&self.epoch.to_le_bytes());
         let sum = xxh3_64(&rec[8..]);
         rec[..8].copy_from_slice(&sum.to_le_bytes());
+        Ok(rec)
+    }
+
+    /// Appends a record made by [`Wal::record`] for this lap (not synced). One that does
+    /// not fit ([`Wal::has_room`]) is refused: it would overwrite the previous lap.
+    pub(crate) fn write_record(&mut self, rec: &[u8]) -> Result<(), StoreError> {
+        if !self.has_room(rec.len()) {
+            return Err(StoreError::Io(format!(
+                "{}: a record of {} bytes at {} would cross the previous lap at {}",
+                self.name,
+                rec.len(),
+                self.end,
+                self.limit
+            )));
+        }
         self.ensure(self.end + rec.len() as u64)?;
         self.backend
-            .write(self.end, &rec)
+            .write(self.end, rec)
             .map_err(|e| io(&self.name, &e))?;
         self.end += rec.len() as u64;
         Ok(())
+    }
+
+    /// Appends one record holding `ops` (not synced).
+    #[cfg(test)]
+    pub(crate) fn append<'a>(
+        &mut self,
+        ops: impl Iterator<Item = &'a Op>,
+    ) -> Result<(), StoreError> {
+        let rec = self.record(ops)?;
+        self.write_record(&rec)
     }
 
     /// Makes everything appended durable.
@@ -290,6 +369,7 @@ fn encode_header(h: Header) -> Vec<u8> {
     b.extend_from_slice(&0u32.to_le_bytes());
     b.extend_from_slice(&h.lap.to_le_bytes());
     b.extend_from_slice(&h.epoch.to_le_bytes());
+    b.extend_from_slice(&h.start.to_le_bytes());
     b.extend_from_slice(&h.previous.epoch.to_le_bytes());
     b.extend_from_slice(&h.previous.end.to_le_bytes());
     let sum = xxh3_64(&b);
@@ -313,18 +393,30 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(a)
 }
 
-/// The header, if the first bytes are a whole, undamaged one.
+/// The header, if the first bytes are a whole, undamaged one (of version 2, or 1).
 pub(crate) fn decode_header(b: &[u8]) -> Option<Header> {
-    let b = b.get(..HEADER_USED)?;
-    if &b[..8] != MAGIC || u32_at(b, 8) != VERSION || xxh3_64(&b[..48]) != u64_at(b, 48) {
+    if b.get(..8)? != MAGIC {
         return None;
     }
+    // Version 1 has no start field: the fields after the epoch sit 8 bytes earlier.
+    let (used, start) = match u32_at(b, 8) {
+        VERSION => (HEADER_USED, Some(u64_at(b, 32))),
+        VERSION_1 => (HEADER_USED_1, None),
+        _ => return None,
+    };
+    let b = b.get(..used)?;
+    let sum_at = used - 8;
+    if xxh3_64(&b[..sum_at]) != u64_at(b, sum_at) {
+        return None;
+    }
+    let previous_at = sum_at - 16;
     Some(Header {
         lap: u64_at(b, 16),
         epoch: u64_at(b, 24),
+        start: start.unwrap_or(HEADER_BYTES),
         previous: Applied {
-            epoch: u64_at(b, 32),
-            end: u64_at(b, 40),
+            epoch: u64_at(b, previous_at),
+            end: u64_at(b, previous_at + 8),
         },
     })
 }
@@ -335,13 +427,14 @@ enum Slots {
     Zeros,
     /// Neither slot holds a whole header.
     Damaged,
-    /// The header in force: the valid slot with the higher lap.
-    Header(Header),
+    /// The header in force (the valid slot with the higher lap), and the other slot's,
+    /// if that one is valid too.
+    Header(Header, Option<Header>),
 }
 
 fn read_header(backend: &dyn StorageBackend, name: &str) -> Result<Slots, StoreError> {
     let len = backend.len().map_err(|e| io(name, &e))?;
-    let mut best: Option<Header> = None;
+    let mut valid: Vec<Header> = Vec::with_capacity(2);
     let mut zeros = true;
     for slot in [0, SLOT_2] {
         if slot + HEADER_USED as u64 > len {
@@ -349,16 +442,13 @@ fn read_header(backend: &dyn StorageBackend, name: &str) -> Result<Slots, StoreE
         }
         let b = backend.read(slot, HEADER_USED).map_err(|e| io(name, &e))?;
         zeros &= b.iter().all(|&x| x == 0);
-        if let Some(h) = decode_header(&b) {
-            if best.is_none_or(|old| h.lap > old.lap) {
-                best = Some(h);
-            }
-        }
+        valid.extend(decode_header(&b));
     }
-    Ok(match best {
-        Some(h) => Slots::Header(h),
-        None if zeros => Slots::Zeros,
-        None => Slots::Damaged,
+    valid.sort_unstable_by_key(|h| std::cmp::Reverse(h.lap));
+    Ok(match (valid.first(), valid.get(1)) {
+        (Some(&h), other) => Slots::Header(h, other.copied()),
+        (None, _) if zeros => Slots::Zeros,
+        (None, _) => Slots::Damaged,
     })
 }
 
@@ -370,22 +460,41 @@ pub(crate) fn recover(
     applied: Option<Applied>,
 ) -> Result<Found, StoreError> {
     let len = backend.len().map_err(|e| io(name, &e))?;
-    let header = match read_header(backend, name)? {
+    let (header, other) = match read_header(backend, name)? {
         Slots::Zeros => return Ok(Found::Empty),
         Slots::Damaged => return Ok(Found::Unrelated),
-        Slots::Header(h) => h,
+        Slots::Header(h, other) => (h, other),
     };
     let Some(applied) = applied else {
         return Ok(Found::Unrelated);
     };
-    let start = if header.epoch == applied.epoch {
-        applied.end.max(HEADER_BYTES)
-    } else if header.previous == applied {
-        HEADER_BYTES
-    } else {
-        return Ok(Found::Unrelated);
-    };
     let mut batches = Vec::new();
+    let start = if header.epoch == applied.epoch {
+        applied.end.max(header.start)
+    } else {
+        // What redb lacks of the previous lap: from its recorded offset, or all of it
+        // when redb holds exactly the lap before (which the previous lap's header names).
+        let previous = header.previous;
+        let from = if applied.epoch == previous.epoch && applied.end <= previous.end {
+            Some(applied.end)
+        } else {
+            other
+                .filter(|o| {
+                    o.lap.wrapping_add(1) == header.lap
+                        && o.epoch == previous.epoch
+                        && o.previous == applied
+                })
+                .map(|o| o.start)
+        };
+        let Some(from) = from else {
+            return Ok(Found::Unrelated);
+        };
+        // Synced whole before the current lap began: short of its end is damage.
+        if !replay_to(backend, name, previous, from, len, &mut batches)? {
+            return Ok(Found::Unrelated);
+        }
+        header.start
+    };
     let mut at = start;
     while let Some((ops, next)) = record_at(backend, name, header.epoch, at, len)? {
         batches.push(ops);
@@ -396,6 +505,29 @@ pub(crate) fn recover(
         end: at,
         batches,
     })
+}
+
+/// Reads the records of lap `to.epoch` from `from` into `batches`; whether they end
+/// exactly at `to.end`.
+fn replay_to(
+    backend: &dyn StorageBackend,
+    name: &str,
+    to: Applied,
+    from: u64,
+    len: u64,
+    batches: &mut Vec<Vec<Op>>,
+) -> Result<bool, StoreError> {
+    let mut at = from;
+    while at < to.end {
+        match record_at(backend, name, to.epoch, at, len)? {
+            Some((ops, next)) => {
+                batches.push(ops);
+                at = next;
+            }
+            None => return Ok(false),
+        }
+    }
+    Ok(at == to.end)
 }
 
 /// The record at `at`, if a whole one of `epoch` is there; its ops and where the next
@@ -718,24 +850,154 @@ mod tests {
         assert_eq!(replayed(recover(&m, "t", applied).unwrap()).len(), 1);
     }
 
+    /// The current lap's mark: its epoch and end.
+    fn mark(wal: &Wal) -> Applied {
+        Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        }
+    }
+
     #[test]
     fn records_of_an_earlier_lap_are_never_replayed() {
         let (mem, mut wal, _) = log_with(5, BEFORE);
-        let old = Applied {
-            epoch: wal.epoch(),
-            end: wal.end(),
-        };
-        wal.restart_in_place().unwrap();
+        wal.next_lap().unwrap();
+        wal.append(batch(7).iter()).unwrap();
+        let second = mark(&wal);
+        wal.next_lap().unwrap();
         wal.append(batch(9).iter()).unwrap();
-        // The old lap's later records are still in the file, after the new one.
-        let found = recover(&mem, "t", Some(old)).unwrap();
+        // Lap 3 overwrote the start of lap 1, whose later records are still there.
+        assert_eq!(wal.end(), ends_after_one_batch());
+        let found = recover(&mem, "t", Some(second)).unwrap();
         assert_eq!(replayed(found), vec![batch(9)]);
-        // A store that holds only part of the previous lap is not this log's base.
-        let part = Applied {
-            end: old.end - 1,
-            ..old
+        // A mark inside a record of the previous lap does not read to its end.
+        let torn = Applied {
+            end: second.end - 1,
+            ..second
         };
-        assert_eq!(recover(&mem, "t", Some(part)).unwrap(), Found::Unrelated);
+        assert_eq!(recover(&mem, "t", Some(torn)).unwrap(), Found::Unrelated);
+    }
+
+    /// Where a lower lap's first record (`batch(i)`) ends.
+    fn ends_after_one_batch() -> u64 {
+        let (_, _, ends) = log_with(1, BEFORE);
+        ends[0]
+    }
+
+    #[test]
+    fn laps_alternate_between_the_two_areas_and_a_lower_lap_stops_short_of_the_upper() {
+        let (_, mut wal, _) = log_with(0, BEFORE);
+        while !wal.wants_restart() {
+            wal.append(batch(1).iter()).unwrap();
+        }
+        let lower_end = wal.end();
+        wal.next_lap().unwrap();
+        let upper = wal.end();
+        assert!(upper >= lower_end && upper >= 8192 && upper % HEADER_BYTES == 0);
+        while !wal.wants_restart() {
+            wal.append(batch(1).iter()).unwrap();
+        }
+        assert!(wal.end() - upper + HEADER_BYTES >= 8192, "a whole lap");
+        wal.next_lap().unwrap();
+        assert_eq!(wal.end(), HEADER_BYTES);
+        let small = wal.record(batch(1).iter()).unwrap();
+        assert!(wal.has_room(small.len()));
+        assert!(!wal.has_room((upper - HEADER_BYTES) as usize + 1));
+        assert!(wal.has_room((upper - HEADER_BYTES) as usize));
+    }
+
+    #[test]
+    fn the_rest_of_the_previous_lap_is_replayed_before_the_current_one() {
+        let (mem, mut wal, ends) = log_with(3, BEFORE);
+        let first_epoch = wal.epoch();
+        wal.next_lap().unwrap();
+        wal.append(batch(8).iter()).unwrap();
+        wal.append(batch(9).iter()).unwrap();
+        let end = wal.end();
+        let part = Applied {
+            epoch: first_epoch,
+            end: ends[0],
+        };
+        assert_eq!(
+            recover(&mem, "t", Some(part)).unwrap(),
+            Found::Replay {
+                epoch: wal.epoch(),
+                end,
+                batches: vec![batch(1), batch(2), batch(8), batch(9)],
+            }
+        );
+        // A mark past the previous lap's end is not this log's.
+        let past = Applied {
+            epoch: first_epoch,
+            end: ends[2] + 1,
+        };
+        assert_eq!(recover(&mem, "t", Some(past)).unwrap(), Found::Unrelated);
+    }
+
+    #[test]
+    fn all_of_the_previous_lap_is_replayed_when_redb_holds_the_lap_before_it() {
+        let (mem, mut wal, _) = log_with(2, BEFORE);
+        wal.next_lap().unwrap();
+        wal.append(batch(5).iter()).unwrap();
+        wal.append(batch(6).iter()).unwrap();
+        wal.next_lap().unwrap();
+        wal.append(batch(9).iter()).unwrap();
+        // redb holds exactly lap 1 (`Durability::None`: its commits are not synced,
+        // only the checkpoint before lap 2 was): lap 2 from its start, then lap 3.
+        let found = recover(&mem, "t", Some(wal_previous_of_lap_2(&mem))).unwrap();
+        assert_eq!(replayed(found), vec![batch(5), batch(6), batch(9)]);
+        // With lap 2's header damaged that is not known: nothing is replayed.
+        let mut damaged = mem.0.lock().unwrap().clone();
+        damaged[17] ^= 0x40; // Lap 2 is in slot 0.
+        let m = Mem(Arc::new(Mutex::new(damaged)));
+        let found = recover(&m, "t", Some(wal_previous_of_lap_2(&mem))).unwrap();
+        assert_eq!(found, Found::Unrelated);
+    }
+
+    /// What lap 2's header (slot 0) names as its previous lap.
+    fn wal_previous_of_lap_2(mem: &Mem) -> Applied {
+        let b = mem.0.lock().unwrap()[..HEADER_USED].to_vec();
+        let h = decode_header(&b).unwrap();
+        assert_eq!(h.lap, 2);
+        h.previous
+    }
+
+    #[test]
+    fn a_previous_lap_damaged_before_its_end_is_not_replayed() {
+        let (mem, mut wal, ends) = log_with(3, BEFORE);
+        let first_epoch = wal.epoch();
+        wal.next_lap().unwrap();
+        wal.append(batch(8).iter()).unwrap();
+        let mut flipped = mem.0.lock().unwrap().clone();
+        flipped[ends[1] as usize + RECORD_HEAD + 2] ^= 1;
+        let m = Mem(Arc::new(Mutex::new(flipped)));
+        let part = Applied {
+            epoch: first_epoch,
+            end: ends[0],
+        };
+        assert_eq!(recover(&m, "t", Some(part)).unwrap(), Found::Unrelated);
+    }
+
+    #[test]
+    fn a_version_1_log_is_replayed_from_the_start_of_the_file() {
+        let (mem, wal, _) = log_with(2, BEFORE);
+        // Rewrite lap 1's header (slot 2) as version 1 wrote it: no start field.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(MAGIC);
+        v1.extend_from_slice(&VERSION_1.to_le_bytes());
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        v1.extend_from_slice(&1u64.to_le_bytes());
+        v1.extend_from_slice(&wal.epoch().to_le_bytes());
+        v1.extend_from_slice(&BEFORE.epoch.to_le_bytes());
+        v1.extend_from_slice(&BEFORE.end.to_le_bytes());
+        let sum = xxh3_64(&v1);
+        v1.extend_from_slice(&sum.to_le_bytes());
+        v1.resize(HEADER_USED, 0);
+        mem.write(SLOT_2, &v1).unwrap();
+        let h = decode_header(&v1).unwrap();
+        assert_eq!((h.lap, h.start, h.previous), (1, HEADER_BYTES, BEFORE));
+        let found = recover(&mem, "t", Some(BEFORE)).unwrap();
+        assert_eq!(replayed(found), vec![batch(0), batch(1)]);
     }
 
     #[test]
@@ -746,7 +1008,7 @@ mod tests {
             end: wal.end(),
         };
         let before_restart = mem.0.lock().unwrap().clone();
-        wal.restart_in_place().unwrap();
+        wal.next_lap().unwrap();
         // Lap 2 went to slot 0; tear it as a crash during the restart could.
         let mut torn = mem.0.lock().unwrap().clone();
         torn[..HEADER_USED].copy_from_slice(&before_restart[..HEADER_USED]);
@@ -815,9 +1077,13 @@ mod tests {
         while !wal.wants_restart() {
             wal.append(batch(1).iter()).unwrap();
         }
-        wal.restart_in_place().unwrap();
+        wal.next_lap().unwrap();
         wal.append(batch(1).iter()).unwrap();
-        assert_eq!(mem.len().unwrap(), len, "a lap overwrites");
+        assert_eq!(
+            mem.len().unwrap(),
+            len,
+            "the upper lap is in the file already"
+        );
         // A record larger than what is left grows the file by whole steps.
         let big = [Op::Node(vec![7; len as usize])];
         wal.append(big.iter()).unwrap();

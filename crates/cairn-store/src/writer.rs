@@ -68,6 +68,10 @@ pub(crate) struct Done {
     /// About how many bytes of writes are reported but not yet applied (the log writer
     /// keeps it under [`UNAPPLIED_BYTES_MAX`]).
     pub(crate) unapplied_bytes: usize,
+    /// How much of the log redb holds durably: the mark of the applier's last synced
+    /// commit (at open, the one open committed). The log writer starts a lap only when
+    /// this covers the lap before the previous one.
+    pub(crate) synced: Option<Applied>,
     /// Set when the log writer or the applier failed. The log writer reports nothing
     /// after a failure of its own; a batch it logged and reported just as the applier
     /// failed is in the log and replayed at the next open.
@@ -84,8 +88,8 @@ pub(crate) struct Counters {
     /// above the bound before it; the last slot, those above every bound.
     pub(crate) commit_slots: [AtomicU64; crate::COMMIT_BUCKETS_US.len() + 1],
     pub(crate) applies: AtomicU64,
-    /// Log restarts, and the time the log writer (and every write behind it) waited for
-    /// their checkpoints.
+    /// Log restarts (laps begun), and the time the log writer (and every write behind
+    /// it) waited for the checkpoints some of them needed.
     pub(crate) restarts: AtomicU64,
     pub(crate) restart_wait_ns: AtomicU64,
 }
@@ -318,10 +322,9 @@ pub(crate) fn run(
     batching: Batching,
     apply: &ApplyTx,
 ) {
-    let mut restarting = Restart::default();
     while let Some((batch, bytes)) = next_batch(rx, batching) {
         let started = Instant::now();
-        let result = log(&mut wal, &batch, batching.durability);
+        let result = log(shared, &mut wal, &batch, batching.durability, apply);
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         shared.counters.commit(batch.len(), elapsed);
         if let Err(e) = result {
@@ -344,67 +347,69 @@ pub(crate) fn run(
         if apply.batch(batch).is_err() {
             return; // The applier failed and recorded why.
         }
-        if let Err(e) = restarting.step(shared, &mut wal, apply) {
-            fail(shared, e);
-            return;
+        if wal.wants_restart() {
+            if let Err(e) = next_lap(shared, &mut wal, apply) {
+                fail(shared, e);
+                return;
+            }
         }
     }
 }
 
-/// Appends a batch to the log as one record and, for `Fsync`, syncs it.
-fn log(wal: &mut Wal, batch: &[Write], durability: Durability) -> Result<(), StoreError> {
-    wal.append(batch.iter().flat_map(|w| &w.ops))?;
+/// Appends a batch to the log as one record and, for `Fsync`, syncs it. A record that
+/// does not fit in a lower lap (one batch larger than what is left before the upper lap)
+/// goes first into a new upper lap, which has no bound.
+fn log(
+    shared: &Shared,
+    wal: &mut Wal,
+    batch: &[Write],
+    durability: Durability,
+    apply: &ApplyTx,
+) -> Result<(), StoreError> {
+    let ops = || batch.iter().flat_map(|w| &w.ops);
+    let mut record = wal.record(ops())?;
+    if !wal.has_room(record.len()) {
+        next_lap(shared, wal, apply)?;
+        record = wal.record(ops())?;
+    }
+    wal.write_record(&record)?;
     match durability {
         Durability::Fsync => wal.sync(),
         Durability::None => Ok(()),
     }
 }
 
-/// When the log restarts: soon after the applier's own commit, so that the checkpoint
-/// it waits for is short.
+/// Ends the log's lap and starts the next in the other area (see `wal`). The next lap
+/// overwrites the lap before the previous one, so redb must hold that one durably first:
+/// almost always long since, as a whole lap has been logged after it. Only when the
+/// applier is that far behind (or with `Durability::None`, whose commits are not synced)
+/// does the log writer wait for a checkpoint, and every write on the node with it.
 ///
-/// A restart rewrites the log from its start, so redb must first hold all of it: a synced
-/// checkpoint of everything logged, which the log writer waits for (and every write on
-/// the node with it). Made when the log was full, that checkpoint held the applier's whole
-/// window (up to `APPLY_WAIT` of writes, applied at its low priority), and these waits
-/// set the 3-node tail once stores had grown (p99.9 20–37 ms, against 10–15 ms in runs
-/// without restarts).
-///
-/// So from an eighth before full ([`Wal::wants_checkpoint`]) the log writer watches for
-/// the applier's next commit, and restarts right after it: the checkpoint then holds only
-/// what was logged since. The applier commits at least once per window, and at the
-/// rates where a window outlasts that last eighth the log restarts when full, as before.
-/// No commit is added: the checkpoint replaces the window's end, as it always did.
-#[derive(Default)]
-struct Restart {
-    /// How far the applier had applied when the log passed the mark.
-    applied_at_mark: Option<u64>,
-}
-
-impl Restart {
-    /// Called after each logged batch.
-    fn step(&mut self, shared: &Shared, wal: &mut Wal, apply: &ApplyTx) -> Result<(), StoreError> {
-        if !wal.wants_checkpoint() {
-            return Ok(());
-        }
-        let applied = shared.done().applied;
-        let at_mark = *self.applied_at_mark.get_or_insert(applied);
-        if applied == at_mark && !wal.wants_restart() {
-            return Ok(());
-        }
-        self.applied_at_mark = None;
-        let started = Instant::now();
+/// Until laps alternated (store format 4, log version 1) every restart rewrote the one
+/// lap in place and waited for a checkpoint of all of it; on a store of 300,000 keys
+/// such a wait took 110–580 ms (session 31).
+fn next_lap(shared: &Shared, wal: &mut Wal, apply: &ApplyTx) -> Result<(), StoreError> {
+    let started = Instant::now();
+    if !holds_previous_lap(shared.done().synced, wal) {
         ask_checkpoint(apply)?
             .recv()
             .map_err(|_| applier_gone())??;
-        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
-        shared
-            .counters
-            .restart_wait_ns
-            .fetch_add(waited, Ordering::Relaxed);
-        wal.restart_in_place()
     }
+    let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .restart_wait_ns
+        .fetch_add(waited, Ordering::Relaxed);
+    wal.next_lap()
+}
+
+/// Whether redb's durable mark `synced` covers the lap before the current one, which the
+/// next lap overwrites: the mark is in the current lap, or exactly where that lap ended.
+/// The applier applies in log order, so a mark in the current lap means every earlier
+/// lap is in redb.
+fn holds_previous_lap(synced: Option<Applied>, wal: &Wal) -> bool {
+    synced.is_some_and(|m| m.epoch == wal.epoch() || m == wal.previous())
 }
 
 /// Asks the applier to commit, synced, everything passed to it so far; the receiver gets
@@ -592,6 +597,7 @@ pub(crate) fn apply_loop(
         shared.counters.applies.fetch_add(1, Ordering::Relaxed);
         if sync {
             synced_at = applied;
+            shared.done().synced = applied;
         }
         if gather.last_seq() >= hurry {
             hurry = 0;
@@ -1048,45 +1054,94 @@ mod tests {
         })
     }
 
-    #[test]
-    fn the_log_restarts_after_the_appliers_next_commit_past_the_mark() {
+    /// A shared state whose redb holds durably what open committed before `wal`.
+    fn opened(wal: &Wal) -> Shared {
         let shared = shared();
-        let (mut wal, apply, rx) = restarting_log("restart-early", 64 << 10);
-        let mut restart = Restart::default();
-        log_until(&mut wal, 57 << 10);
-        restart.step(&shared, &mut wal, &apply).unwrap();
-        assert!(rx.try_recv().is_err(), "past the mark, but no commit yet");
-        log_until(&mut wal, 60 << 10);
-        restart.step(&shared, &mut wal, &apply).unwrap();
-        assert!(rx.try_recv().is_err(), "still none");
-        // The applier commits: the next step checkpoints what came since, and restarts.
-        shared.done().applied += 1;
-        let applier = answer_checkpoint(rx, Ok(()));
-        restart.step(&shared, &mut wal, &apply).unwrap();
-        applier.join().unwrap();
-        assert!(wal.end() < 8 << 10, "the log started over: {}", wal.end());
+        shared.done().synced = Some(wal.previous());
+        shared
     }
 
     #[test]
-    fn a_full_log_restarts_without_waiting_for_the_applier_and_a_failed_checkpoint_fails() {
-        let shared = shared();
-        let (mut wal, apply, rx) = restarting_log("restart-full", 64 << 10);
-        let mut restart = Restart::default();
-        log_until(&mut wal, 57 << 10);
-        restart.step(&shared, &mut wal, &apply).unwrap();
+    fn a_lap_begins_at_once_when_redb_holds_the_one_before_and_waits_for_a_checkpoint_if_not() {
+        let (mut wal, apply, rx) = restarting_log("laps", 64 << 10);
+        let shared = opened(&wal);
+        // Lap 1 (lower) is full; redb holds what came before it: the upper lap begins
+        // without a checkpoint.
         log_until(&mut wal, 64 << 10);
+        assert!(wal.wants_restart());
+        next_lap(&shared, &mut wal, &apply).unwrap();
+        assert!(rx.try_recv().is_err(), "no checkpoint asked for");
+        let upper = wal.end();
+        assert!(upper >= 64 << 10, "the upper area: {upper}");
+        // Lap 2 is full, but redb's durable mark is still from before lap 1: the lower
+        // lap would overwrite lap 1, so the log writer waits for a checkpoint.
+        log_until(&mut wal, upper + (60 << 10));
+        assert!(wal.wants_restart());
         let applier = answer_checkpoint(rx, Ok(()));
-        restart.step(&shared, &mut wal, &apply).unwrap();
+        next_lap(&shared, &mut wal, &apply).unwrap();
         applier.join().unwrap();
-        assert!(wal.end() < 8 << 10, "the log started over: {}", wal.end());
-        // A failed checkpoint is the store's failure, not a restart.
-        log_until(&mut wal, 64 << 10);
+        assert!(wal.end() < 8 << 10, "the lower area again: {}", wal.end());
+        // The applier's synced commits reach into the current lap: no checkpoint.
         let (tx, rx) = sync_channel(8);
         let apply = ApplyTx::new(tx, std::thread::current(), Hurrying::default());
+        shared.done().synced = Some(Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        });
+        log_until(&mut wal, 64 << 10);
+        next_lap(&shared, &mut wal, &apply).unwrap();
+        assert!(rx.try_recv().is_err(), "no checkpoint asked for");
+        assert_eq!(shared.counters.restarts.load(Ordering::Relaxed), 3);
+        // A failed checkpoint is the store's failure, not a restart.
+        let before = wal.end();
+        log_until(&mut wal, before + (60 << 10));
         let applier = answer_checkpoint(rx, Err(StoreError::Io("disk".into())));
-        let e = restart.step(&shared, &mut wal, &apply);
+        let e = next_lap(&shared, &mut wal, &apply);
         applier.join().unwrap();
         assert!(matches!(e, Err(StoreError::Io(_))), "{e:?}");
-        assert!(wal.end() >= 64 << 10, "not restarted");
+        assert!(wal.end() >= before + (60 << 10), "not restarted");
+    }
+
+    #[test]
+    fn a_batch_too_large_for_the_lower_lap_goes_to_a_new_upper_lap() {
+        let (mut wal, apply, _rx) = restarting_log("bound", 64 << 10);
+        let shared = opened(&wal);
+        // Lap 1 lower, lap 2 upper, lap 3 lower: bounded by lap 2's start.
+        log_until(&mut wal, 64 << 10);
+        next_lap(&shared, &mut wal, &apply).unwrap();
+        let lap_2 = wal.end();
+        shared.done().synced = Some(Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        });
+        log_until(&mut wal, lap_2 + 1);
+        next_lap(&shared, &mut wal, &apply).unwrap();
+        assert_eq!(wal.end(), crate::wal::HEADER_BYTES);
+        let big = Op::Node(vec![1; usize::try_from(lap_2).unwrap()]);
+        let record = wal.record(std::iter::once(&big)).unwrap();
+        assert!(!wal.has_room(record.len()));
+        let e = wal.write_record(&record).unwrap_err();
+        assert!(
+            e.to_string().contains("would cross the previous lap"),
+            "{e}"
+        );
+        // Through the log writer it goes to a new lap after lap 3, which redb holds the
+        // lap before of (lap 2: synced above).
+        shared.done().synced = Some(Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        });
+        let write = Write {
+            seq: 1,
+            ops: vec![big],
+        };
+        log(&shared, &mut wal, &[write], Durability::Fsync, &apply).unwrap();
+        let at = wal.end() - record.len() as u64;
+        assert!(at >= 64 << 10, "the record went to the upper area: {at}");
+        assert_eq!(
+            wal.previous().end,
+            crate::wal::HEADER_BYTES,
+            "lap 3 was empty"
+        );
     }
 }
