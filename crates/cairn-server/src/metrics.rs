@@ -352,13 +352,13 @@ fn render_status(out: &mut String, s: &Status) {
     counter(
         out,
         "cairn_store_log_restarts_total",
-        "Times the write-ahead log started over, each after a checkpoint of the store file.",
+        "Laps of the write-ahead log begun (one every 16-24 MiB of log).",
         st.log_restarts,
     );
     counter(
         out,
         "cairn_store_log_restart_wait_microseconds_total",
-        "Time writes waited for those checkpoints (every write on the node waits with the log).",
+        "Time writes waited for a checkpoint before a new lap: only when the applier was a whole lap behind (every write on the node waits with the log).",
         st.log_restart_wait_us,
     );
     gauge(

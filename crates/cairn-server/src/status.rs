@@ -68,9 +68,10 @@ pub struct StoreSummary {
     pub commit_buckets: [u64; cairn_store::COMMIT_BUCKETS_US.len() + 1],
     /// redb transactions applying them (each a checkpoint holding many batches).
     pub applies: u64,
-    /// Times the write-ahead log started over.
+    /// Laps of the write-ahead log begun.
     pub log_restarts: u64,
-    /// Time every write on the node waited for their checkpoints, in microseconds.
+    /// Time every write on the node waited for the checkpoints some laps needed (when
+    /// the applier was a lap behind), in microseconds.
     pub log_restart_wait_us: u64,
     /// Decoded values of recent writes kept for their next update.
     pub warm_values: u64,

@@ -135,8 +135,8 @@ pub struct Options {
     /// Decoded values of recently written objects, kept for their next update
     /// ([`WARM_BYTES`], an estimate of their memory; 0 keeps none).
     pub warm_bytes: u64,
-    /// The log's length before it starts over ([`WAL_RESTART_BYTES`]); the log file is
-    /// about this long.
+    /// About how long a lap of the log is before the next starts ([`WAL_RESTART_BYTES`]);
+    /// laps alternate between two areas, so the log file is about twice this long.
     pub wal_restart_bytes: u64,
     /// A number never used before by this node (the driver draws it at random at every
     /// start, like `cairn_core::Config::incarnation_nonce`); it becomes the new storage

@@ -389,18 +389,18 @@ fn log(
 /// lap in place and waited for a checkpoint of all of it; on a store of 300,000 keys
 /// such a wait took 110–580 ms (session 31).
 fn next_lap(shared: &Shared, wal: &mut Wal, apply: &ApplyTx) -> Result<(), StoreError> {
-    let started = Instant::now();
     if !holds_previous_lap(shared.done().synced, wal) {
+        let started = Instant::now();
         ask_checkpoint(apply)?
             .recv()
             .map_err(|_| applier_gone())??;
+        let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        shared
+            .counters
+            .restart_wait_ns
+            .fetch_add(waited, Ordering::Relaxed);
     }
-    let waited = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
-    shared
-        .counters
-        .restart_wait_ns
-        .fetch_add(waited, Ordering::Relaxed);
     wal.next_lap()
 }
 
