@@ -63,7 +63,7 @@ pub use cairn_core::{Backlog, NodeMeta, ObjectKey, Store, StoreError, WriteToken
 pub use derived::Audit;
 pub use open::{Recovery, Rotation, RotationReason};
 pub use store::{RedbStore, Stats, HELD_WRITES_MAX};
-pub use wal::{spread_restart_bytes, WAL_GROW_BYTES, WAL_RESTART_BYTES};
+pub use wal::{spread_restart_bytes, WAL_GROW_BYTES, WAL_RESTART_BYTES, WAL_RESTART_BYTES_MAX};
 pub use writer::{
     APPLY_BYTES_MAX, APPLY_QUEUE_BATCHES, APPLY_WAIT, APPLY_WRITES_MAX, BATCH_BYTES_MAX,
     FORGET_WRITES_PER_LOCK, UNAPPLIED_BYTES_MAX,
@@ -135,8 +135,9 @@ pub struct Options {
     /// Decoded values of recently written objects, kept for their next update
     /// ([`WARM_BYTES`], an estimate of their memory; 0 keeps none).
     pub warm_bytes: u64,
-    /// About how long a lap of the log is before the next starts ([`WAL_RESTART_BYTES`]);
-    /// laps alternate between two areas, so the log file is about twice this long.
+    /// About how long a lap of the log is before the next starts ([`WAL_RESTART_BYTES`];
+    /// at most [`WAL_RESTART_BYTES_MAX`]); laps alternate between two areas, so the log
+    /// file is about twice this long.
     pub wal_restart_bytes: u64,
     /// A number never used before by this node (the driver draws it at random at every
     /// start, like `cairn_core::Config::incarnation_nonce`); it becomes the new storage

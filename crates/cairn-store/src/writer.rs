@@ -69,8 +69,9 @@ pub(crate) struct Done {
     /// keeps it under [`UNAPPLIED_BYTES_MAX`]).
     pub(crate) unapplied_bytes: usize,
     /// How much of the log redb holds durably: the mark of the applier's last synced
-    /// commit (at open, the one open committed). The log writer starts a lap only when
-    /// this covers the lap before the previous one.
+    /// commit (at open, the one open committed). The log writer starts a new lap only
+    /// when this covers the lap before the current one, which the new lap overwrites
+    /// (`writer::holds_previous_lap`).
     pub(crate) synced: Option<Applied>,
     /// Set when the log writer or the applier failed. The log writer reports nothing
     /// after a failure of its own; a batch it logged and reported just as the applier
@@ -597,7 +598,9 @@ pub(crate) fn apply_loop(
         shared.counters.applies.fetch_add(1, Ordering::Relaxed);
         if sync {
             synced_at = applied;
-            shared.done().synced = applied;
+            if applied.is_some() {
+                shared.done().synced = applied;
+            }
         }
         if gather.last_seq() >= hurry {
             hurry = 0;
@@ -1061,42 +1064,68 @@ mod tests {
         shared
     }
 
+    /// A way to an applier that refuses every checkpoint: a lap that should begin without
+    /// one fails instead of waiting forever.
+    fn refusing_applier() -> ApplyTx {
+        let (tx, rx) = sync_channel(8);
+        std::thread::spawn(move || {
+            while let Ok(msg) = rx.recv() {
+                if let ToApply::Checkpoint(reply) = msg {
+                    let _ = reply.send(Err(StoreError::Io("unexpected checkpoint".into())));
+                }
+            }
+        });
+        ApplyTx::new(tx, std::thread::current(), Hurrying::default())
+    }
+
+    /// A way to an applier that answers the next checkpoint with `answer`; the handle
+    /// fails if none was asked for once the way is dropped.
+    fn answering_applier(answer: Result<(), StoreError>) -> (ApplyTx, std::thread::JoinHandle<()>) {
+        let (tx, rx) = sync_channel(8);
+        let apply = ApplyTx::new(tx, std::thread::current(), Hurrying::default());
+        (apply, answer_checkpoint(rx, answer))
+    }
+
+    /// The current lap's mark, as the applier's synced commit of its last batch records.
+    fn into_current_lap(shared: &Shared, wal: &Wal) {
+        shared.done().synced = Some(Applied {
+            epoch: wal.epoch(),
+            end: wal.end(),
+        });
+    }
+
     #[test]
     fn a_lap_begins_at_once_when_redb_holds_the_one_before_and_waits_for_a_checkpoint_if_not() {
-        let (mut wal, apply, rx) = restarting_log("laps", 64 << 10);
+        let (mut wal, _, _) = restarting_log("laps", 64 << 10);
         let shared = opened(&wal);
         // Lap 1 (lower) is full; redb holds what came before it: the upper lap begins
         // without a checkpoint.
         log_until(&mut wal, 64 << 10);
         assert!(wal.wants_restart());
-        next_lap(&shared, &mut wal, &apply).unwrap();
-        assert!(rx.try_recv().is_err(), "no checkpoint asked for");
+        next_lap(&shared, &mut wal, &refusing_applier()).unwrap();
         let upper = wal.end();
         assert!(upper >= 64 << 10, "the upper area: {upper}");
         // Lap 2 is full, but redb's durable mark is still from before lap 1: the lower
         // lap would overwrite lap 1, so the log writer waits for a checkpoint.
         log_until(&mut wal, upper + (60 << 10));
         assert!(wal.wants_restart());
-        let applier = answer_checkpoint(rx, Ok(()));
+        let (apply, applier) = answering_applier(Ok(()));
         next_lap(&shared, &mut wal, &apply).unwrap();
+        drop(apply);
         applier.join().unwrap();
         assert!(wal.end() < 8 << 10, "the lower area again: {}", wal.end());
         // The applier's synced commits reach into the current lap: no checkpoint.
-        let (tx, rx) = sync_channel(8);
-        let apply = ApplyTx::new(tx, std::thread::current(), Hurrying::default());
-        shared.done().synced = Some(Applied {
-            epoch: wal.epoch(),
-            end: wal.end(),
-        });
+        log_until(&mut wal, 16 << 10);
+        into_current_lap(&shared, &wal);
         log_until(&mut wal, 64 << 10);
-        next_lap(&shared, &mut wal, &apply).unwrap();
-        assert!(rx.try_recv().is_err(), "no checkpoint asked for");
+        next_lap(&shared, &mut wal, &refusing_applier()).unwrap();
         assert_eq!(shared.counters.restarts.load(Ordering::Relaxed), 3);
         // A failed checkpoint is the store's failure, not a restart.
         let before = wal.end();
         log_until(&mut wal, before + (60 << 10));
-        let applier = answer_checkpoint(rx, Err(StoreError::Io("disk".into())));
+        let (apply, applier) = answering_applier(Err(StoreError::Io("disk".into())));
         let e = next_lap(&shared, &mut wal, &apply);
+        drop(apply);
         applier.join().unwrap();
         assert!(matches!(e, Err(StoreError::Io(_))), "{e:?}");
         assert!(wal.end() >= before + (60 << 10), "not restarted");
@@ -1104,18 +1133,17 @@ mod tests {
 
     #[test]
     fn a_batch_too_large_for_the_lower_lap_goes_to_a_new_upper_lap() {
-        let (mut wal, apply, _rx) = restarting_log("bound", 64 << 10);
+        let (mut wal, _, _) = restarting_log("bound", 64 << 10);
         let shared = opened(&wal);
         // Lap 1 lower, lap 2 upper, lap 3 lower: bounded by lap 2's start.
         log_until(&mut wal, 64 << 10);
-        next_lap(&shared, &mut wal, &apply).unwrap();
+        next_lap(&shared, &mut wal, &refusing_applier()).unwrap();
         let lap_2 = wal.end();
-        shared.done().synced = Some(Applied {
-            epoch: wal.epoch(),
-            end: wal.end(),
-        });
         log_until(&mut wal, lap_2 + 1);
-        next_lap(&shared, &mut wal, &apply).unwrap();
+        into_current_lap(&shared, &wal);
+        let held = wal.end();
+        log_until(&mut wal, held + 1); // redb holds lap 2 only in part.
+        next_lap(&shared, &mut wal, &refusing_applier()).unwrap();
         assert_eq!(wal.end(), crate::wal::HEADER_BYTES);
         let big = Op::Node(vec![1; usize::try_from(lap_2).unwrap()]);
         let record = wal.record(std::iter::once(&big)).unwrap();
@@ -1125,17 +1153,16 @@ mod tests {
             e.to_string().contains("would cross the previous lap"),
             "{e}"
         );
-        // Through the log writer it goes to a new lap after lap 3, which redb holds the
-        // lap before of (lap 2: synced above).
-        shared.done().synced = Some(Applied {
-            epoch: wal.epoch(),
-            end: wal.end(),
-        });
+        // Through the log writer it goes to a new upper lap, which overwrites lap 2:
+        // redb's durable mark is in lap 2, so a checkpoint first.
         let write = Write {
             seq: 1,
             ops: vec![big],
         };
+        let (apply, applier) = answering_applier(Ok(()));
         log(&shared, &mut wal, &[write], Durability::Fsync, &apply).unwrap();
+        drop(apply);
+        applier.join().unwrap();
         let at = wal.end() - record.len() as u64;
         assert!(at >= 64 << 10, "the record went to the upper area: {at}");
         assert_eq!(
