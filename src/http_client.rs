@@ -106,9 +106,10 @@ fn parse(raw: &[u8]) -> Result<Response, String> {
 fn content_length(head: &str) -> Option<usize> {
     head.lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())?
+        if !name.trim().eq_ignore_ascii_case("content-length") {
+            return None;
+        }
+        value.trim().parse().ok()
     })
 }
 

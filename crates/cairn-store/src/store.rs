@@ -1028,6 +1028,12 @@ mod tests {
         (dir, s)
     }
 
+    /// Stages `value` at `key` and waits until it is durable: a log batch of its own.
+    fn write_durably(s: &mut RedbStore, key: ObjectKey, value: Value) {
+        s.stage_object(key, value).unwrap();
+        durable_tokens(s, 1);
+    }
+
     /// The tokens of the next `n` writes made durable, failing if 10 s pass without one.
     fn durable_tokens(s: &RedbStore, n: usize) -> Vec<WriteToken> {
         let mut got = Vec::new();
@@ -1063,14 +1069,11 @@ mod tests {
         let stuck = s.shared.db.begin_write().unwrap();
         // One write opens the applier's window; once the window ends it commits, and
         // waits. Batches sent after that stay in its queue.
-        s.stage_object(counter_key(0), counter()).unwrap();
-        durable_tokens(&s, 1);
+        write_durably(&mut s, counter_key(0), counter());
         std::thread::sleep(crate::APPLY_WAIT * 2);
         let batches = 3 * 1024;
         for i in 1..=batches {
-            // Each write waits for the last to be durable: a log batch of its own.
-            s.stage_object(counter_key(i), counter()).unwrap();
-            durable_tokens(&s, 1);
+            write_durably(&mut s, counter_key(i), counter());
         }
         assert!(batches + 1 < crate::APPLY_QUEUE_BATCHES as u64);
         drop(stuck);
@@ -1097,14 +1100,12 @@ mod tests {
         let mut i = 0;
         while s.stats().log_restarts == 0 {
             assert!(i < 1_000, "the first lap never ended");
-            s.stage_object(counter_key(i), set_of(64)).unwrap();
-            durable_tokens(&s, 1);
+            write_durably(&mut s, counter_key(i), set_of(64));
             i += 1;
         }
         // A few more go into the new lap, made durable as the applier still waits.
         for j in i..i + 8 {
-            s.stage_object(counter_key(j), set_of(64)).unwrap();
-            durable_tokens(&s, 1);
+            write_durably(&mut s, counter_key(j), set_of(64));
         }
         let st = s.stats();
         assert_eq!(
@@ -1128,8 +1129,7 @@ mod tests {
         let (dir, mut s) = fresh_store("restarts", opts);
         assert_eq!(s.stats().log_restarts, 0);
         for i in 0..200 {
-            s.stage_object(counter_key(i), set_of(64)).unwrap();
-            durable_tokens(&s, 1);
+            write_durably(&mut s, counter_key(i), set_of(64));
         }
         let st = s.stats();
         assert!(st.log_restarts >= 2, "{st:?}");

@@ -740,6 +740,16 @@ mod tests {
     #[derive(Clone, Debug, Default)]
     struct Mem(Arc<Mutex<Vec<u8>>>);
 
+    impl Mem {
+        /// A copy of this file with `change` made to its bytes (a crash image, a damaged
+        /// file).
+        fn altered(&self, change: impl FnOnce(&mut Vec<u8>)) -> Mem {
+            let mut bytes = self.0.lock().unwrap().clone();
+            change(&mut bytes);
+            Mem(Arc::new(Mutex::new(bytes)))
+        }
+    }
+
     impl StorageBackend for Mem {
         fn len(&self) -> Result<u64, std::io::Error> {
             Ok(self.0.lock().unwrap().len() as u64)
@@ -849,15 +859,11 @@ mod tests {
         let (mem, _, ends) = log_with(3, BEFORE);
         let applied = Some(BEFORE);
         for cut in [ends[1] + 1, ends[2] - 1] {
-            let mut torn = mem.0.lock().unwrap().clone();
-            torn[cut as usize..ends[2] as usize].fill(0);
-            let m = Mem(Arc::new(Mutex::new(torn)));
+            let m = mem.altered(|b| b[cut as usize..ends[2] as usize].fill(0));
             assert_eq!(replayed(recover(&m, "t", applied).unwrap()).len(), 2);
         }
         // A flipped byte inside the middle record ends the replay there too.
-        let mut flipped = mem.0.lock().unwrap().clone();
-        flipped[ends[0] as usize + RECORD_HEAD + 2] ^= 1;
-        let m = Mem(Arc::new(Mutex::new(flipped)));
+        let m = mem.altered(|b| b[ends[0] as usize + RECORD_HEAD + 2] ^= 1);
         assert_eq!(replayed(recover(&m, "t", applied).unwrap()).len(), 1);
     }
 
@@ -917,18 +923,24 @@ mod tests {
         assert!(wal.has_room((upper - HEADER_BYTES) as usize));
     }
 
+    /// A log whose lap 1 holds `batch(0..3)` (ending at `ends`) and whose lap 2 has
+    /// begun; and the mark of a redb that holds lap 1's first record only.
+    fn second_lap_begun() -> (Mem, Wal, Vec<u64>, Applied) {
+        let (mem, mut wal, ends) = log_with(3, BEFORE);
+        let part = Applied {
+            epoch: wal.epoch(),
+            end: ends[0],
+        };
+        wal.next_lap().unwrap();
+        (mem, wal, ends, part)
+    }
+
     #[test]
     fn the_rest_of_the_previous_lap_is_replayed_before_the_current_one() {
-        let (mem, mut wal, ends) = log_with(3, BEFORE);
-        let first_epoch = wal.epoch();
-        wal.next_lap().unwrap();
+        let (mem, mut wal, ends, part) = second_lap_begun();
         wal.append(batch(8).iter()).unwrap();
         wal.append(batch(9).iter()).unwrap();
         let end = wal.end();
-        let part = Applied {
-            epoch: first_epoch,
-            end: ends[0],
-        };
         assert_eq!(
             recover(&mem, "t", Some(part)).unwrap(),
             Found::Replay {
@@ -939,8 +951,8 @@ mod tests {
         );
         // A mark past the previous lap's end is not this log's.
         let past = Applied {
-            epoch: first_epoch,
             end: ends[2] + 1,
+            ..part
         };
         assert_eq!(recover(&mem, "t", Some(past)).unwrap(), Found::Unrelated);
     }
@@ -971,9 +983,7 @@ mod tests {
         let found = recover(&mem, "t", Some(wal_previous_of_lap_2(&mem))).unwrap();
         assert_eq!(replayed(found), vec![batch(5), batch(6), batch(9)]);
         // With lap 2's header damaged that is not known: nothing is replayed.
-        let mut damaged = mem.0.lock().unwrap().clone();
-        damaged[17] ^= 0x40; // Lap 2 is in slot 0.
-        let m = Mem(Arc::new(Mutex::new(damaged)));
+        let m = mem.altered(|b| b[17] ^= 0x40); // Lap 2 is in slot 0.
         let found = recover(&m, "t", Some(wal_previous_of_lap_2(&mem))).unwrap();
         assert_eq!(found, Found::Unrelated);
     }
@@ -988,17 +998,9 @@ mod tests {
 
     #[test]
     fn a_previous_lap_damaged_before_its_end_is_not_replayed() {
-        let (mem, mut wal, ends) = log_with(3, BEFORE);
-        let first_epoch = wal.epoch();
-        wal.next_lap().unwrap();
+        let (mem, mut wal, ends, part) = second_lap_begun();
         wal.append(batch(8).iter()).unwrap();
-        let mut flipped = mem.0.lock().unwrap().clone();
-        flipped[ends[1] as usize + RECORD_HEAD + 2] ^= 1;
-        let m = Mem(Arc::new(Mutex::new(flipped)));
-        let part = Applied {
-            epoch: first_epoch,
-            end: ends[0],
-        };
+        let m = mem.altered(|b| b[ends[1] as usize + RECORD_HEAD + 2] ^= 1);
         assert_eq!(recover(&m, "t", Some(part)).unwrap(), Found::Unrelated);
     }
 
@@ -1034,10 +1036,11 @@ mod tests {
         let before_restart = mem.0.lock().unwrap().clone();
         wal.next_lap().unwrap();
         // Lap 2 went to slot 0; tear it as a crash during the restart could.
-        let mut torn = mem.0.lock().unwrap().clone();
-        torn[..HEADER_USED].copy_from_slice(&before_restart[..HEADER_USED]);
-        torn[..20].copy_from_slice(&mem.0.lock().unwrap()[..20]);
-        let m = Mem(Arc::new(Mutex::new(torn)));
+        let new_header = mem.0.lock().unwrap()[..20].to_vec();
+        let m = mem.altered(|b| {
+            b[..HEADER_USED].copy_from_slice(&before_restart[..HEADER_USED]);
+            b[..20].copy_from_slice(&new_header);
+        });
         // redb holds all of lap 1 (the checkpoint before a restart): nothing to replay.
         let found = recover(&m, "t", Some(first)).unwrap();
         assert_eq!(
@@ -1058,10 +1061,8 @@ mod tests {
             Found::Unrelated
         );
         assert_eq!(recover(&mem, "t", None).unwrap(), Found::Unrelated);
-        let mut damaged = mem.0.lock().unwrap().clone();
         // The first lap's header is in the second slot.
-        damaged[SLOT_2 as usize + 17] ^= 0x40;
-        let m = Mem(Arc::new(Mutex::new(damaged)));
+        let m = mem.altered(|b| b[SLOT_2 as usize + 17] ^= 0x40);
         let applied = Some(BEFORE);
         assert_eq!(recover(&m, "t", applied).unwrap(), Found::Unrelated);
         assert_eq!(

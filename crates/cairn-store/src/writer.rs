@@ -1018,9 +1018,8 @@ mod tests {
         );
     }
 
-    /// A log in memory that restarts after `restart_bytes`, and an applier's queue the
-    /// test answers itself.
-    fn restarting_log(name: &str, restart_bytes: u64) -> (Wal, ApplyTx, Receiver<ToApply>) {
+    /// A log in an unlinked temporary file whose laps are `restart_bytes` long.
+    fn restarting_log(name: &str, restart_bytes: u64) -> Wal {
         let path = std::env::temp_dir().join(format!("cairn-{name}-{}.wal", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -1032,10 +1031,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap(); // Open still; gone with the test.
         let backend = Box::new(redb::backends::FileBackend::new(file).unwrap());
         let start = Applied { epoch: 0, end: 0 };
-        let wal = Wal::restart(backend, "test.wal".into(), start, restart_bytes).unwrap();
-        let (tx, rx) = sync_channel(8);
-        let apply = ApplyTx::new(tx, std::thread::current(), Hurrying::default());
-        (wal, apply, rx)
+        Wal::restart(backend, "test.wal".into(), start, restart_bytes).unwrap()
     }
 
     /// Logs records of ~1 KiB until the log's end passes `until`.
@@ -1096,7 +1092,7 @@ mod tests {
 
     #[test]
     fn a_lap_begins_at_once_when_redb_holds_the_one_before_and_waits_for_a_checkpoint_if_not() {
-        let (mut wal, _, _) = restarting_log("laps", 64 << 10);
+        let mut wal = restarting_log("laps", 64 << 10);
         let shared = opened(&wal);
         // Lap 1 (lower) is full; redb holds what came before it: the upper lap begins
         // without a checkpoint.
@@ -1133,7 +1129,7 @@ mod tests {
 
     #[test]
     fn a_batch_too_large_for_the_lower_lap_goes_to_a_new_upper_lap() {
-        let (mut wal, _, _) = restarting_log("bound", 64 << 10);
+        let mut wal = restarting_log("bound", 64 << 10);
         let shared = opened(&wal);
         // Lap 1 lower, lap 2 upper, lap 3 lower: bounded by lap 2's start.
         log_until(&mut wal, 64 << 10);
